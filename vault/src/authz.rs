@@ -1,0 +1,430 @@
+//! Authorization: one pure decision function for every caller.
+//!
+//! [`authorize`] takes the actor, the action and an [`Object`] describing the
+//! target *with the facts needed to decide* (owner, the actor's share level).
+//! The vault loads those facts and then calls it; the CLI, the web and the
+//! gateway all go through the vault, so they all get the same answer.
+//!
+//! Roles grant [`Operation`]s (the seed's table). Visibility of resources and
+//! accounts comes from ownership, super admin, or a share (the share level is
+//! the seam the sharing workflows fill in).
+
+use crate::model::{Actor, Role};
+
+/// The operations of the seed's roles table (plus remote access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// Add, edit, delete users; change roles.
+    ManageUsers,
+    /// Add, edit, delete resources.
+    ManageResources,
+    /// Add, edit, delete accounts and their passwords.
+    ManagePasswords,
+    /// Retrieve passwords the actor can see.
+    ViewPasswords,
+    /// Personal passwords (always the user's own).
+    PersonalPasswords,
+    /// Audit trails and reports.
+    ViewAudit,
+    /// Privacy and security controls, IP restrictions, emergency measures.
+    PrivacySecurity,
+    /// Open gateway sessions to accounts the actor can use.
+    RemoteAccess,
+}
+
+impl Operation {
+    /// Every operation.
+    pub const ALL: [Operation; 8] = [
+        Operation::ManageUsers,
+        Operation::ManageResources,
+        Operation::ManagePasswords,
+        Operation::ViewPasswords,
+        Operation::PersonalPasswords,
+        Operation::ViewAudit,
+        Operation::PrivacySecurity,
+        Operation::RemoteAccess,
+    ];
+}
+
+/// Does `role` include `op`? This is the seed's table.
+pub fn role_grants(role: Role, op: Operation) -> bool {
+    use Operation::*;
+    use Role::*;
+    match op {
+        ManageUsers => matches!(role, Administrator | PrivilegedAdministrator),
+        ManageResources | ManagePasswords => {
+            matches!(role, Administrator | PasswordAdministrator | PrivilegedAdministrator)
+        }
+        ViewPasswords | PersonalPasswords | RemoteAccess => true,
+        ViewAudit => matches!(role, Administrator | PrivilegedAdministrator | PasswordAuditor),
+        PrivacySecurity => matches!(role, PrivilegedAdministrator),
+    }
+}
+
+/// How much of a resource or account has been shared with the actor
+/// (filled in by the sharing workflows; `None` until then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ShareLevel {
+    /// May open gateway sessions, never see the password.
+    Connect,
+    /// May also retrieve the password.
+    View,
+    /// May also change the account and its password.
+    Modify,
+    /// May also delete and re-share.
+    Full,
+}
+
+/// What is acted on, with the facts the decision needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Object<'a> {
+    /// The system as a whole (create things, read the audit, settings).
+    System,
+    /// A user.
+    User {
+        /// The user's id.
+        id: &'a str,
+        /// The user's current role.
+        role: Role,
+    },
+    /// A resource or an account on one.
+    Owned {
+        /// Owner user id.
+        owner_id: Option<&'a str>,
+        /// The actor's share level on it, if any.
+        share: Option<ShareLevel>,
+    },
+}
+
+/// Actions every caller asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// List or read users (object: System or User).
+    ViewUser,
+    /// Create a user (object: System).
+    CreateUser,
+    /// Change a user's e-mail, password, enabled flag (object: User).
+    UpdateUser,
+    /// Give a user a role (object: User; `role` is the *new* role).
+    AssignRole(Role),
+    /// Make a user super admin, or take it away (object: User).
+    SetSuperAdmin,
+    /// Delete a user (object: User).
+    DeleteUser,
+    /// Create a resource (object: System).
+    CreateResource,
+    /// See a resource or account's metadata (object: Owned).
+    ViewObject,
+    /// Change a resource (object: Owned).
+    UpdateResource,
+    /// Delete a resource (object: Owned).
+    DeleteResource,
+    /// Add an account to a resource (object: Owned = the resource).
+    CreateAccount,
+    /// Change an account or its secret (object: Owned).
+    UpdateAccount,
+    /// Delete an account (object: Owned).
+    DeleteAccount,
+    /// Retrieve the plaintext password (object: Owned).
+    RetrieveSecret,
+    /// Open a gateway session with auto-logon (object: Owned).
+    Connect,
+    /// Import resources from CSV (object: System).
+    Import,
+    /// Read the audit trail (object: System).
+    ViewAudit,
+    /// Change privacy/security settings (object: System).
+    ManageSettings,
+    /// Create an API token for another user (object: User).
+    CreateTokenFor,
+}
+
+/// The answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Go ahead.
+    Allow,
+    /// Refused, with a reason safe to show.
+    Deny(&'static str),
+}
+
+impl Decision {
+    /// True for [`Decision::Allow`].
+    pub fn is_allowed(self) -> bool {
+        self == Decision::Allow
+    }
+}
+
+fn has(actor: &Actor, op: Operation) -> bool {
+    actor.is_system || role_grants(actor.role, op)
+}
+
+/// The single authorization decision used by CLI, web and gateway.
+pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision {
+    use Action::*;
+    use Decision::*;
+    if actor.must_change_password && !actor.is_system {
+        return Deny("the password must be changed first");
+    }
+    let need = |op: Operation, why: &'static str| if has(actor, op) { Allow } else { Deny(why) };
+    match (action, object) {
+        (ViewUser, Object::User { id, .. }) if id == actor.id => Allow,
+        (ViewUser, _) => need(Operation::ManageUsers, "viewing users needs the Manage users operation"),
+        (CreateUser, _) => need(Operation::ManageUsers, "creating users needs the Manage users operation"),
+        (UpdateUser, Object::User { role, .. }) => {
+            if !has(actor, Operation::ManageUsers) {
+                return Deny("changing users needs the Manage users operation");
+            }
+            may_manage_role(actor, role)
+        }
+        (AssignRole(new), Object::User { role, id }) => {
+            if !has(actor, Operation::ManageUsers) {
+                return Deny("changing roles needs the Manage users operation");
+            }
+            if id == actor.id && !actor.is_system {
+                return Deny("users cannot change their own role");
+            }
+            match may_manage_role(actor, role) {
+                Allow => may_manage_role(actor, new),
+                d => d,
+            }
+        }
+        (AssignRole(new), Object::System) => {
+            // Creating a user with a role.
+            if !has(actor, Operation::ManageUsers) {
+                return Deny("assigning roles needs the Manage users operation");
+            }
+            may_manage_role(actor, new)
+        }
+        (SetSuperAdmin, Object::User { role, id }) => {
+            if !(actor.is_system || (actor.role.may_be_super_admin() && has(actor, Operation::ManageUsers))) {
+                return Deny("only an administrator can make a super admin");
+            }
+            if id == actor.id && !actor.is_system {
+                return Deny("a super admin can only be made by another administrator");
+            }
+            if !role.may_be_super_admin() {
+                return Deny("only administrator roles can be super admins");
+            }
+            Allow
+        }
+        (DeleteUser, Object::User { id, role }) => {
+            if id == actor.id && !actor.is_system {
+                return Deny("users cannot delete themselves");
+            }
+            if !has(actor, Operation::ManageUsers) {
+                return Deny("deleting users needs the Manage users operation");
+            }
+            may_manage_role(actor, role)
+        }
+        (CreateTokenFor, Object::User { id, .. }) if id == actor.id => Allow,
+        (CreateTokenFor, _) => need(Operation::ManageUsers, "tokens for other users need the Manage users operation"),
+        (CreateResource, _) => need(Operation::ManageResources, "adding resources needs the Manage resources operation"),
+        (Import, _) => {
+            if has(actor, Operation::ManageResources) && has(actor, Operation::ManagePasswords) {
+                Allow
+            } else {
+                Deny("importing needs the Manage resources and Manage passwords operations")
+            }
+        }
+        (ViewAudit, _) => need(Operation::ViewAudit, "the audit trail needs the View audit operation"),
+        (ManageSettings, _) => need(Operation::PrivacySecurity, "settings need the Privacy and security operation"),
+        (action, Object::Owned { owner_id, share }) => owned(actor, action, owner_id, share),
+        _ => Deny("this action does not apply to that object"),
+    }
+}
+
+/// An actor may manage users of a role only if the actor's role grants at
+/// least every operation of that role (no privilege escalation).
+fn may_manage_role(actor: &Actor, role: Role) -> Decision {
+    if actor.is_system || Operation::ALL.iter().all(|&op| !role_grants(role, op) || role_grants(actor.role, op)) {
+        Decision::Allow
+    } else {
+        Decision::Deny("cannot manage a user whose role has more rights than yours")
+    }
+}
+
+fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<ShareLevel>) -> Decision {
+    use Action::*;
+    use Decision::*;
+    let full_control = actor.is_system || actor.super_admin || owner_id == Some(actor.id.as_str());
+    let at_least = |lvl: ShareLevel| share.is_some_and(|s| s >= lvl);
+    if !full_control && share.is_none() {
+        // Not visible at all: same answer as a missing object.
+        return Deny("not found");
+    }
+    match action {
+        ViewObject => Allow,
+        Connect => {
+            if !has(actor, Operation::RemoteAccess) {
+                Deny("remote access is not part of your role")
+            } else if full_control || at_least(ShareLevel::Connect) {
+                Allow
+            } else {
+                Deny("not shared for sessions")
+            }
+        }
+        RetrieveSecret => {
+            if !has(actor, Operation::ViewPasswords) {
+                Deny("viewing passwords is not part of your role")
+            } else if full_control || at_least(ShareLevel::View) {
+                Allow
+            } else {
+                Deny("shared for sessions only: the password cannot be retrieved")
+            }
+        }
+        UpdateAccount | CreateAccount => {
+            if (full_control && has(actor, Operation::ManagePasswords)) || at_least(ShareLevel::Modify) {
+                Allow
+            } else {
+                Deny("changing accounts needs the Manage passwords operation or a modify share")
+            }
+        }
+        DeleteAccount => {
+            if (full_control && has(actor, Operation::ManagePasswords)) || at_least(ShareLevel::Full) {
+                Allow
+            } else {
+                Deny("deleting accounts needs the Manage passwords operation or a full share")
+            }
+        }
+        UpdateResource => {
+            if (full_control && has(actor, Operation::ManageResources)) || at_least(ShareLevel::Modify) {
+                Allow
+            } else {
+                Deny("changing resources needs the Manage resources operation or a modify share")
+            }
+        }
+        DeleteResource => {
+            if (full_control && has(actor, Operation::ManageResources)) || at_least(ShareLevel::Full) {
+                Allow
+            } else {
+                Deny("deleting resources needs the Manage resources operation or a full share")
+            }
+        }
+        _ => Deny("this action does not apply to that object"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Role::*;
+
+    fn actor(role: Role) -> Actor {
+        Actor {
+            id: "me".into(),
+            username: "me".into(),
+            role,
+            super_admin: false,
+            must_change_password: false,
+            is_system: false,
+        }
+    }
+
+    /// The seed's table, row by row: ManageUsers, ManageResources, ManagePasswords,
+    /// ViewPasswords, PersonalPasswords, ViewAudit, PrivacySecurity.
+    #[test]
+    fn seed_role_operation_table() {
+        use Operation::*;
+        let ops = [ManageUsers, ManageResources, ManagePasswords, ViewPasswords, PersonalPasswords, ViewAudit, PrivacySecurity];
+        let table: [(Role, [bool; 7]); 5] = [
+            (Administrator, [true, true, true, true, true, true, false]),
+            (PasswordAdministrator, [false, true, true, true, true, false, false]),
+            (PrivilegedAdministrator, [true, true, true, true, true, true, true]),
+            (PasswordUser, [false, false, false, true, true, false, false]),
+            (PasswordAuditor, [false, false, false, true, true, true, false]),
+        ];
+        for (role, row) in table {
+            for (op, want) in ops.iter().zip(row) {
+                assert_eq!(role_grants(role, *op), want, "{role:?} × {op:?}");
+            }
+        }
+    }
+
+    /// Every role × every action on the objects the action applies to.
+    #[test]
+    fn role_action_matrix() {
+        use Action::*;
+        let other_user = Object::User { id: "u2", role: PasswordUser };
+        let own = Object::Owned { owner_id: Some("me"), share: None };
+        let foreign = Object::Owned { owner_id: Some("x"), share: None };
+        // (action, object, [Admin, PwdAdmin, PrivAdmin, PwdUser, Auditor])
+        let rows: Vec<(Action, Object, [bool; 5])> = vec![
+            (ViewUser, Object::System, [true, false, true, false, false]),
+            (ViewUser, Object::User { id: "me", role: PasswordUser }, [true; 5]),
+            (CreateUser, Object::System, [true, false, true, false, false]),
+            (UpdateUser, other_user, [true, false, true, false, false]),
+            (DeleteUser, other_user, [true, false, true, false, false]),
+            (AssignRole(PasswordAuditor), other_user, [true, false, true, false, false]),
+            (AssignRole(PrivilegedAdministrator), other_user, [false, false, true, false, false]),
+            (SetSuperAdmin, Object::User { id: "u2", role: Administrator }, [true, false, true, false, false]),
+            (SetSuperAdmin, Object::User { id: "u2", role: PasswordUser }, [false; 5]),
+            (CreateResource, Object::System, [true, true, true, false, false]),
+            (Import, Object::System, [true, true, true, false, false]),
+            (ViewAudit, Object::System, [true, false, true, false, true]),
+            (ManageSettings, Object::System, [false, false, true, false, false]),
+            (ViewObject, own, [true; 5]),
+            (UpdateResource, own, [true, true, true, false, false]),
+            (DeleteResource, own, [true, true, true, false, false]),
+            (CreateAccount, own, [true, true, true, false, false]),
+            (UpdateAccount, own, [true, true, true, false, false]),
+            (DeleteAccount, own, [true, true, true, false, false]),
+            (RetrieveSecret, own, [true; 5]),
+            (Connect, own, [true; 5]),
+            // Admins see only what they own or what is shared with them.
+            (ViewObject, foreign, [false; 5]),
+            (RetrieveSecret, foreign, [false; 5]),
+            (Connect, foreign, [false; 5]),
+            (UpdateAccount, foreign, [false; 5]),
+        ];
+        for (action, object, want) in rows {
+            for (role, w) in Role::ALL.into_iter().zip(want) {
+                let d = authorize(&actor(role), action, object);
+                assert_eq!(d.is_allowed(), w, "{role:?} {action:?} {object:?}: {d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn super_admin_sees_everything_but_only_within_role_operations() {
+        let mut a = actor(Administrator);
+        a.super_admin = true;
+        let foreign = Object::Owned { owner_id: Some("x"), share: None };
+        for action in [Action::ViewObject, Action::RetrieveSecret, Action::Connect, Action::UpdateAccount, Action::DeleteResource] {
+            assert!(authorize(&a, action, foreign).is_allowed(), "{action:?}");
+        }
+    }
+
+    #[test]
+    fn share_levels_seam() {
+        let u = actor(PasswordUser);
+        let shared = |l| Object::Owned { owner_id: Some("x"), share: Some(l) };
+        use ShareLevel::*;
+        assert!(authorize(&u, Action::Connect, shared(Connect)).is_allowed());
+        assert!(!authorize(&u, Action::RetrieveSecret, shared(Connect)).is_allowed());
+        assert!(authorize(&u, Action::RetrieveSecret, shared(View)).is_allowed());
+        assert!(!authorize(&u, Action::UpdateAccount, shared(View)).is_allowed());
+        assert!(authorize(&u, Action::UpdateAccount, shared(Modify)).is_allowed());
+        assert!(!authorize(&u, Action::DeleteAccount, shared(Modify)).is_allowed());
+        assert!(authorize(&u, Action::DeleteAccount, shared(Full)).is_allowed());
+    }
+
+    #[test]
+    fn nobody_escalates_themselves() {
+        for role in Role::ALL {
+            let a = actor(role);
+            let me = Object::User { id: "me", role };
+            assert!(!authorize(&a, Action::SetSuperAdmin, me).is_allowed());
+            assert!(!authorize(&a, Action::AssignRole(PrivilegedAdministrator), me).is_allowed());
+            assert!(!authorize(&a, Action::DeleteUser, me).is_allowed());
+        }
+    }
+
+    #[test]
+    fn must_change_password_blocks_everything() {
+        let mut a = actor(PrivilegedAdministrator);
+        a.must_change_password = true;
+        assert!(!authorize(&a, Action::ViewAudit, Object::System).is_allowed());
+        assert!(!authorize(&a, Action::ViewObject, Object::Owned { owner_id: Some("me"), share: None }).is_allowed());
+    }
+}
