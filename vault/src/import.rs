@@ -235,3 +235,52 @@ impl Vault {
 fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::vault;
+
+    #[tokio::test]
+    async fn bad_rows_reported_good_rows_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let sys = Actor::system();
+        let ctx = RequestContext::default();
+        let csv = "Resource Name,Type,Host,Port,Account,Password,Notes\n\
+                   web1,Linux,10.0.0.1,22,root,pw-one,first\n\
+                   web1,Linux,10.0.0.1,22,deploy,pw-two,\n\
+                   bad1,Toaster,10.0.0.2,22,root,pw,\n\
+                   bad2,Linux,10.0.0.3,99999,root,pw,\n\
+                   \"quoted, name\",Windows,win.example,,Administrator,\"p,w\",\n\
+                   bad3,Linux,,22,root,pw,\n\
+                   ,,,,,,\n";
+        let r = v.import_resources_csv(&sys, csv.as_bytes(), &ctx).await.unwrap();
+        assert_eq!(r.rows, 6);
+        assert_eq!(r.resources_created, 2);
+        assert_eq!(r.accounts_created, 3);
+        let lines: Vec<(u64, Option<String>)> = r.errors.iter().map(|e| (e.line, e.field.clone())).collect();
+        assert_eq!(lines, vec![(4, Some("type".into())), (5, Some("port".into())), (7, Some("host".into()))], "{r:?}");
+        let res = v.list_resources(&sys, &ctx).await.unwrap();
+        let win = res.iter().find(|r| r.name == "quoted, name").unwrap();
+        assert_eq!(win.port, 3389);
+        let accts = v.list_accounts(&sys, &win.id, &ctx).await.unwrap();
+        let l = v.retrieve_secret(&sys, &accts[0].id, crate::SecretKind::Password, &ctx).await.unwrap();
+        assert_eq!(l.expose_str(), Some("p,w"));
+    }
+
+    #[tokio::test]
+    async fn unusable_header_is_an_error_and_imports_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let sys = Actor::system();
+        let ctx = RequestContext::default();
+        let e = v.import_resources_csv(&sys, b"name,colour\nx,red\n", &ctx).await.unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+        let e = v.import_resources_csv(&sys, b"name,host\nx,h\n", &ctx).await.unwrap_err();
+        assert!(e.to_string().contains("type"), "{e}");
+        let r = v.import_resources_csv(&sys, b"", &ctx).await;
+        assert!(r.is_err());
+        assert!(v.list_resources(&sys, &ctx).await.unwrap().is_empty());
+    }
+}

@@ -262,6 +262,41 @@ impl Vault {
         }))
     }
 
+    /// Lists audit events, newest first (needs the View audit operation).
+    pub async fn audit_events(&self, actor: &Actor, filter: &AuditFilter, ctx: &RequestContext) -> Result<Vec<AuditEvent>> {
+        self.require(actor, Action::ViewAudit, Object::System, "audit.view", "audit", None, ctx).await?;
+        let mut q = sqlx::QueryBuilder::<store::Db>::new("SELECT * FROM audit_events WHERE 1 = 1");
+        if let Some(a) = &filter.actor {
+            q.push(" AND actor_name = ").push_bind(a.clone());
+        }
+        if let Some(a) = &filter.action {
+            if let Some(prefix) = a.strip_suffix('.') {
+                q.push(" AND substr(action, 1, ").push_bind(prefix.len() as i64 + 1).push(") = ").push_bind(format!("{prefix}."));
+            } else {
+                q.push(" AND action = ").push_bind(a.clone());
+            }
+        }
+        if let Some(o) = &filter.object_id {
+            q.push(" AND object_id = ").push_bind(o.clone());
+        }
+        if let Some(o) = &filter.outcome {
+            q.push(" AND outcome = ").push_bind(o.clone());
+        }
+        for (field, v, op) in [("since", &filter.since, " AND at >= "), ("until", &filter.until, " AND at < ")] {
+            if let Some(v) = v {
+                let t = parse_ts(v).ok_or_else(|| Error::invalid(field, "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"))?;
+                q.push(op).push_bind(format_ts(t));
+            }
+        }
+        if let Some(b) = filter.before_seq {
+            q.push(" AND seq < ").push_bind(b);
+        }
+        let limit = i64::from(filter.limit.unwrap_or(100).clamp(1, 1000));
+        q.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
+        let rows = q.build().fetch_all(&self.store().pool).await?;
+        rows.iter().map(AuditEvent::from_row).collect()
+    }
+
     /// Walks the audit chain.
     pub async fn verify_audit(&self) -> Result<AuditVerification> {
         audit::verify(&self.store().pool).await
@@ -447,5 +482,99 @@ mod tests {
             std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         Vault::open(opts(dir.path())).await.unwrap();
+    }
+}
+
+#[cfg(test)]
+mod rotation_tests {
+    use super::*;
+    use crate::testutil::vault;
+
+    #[tokio::test]
+    async fn rotation_rewraps_and_interrupted_rotation_keeps_everything_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let sys = Actor::system();
+        let ctx = RequestContext::default();
+        let r = v
+            .create_resource(&sys, NewResource { name: "r".into(), resource_type: ResourceType::Linux, host: "h".into(), port: None, description: None, landing_chain: vec![], extra: Default::default() }, &ctx)
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let a = v
+                .create_account(&sys, &r.id, NewAccount { login: format!("u{i}"), password: Some(format!("pw{i}").into()), private_key: None, notes: None }, &ctx)
+                .await
+                .unwrap();
+            ids.push(a.id);
+        }
+        let old_id = v.keys().current().id().to_owned();
+        // Simulate a rotation killed after re-wrapping two rows: a next key on
+        // disk and a mix of rows.
+        let next = MasterKey::generate();
+        next.write_new(&v.inner.key_files.next()).unwrap();
+        let ring = Keyring::new(next.clone()).with_extra(v.keys().current().clone());
+        for id in &ids[..2] {
+            let owner = resources::secret_owner(id, SecretKind::Password);
+            let (key_id, wrapped_dek, ciphertext): (String, Vec<u8>, Vec<u8>) =
+                sqlx::query_as("SELECT key_id, wrapped_dek, ciphertext FROM sealed WHERE owner = $1").bind(&owner).fetch_one(&v.store().pool).await.unwrap();
+            let s = ring.rewrap(&owner, &crypto::Sealed { key_id, wrapped_dek, ciphertext }).unwrap();
+            sqlx::query("UPDATE sealed SET key_id = $1, wrapped_dek = $2 WHERE owner = $3").bind(&s.key_id).bind(&s.wrapped_dek).bind(&owner).execute(&v.store().pool).await.unwrap();
+        }
+        v.close().await;
+        let (v, report) = Vault::open(testutil_opts(dir.path())).await.unwrap();
+        assert!(report.rotation_pending);
+        for (i, id) in ids.iter().enumerate() {
+            let l = v.retrieve_secret(&sys, id, SecretKind::Password, &ctx).await.unwrap();
+            assert_eq!(l.expose_str(), Some(format!("pw{i}").as_str()));
+        }
+        // Running the rotation again resumes with the same next key.
+        let rep = v.rotate_master_key(2, std::time::Duration::ZERO).await.unwrap();
+        assert!(rep.resumed);
+        assert_eq!(rep.old_key_id, old_id);
+        assert_eq!(rep.new_key_id, next.id());
+        assert_eq!(rep.rewrapped, 3);
+        assert!(!v.inner.key_files.next().exists());
+        v.close().await;
+        let (v, report) = Vault::open(testutil_opts(dir.path())).await.unwrap();
+        assert!(!report.rotation_pending);
+        assert_eq!(report.master_key_id, next.id());
+        for (i, id) in ids.iter().enumerate() {
+            let l = v.retrieve_secret(&sys, id, SecretKind::Password, &ctx).await.unwrap();
+            assert_eq!(l.expose_str(), Some(format!("pw{i}").as_str()));
+        }
+        assert!(v.verify_audit().await.unwrap().first_broken.is_none());
+    }
+
+    fn testutil_opts(dir: &std::path::Path) -> VaultOptions {
+        VaultOptions {
+            database_url: format!("sqlite://{}", dir.join("v.db").display()),
+            master_key_file: dir.join("master.key"),
+            auth: AuthPolicy::default(),
+            initial_admin_password_file: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn audit_chain_detects_a_modified_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        v.bootstrap_admin().await.unwrap();
+        let ctx = RequestContext::default();
+        for i in 0..4 {
+            v.create_resource(&Actor::system(), NewResource { name: format!("r{i}"), resource_type: ResourceType::Linux, host: "h".into(), port: None, description: None, landing_chain: vec![], extra: Default::default() }, &ctx)
+                .await
+                .unwrap();
+        }
+        let ok = v.verify_audit().await.unwrap();
+        assert_eq!(ok.events, 5);
+        assert!(ok.first_broken.is_none());
+        sqlx::query("UPDATE audit_events SET actor_name = 'mallory' WHERE seq = 3").execute(&v.store().pool).await.unwrap();
+        let bad = v.verify_audit().await.unwrap();
+        assert_eq!(bad.first_broken.unwrap().seq, 3);
+        sqlx::query("UPDATE audit_events SET actor_name = 'system' WHERE seq = 3").execute(&v.store().pool).await.unwrap();
+        sqlx::query("DELETE FROM audit_events WHERE seq = 4").execute(&v.store().pool).await.unwrap();
+        let gap = v.verify_audit().await.unwrap().first_broken.unwrap();
+        assert_eq!(gap.seq, 5);
     }
 }

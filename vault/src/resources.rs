@@ -718,3 +718,113 @@ fn unique(res: std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>
         Ok(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Role;
+    use crate::testutil::vault;
+    use crate::users::NewUser;
+
+    fn res(name: &str) -> NewResource {
+        NewResource {
+            name: name.into(),
+            resource_type: ResourceType::Linux,
+            host: "127.0.0.1".into(),
+            port: None,
+            description: None,
+            landing_chain: vec![],
+            extra: Default::default(),
+        }
+    }
+
+    fn acc(login: &str, pw: &str) -> NewAccount {
+        NewAccount { login: login.into(), password: Some(pw.into()), private_key: None, notes: None }
+    }
+
+    #[tokio::test]
+    async fn canary_never_stored_in_clear_and_tamper_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let sys = Actor::system();
+        let ctx = RequestContext::default();
+        let r = v.create_resource(&sys, res("web1"), &ctx).await.unwrap();
+        assert_eq!(r.port, 22);
+        let canary = "CANARY-7f3a9c1e5b";
+        let a = v.create_account(&sys, &r.id, acc("root", canary), &ctx).await.unwrap();
+        let b = v.create_account(&sys, &r.id, acc("other", "second-secret"), &ctx).await.unwrap();
+        assert!(a.has_password && !a.has_private_key);
+        let lease = v.retrieve_secret(&sys, &a.id, SecretKind::Password, &ctx).await.unwrap();
+        assert_eq!(lease.expose_str(), Some(canary));
+        v.close().await;
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "canary in a file");
+        }
+        let v = vault(dir.path()).await;
+        // Swap the two ciphertexts: both fail to decrypt.
+        let oa = secret_owner(&a.id, SecretKind::Password);
+        let ob = secret_owner(&b.id, SecretKind::Password);
+        sqlx::query("UPDATE sealed SET owner = 'tmp' WHERE owner = $1").bind(&oa).execute(&v.store().pool).await.unwrap();
+        sqlx::query("UPDATE sealed SET owner = $1 WHERE owner = $2").bind(&oa).bind(&ob).execute(&v.store().pool).await.unwrap();
+        sqlx::query("UPDATE sealed SET owner = $1 WHERE owner = 'tmp'").bind(&ob).execute(&v.store().pool).await.unwrap();
+        let e = v.retrieve_secret(&sys, &a.id, SecretKind::Password, &ctx).await.unwrap_err();
+        assert!(matches!(e, Error::Tampered { .. }), "{e}");
+        assert!(!e.to_string().contains(canary));
+        // The failure is audited, and the chain still verifies.
+        assert!(v.verify_audit().await.unwrap().first_broken.is_none());
+    }
+
+    #[tokio::test]
+    async fn ownership_and_visibility() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let sys = Actor::system();
+        let ctx = RequestContext::default();
+        let mk = |name: &str, role| NewUser {
+            username: name.into(),
+            role,
+            email: None,
+            password: Some("a long enough passphrase".into()),
+            super_admin: false,
+            must_change_password: Some(false),
+        };
+        v.create_user(&sys, mk("pa1", Role::PasswordAdministrator), &ctx).await.unwrap();
+        v.create_user(&sys, mk("pa2", Role::PasswordAdministrator), &ctx).await.unwrap();
+        v.create_user(&sys, mk("pu", Role::PasswordUser), &ctx).await.unwrap();
+        let login = |u: &str| crate::users::LoginRequest { username: u.into(), password: "a long enough passphrase".into(), totp: None };
+        let pa1 = v.authenticate_password(&login("pa1"), &ctx).await.unwrap();
+        let pa2 = v.authenticate_password(&login("pa2"), &ctx).await.unwrap();
+        let pu = v.authenticate_password(&login("pu"), &ctx).await.unwrap();
+        let r = v.create_resource(&pa1, res("db1"), &ctx).await.unwrap();
+        let a = v.create_account(&pa1, &r.id, acc("postgres", "pg-secret-1"), &ctx).await.unwrap();
+        assert_eq!(v.list_resources(&pa1, &ctx).await.unwrap().len(), 1);
+        assert!(v.list_resources(&pa2, &ctx).await.unwrap().is_empty());
+        assert!(matches!(v.get_resource(&pa2, &r.id, &ctx).await, Err(Error::NotFound { .. })));
+        assert!(matches!(v.retrieve_secret(&pa2, &a.id, SecretKind::Password, &ctx).await, Err(Error::NotFound { .. })));
+        assert!(matches!(v.lease_for_session(&pu, &a.id, SecretKind::Password, &ctx).await, Err(Error::NotFound { .. })));
+        assert!(matches!(v.create_resource(&pu, res("x"), &ctx).await, Err(Error::Forbidden { .. })));
+        // Duplicate names conflict; bad input names its field.
+        assert!(matches!(v.create_resource(&pa1, res("db1"), &ctx).await, Err(Error::Conflict { .. })));
+        let mut bad = res("bad");
+        bad.host = "exa mple".into();
+        assert!(matches!(v.create_resource(&pa1, bad, &ctx).await, Err(Error::Invalid { field: "host", .. })));
+        // A landing chain must name accounts the actor may connect with.
+        let mut hop = res("behind");
+        hop.landing_chain = vec![a.id.clone()];
+        assert!(v.create_resource(&pa2, hop.clone(), &ctx).await.is_err());
+        let behind = v.create_resource(&pa1, hop, &ctx).await.unwrap();
+        assert_eq!(behind.landing_chain, vec![a.id.clone()]);
+        assert!(matches!(v.delete_account(&pa1, &a.id, &ctx).await, Err(Error::Conflict { .. })));
+        // Denials are audited.
+        let ev = v.audit_events(&sys, &crate::AuditFilter { outcome: Some("denied".into()), ..Default::default() }, &ctx).await.unwrap();
+        assert!(ev.iter().any(|e| e.actor_name == "pa2" && e.action == "account.retrieve"));
+        v.update_account(&pa1, &a.id, AccountPatch { password: Some("pg-secret-2".into()), ..Default::default() }, &ctx).await.unwrap();
+        let l = v.lease_for_session(&pa1, &a.id, SecretKind::Password, &ctx).await.unwrap();
+        assert_eq!(l.expose_str(), Some("pg-secret-2"));
+        v.update_resource(&pa1, &behind.id, ResourcePatch { landing_chain: Some(vec![]), ..Default::default() }, &ctx).await.unwrap();
+        v.delete_resource(&pa1, &r.id, &ctx).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sealed WHERE owner LIKE 'account:%'").fetch_one(&v.store().pool).await.unwrap();
+        assert_eq!(n, 0, "secrets of deleted accounts are gone");
+    }
+}

@@ -793,3 +793,129 @@ fn static_kind(object_type: &str) -> &'static str {
         _ => "object",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::vault;
+
+    fn login(u: &str, p: &str, totp: Option<String>) -> LoginRequest {
+        LoginRequest { username: u.into(), password: p.into(), totp }
+    }
+
+    async fn admin(v: &Vault) -> (Actor, String) {
+        let a = v.bootstrap_admin().await.unwrap().unwrap();
+        let pw = a.password.expose().to_owned();
+        let actor = v.authenticate_password(&login("admin", &pw, None), &RequestContext::default()).await.unwrap();
+        assert!(actor.must_change_password);
+        let ctx = RequestContext::default();
+        // Everything is refused until the password changes.
+        assert!(matches!(v.list_users(&actor, &ctx).await, Err(Error::PasswordChangeRequired)));
+        v.change_own_password(&actor, &pw.clone().into(), &"a new admin passphrase".into(), &ctx).await.unwrap();
+        let actor = v.authenticate_password(&login("admin", "a new admin passphrase", None), &ctx).await.unwrap();
+        assert!(!actor.must_change_password);
+        (actor, "a new admin passphrase".into())
+    }
+
+    #[tokio::test]
+    async fn first_admin_flow_and_initial_password_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = vault(dir.path()).await;
+        let file = dir.path().join("initial-admin-password");
+        std::sync::Arc::get_mut(&mut v.inner).unwrap().initial_password_file = Some(file.clone());
+        let a = v.bootstrap_admin().await.unwrap().unwrap();
+        let on_disk = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(on_disk.trim(), a.password.expose());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let ctx = RequestContext::default();
+        let actor = v.authenticate_password(&login("admin", a.password.expose(), None), &ctx).await.unwrap();
+        v.change_own_password(&actor, &a.password, &"another long passphrase".into(), &ctx).await.unwrap();
+        assert!(!file.exists(), "initial password file removed after the change");
+    }
+
+    #[tokio::test]
+    async fn lockout_after_threshold_and_generic_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await; // threshold 3
+        let (_, pw) = admin(&v).await;
+        let ctx = RequestContext::default();
+        for _ in 0..3 {
+            assert!(matches!(v.authenticate_password(&login("admin", "wrong", None), &ctx).await, Err(Error::AuthenticationFailed)));
+        }
+        // Locked: even the right password fails, with the same error.
+        assert!(matches!(v.authenticate_password(&login("admin", &pw, None), &ctx).await, Err(Error::AuthenticationFailed)));
+        assert!(matches!(v.authenticate_password(&login("nobody", "x", None), &ctx).await, Err(Error::AuthenticationFailed)));
+        let ev = v.audit_events(&Actor::system(), &crate::AuditFilter { action: Some("auth.".into()), ..Default::default() }, &ctx).await.unwrap();
+        assert!(ev.iter().any(|e| e.detail.as_deref().unwrap_or("").contains("locked until")));
+        assert!(ev.iter().any(|e| e.detail.as_deref() == Some("user locked out")));
+        assert!(ev.iter().any(|e| e.detail.as_deref() == Some("unknown user")));
+    }
+
+    #[tokio::test]
+    async fn totp_enrolment_login_and_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let (actor, pw) = admin(&v).await;
+        let ctx = RequestContext::default();
+        let en = v.totp_begin(&actor, &ctx).await.unwrap();
+        assert!(en.otpauth_uri.expose().starts_with("otpauth://totp/Postern:admin?"));
+        let secret = v.open_sealed(&user_owner(&actor.id, "totp_pending")).await.unwrap().unwrap();
+        let t = auth::totp(&secret, "admin").unwrap();
+        assert!(v.totp_confirm(&actor, "000000", &ctx).await.is_err() || t.generate(unix_now()) == "000000");
+        // Confirm with the previous step's code, then log in with the current one.
+        v.totp_confirm(&actor, &t.generate(unix_now() - 30), &ctx).await.unwrap();
+        assert!(matches!(v.authenticate_password(&login("admin", &pw, None), &ctx).await, Err(Error::TotpRequired)));
+        let code = t.generate(unix_now());
+        v.authenticate_password(&login("admin", &pw, Some(code.clone())), &ctx).await.unwrap();
+        // The same code cannot be used twice.
+        assert!(matches!(v.authenticate_password(&login("admin", &pw, Some(code)), &ctx).await, Err(Error::AuthenticationFailed)));
+    }
+
+    #[tokio::test]
+    async fn tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let (_, pw) = admin(&v).await;
+        let ctx = RequestContext::default();
+        let t = v.login(&login("admin", &pw, None), &ctx).await.unwrap();
+        assert_eq!(v.authenticate_token(t.token.expose()).await.unwrap().username, "admin");
+        v.revoke_token(t.token.expose()).await.unwrap();
+        assert!(matches!(v.authenticate_token(t.token.expose()).await, Err(Error::InvalidToken)));
+        assert!(matches!(v.authenticate_token("garbage").await, Err(Error::InvalidToken)));
+        let cli = v.create_token(&Actor::system(), "admin", Duration::from_secs(60), "ci", &ctx).await.unwrap();
+        assert!(v.authenticate_token(cli.token.expose()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn user_management_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let (admin, _) = admin(&v).await;
+        let ctx = RequestContext::default();
+        let new = |name: &str, role| NewUser {
+            username: name.into(),
+            role,
+            email: None,
+            password: Some("a long enough passphrase".into()),
+            super_admin: false,
+            must_change_password: Some(false),
+        };
+        let u = v.create_user(&admin, new("carol", Role::PasswordUser), &ctx).await.unwrap();
+        assert!(matches!(v.create_user(&admin, new("carol", Role::PasswordUser), &ctx).await, Err(Error::Conflict { .. })));
+        assert!(matches!(v.create_user(&admin, new("bad#name", Role::PasswordUser), &ctx).await, Err(Error::Invalid { .. })));
+        let carol = v.authenticate_password(&login("carol", "a long enough passphrase", None), &ctx).await.unwrap();
+        assert!(matches!(v.list_users(&carol, &ctx).await, Err(Error::Forbidden { .. })));
+        assert_eq!(v.get_user(&carol, &u.id, &ctx).await.unwrap().username, "carol");
+        // A password user cannot become super admin.
+        let p = UserPatch { super_admin: Some(true), ..Default::default() };
+        assert!(v.update_user(&admin, &u.id, p, &ctx).await.is_err());
+        let p = UserPatch { role: Some(Role::Administrator), ..Default::default() };
+        assert_eq!(v.update_user(&admin, &u.id, p, &ctx).await.unwrap().role, Role::Administrator);
+        v.delete_user(&admin, &u.id, &ctx).await.unwrap();
+        assert!(v.delete_user(&admin, &admin.id, &ctx).await.is_err());
+    }
+}
