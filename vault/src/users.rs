@@ -219,6 +219,7 @@ impl Vault {
     }
 
     /// Authorizes; on refusal audits it and returns the error to give the caller.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn require(
         &self,
         actor: &Actor,

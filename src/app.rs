@@ -1,0 +1,187 @@
+//! Starting and stopping a whole Postern server.
+//!
+//! [`App::start`] does the first-start work (data dir, master key, database,
+//! first admin, SSH host keys, TLS certificate), binds the listeners and
+//! spawns every task under one [`TaskTracker`] with one [`CancellationToken`].
+//! [`Running::shutdown`] cancels and waits, bounded by the grace period.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use postern_vault::{InitialAdmin, OpenReport, Vault, VaultOptions};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+
+/// Builds the vault options from the config.
+pub fn vault_options(cfg: &Config) -> VaultOptions {
+    VaultOptions {
+        database_url: cfg.vault.database_url.clone(),
+        master_key_file: cfg.vault.master_key_file.clone(),
+        auth: postern_vault::AuthPolicy {
+            lockout_threshold: cfg.auth.lockout_threshold,
+            lockout_duration: cfg.auth.lockout_duration,
+            token_ttl: cfg.auth.token_ttl,
+            min_password_length: cfg.auth.min_password_length,
+        },
+        initial_admin_password_file: Some(initial_password_path(cfg)),
+    }
+}
+
+/// `<data>/initial-admin-password`.
+pub fn initial_password_path(cfg: &Config) -> PathBuf {
+    cfg.data_dir.join("initial-admin-password")
+}
+
+/// Creates the data directory (mode 0700).
+pub fn ensure_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {} to mode 0700", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// An exclusive lock on the data directory: one server (or one master-key
+/// rotation) at a time. Released when dropped.
+#[derive(Debug)]
+pub struct DataDirLock(#[allow(dead_code)] std::fs::File);
+
+impl DataDirLock {
+    /// Takes the lock or says who holds it.
+    pub fn acquire(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join("postern.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => Ok(DataDirLock(f)),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "{} is locked: another Postern server (or a master-key rotation) is using this data directory",
+                data_dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+}
+
+/// What the first start created, to tell the operator.
+#[derive(Debug, Default)]
+pub struct StartReport {
+    /// Vault open report (master key created, database created...).
+    pub vault: OpenReport,
+    /// The first admin, when it was just created.
+    pub initial_admin: Option<InitialAdmin>,
+    /// Where the initial admin password was written.
+    pub initial_password_file: Option<PathBuf>,
+    /// SSH host key files created.
+    pub host_keys_created: Vec<PathBuf>,
+    /// SSH host key fingerprints.
+    pub host_key_fingerprints: Vec<String>,
+    /// TLS certificate generated at this path.
+    pub tls_generated: Option<PathBuf>,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The web/API address actually bound (useful with port 0).
+    pub web_addr: SocketAddr,
+    /// The vault (tests use it directly).
+    pub vault: Vault,
+    /// What was created on this start.
+    pub report: StartReport,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    grace: Duration,
+    _lock: DataDirLock,
+}
+
+/// The server.
+pub struct App;
+
+impl App {
+    /// Does the first-start work, binds and spawns everything.
+    pub async fn start(cfg: &Config) -> Result<Running> {
+        ensure_data_dir(&cfg.data_dir)?;
+        let lock = DataDirLock::acquire(&cfg.data_dir)?;
+        let (vault, open_report) = Vault::open(vault_options(cfg)).await.context("opening the vault")?;
+        let mut report = StartReport {
+            vault: open_report,
+            ..Default::default()
+        };
+        report.initial_admin = vault.bootstrap_admin().await.context("creating the first administrator")?;
+        if report.initial_admin.is_some() {
+            report.initial_password_file = Some(initial_password_path(cfg));
+        }
+        let keys = postern_gateway::hostkeys::ensure(&cfg.ssh.host_key_dir).context("SSH host keys")?;
+        report.host_keys_created = keys.created.clone();
+        report.host_key_fingerprints = keys.fingerprints();
+        if crate::tls::ensure_self_signed(&cfg.web.tls_cert, &cfg.web.tls_key, cfg.web.listen)? {
+            report.tls_generated = Some(cfg.web.tls_cert.clone());
+        }
+        let tls = postern_web::load_tls(&cfg.web.tls_cert, &cfg.web.tls_key).context("loading the web TLS certificate")?;
+        let listener = tokio::net::TcpListener::bind(cfg.web.listen)
+            .await
+            .with_context(|| format!("binding the web listener on {}", cfg.web.listen))?;
+        let web_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let state = postern_web::AppState { vault: vault.clone() };
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = postern_web::serve(listener, tls, state, token).await {
+                tracing::error!(error = %e, "web server stopped with an error");
+            }
+        });
+        tracker.close();
+        tracing::info!(addr = %web_addr, url = %format!("https://{web_addr}/"), "web console and API listening");
+        Ok(Running {
+            web_addr,
+            vault,
+            report,
+            shutdown,
+            tracker,
+            grace: cfg.shutdown_grace,
+            _lock: lock,
+        })
+    }
+}
+
+impl Running {
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server is told to stop (by [`Self::shutdown_token`]).
+    pub async fn stopped(&self) {
+        self.shutdown.cancelled().await
+    }
+
+    /// Stops every task: cancel, then wait at most the grace period.
+    /// Returns false when some task did not finish in time.
+    pub async fn shutdown(self) -> bool {
+        self.shutdown.cancel();
+        let vault = self.vault.clone();
+        let tracker = self.tracker.clone();
+        tokio::time::timeout(self.grace, async move {
+            tracker.wait().await;
+            vault.close().await;
+        })
+        .await
+        .is_ok()
+    }
+}

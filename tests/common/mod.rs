@@ -1,0 +1,237 @@
+//! Test harness: a whole Postern server in-process on 127.0.0.1:0, or the real
+//! binary as a child process, each with its own temporary data directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use postern::app::{App, Running};
+use postern::config::{Config, Sources};
+use serde_json::{json, Value};
+
+pub const ADMIN_PW: &str = "admin passphrase for tests";
+
+/// Builder for an in-process server.
+#[derive(Default)]
+pub struct Builder {
+    overrides: Vec<(String, String)>,
+}
+
+impl Builder {
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.overrides.push((key.into(), value.into()));
+        self
+    }
+
+    pub async fn start(self) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cli = vec![
+            ("data_dir".to_string(), dir.path().join("data").display().to_string()),
+            ("web.listen".to_string(), "127.0.0.1:0".to_string()),
+        ];
+        cli.extend(self.overrides);
+        let cfg = Config::load(&Sources { file: None, env: &[], cli: &cli }).expect("test config");
+        let running = App::start(&cfg).await.expect("server starts");
+        let base = format!("https://127.0.0.1:{}", running.web_addr.port());
+        let client = client_for(&cfg.web.tls_cert);
+        TestServer { running: Some(running), cfg, dir, base, client }
+    }
+}
+
+/// A client that trusts the server's generated certificate (and nothing is disabled).
+pub fn client_for(cert: &Path) -> reqwest::Client {
+    let pem = std::fs::read(cert).expect("generated certificate");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub cfg: Config,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub content_type: String,
+}
+
+impl TestServer {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.cfg.data_dir.clone()
+    }
+
+    pub fn initial_password(&self) -> String {
+        std::fs::read_to_string(self.cfg.data_dir.join("initial-admin-password")).unwrap().trim().to_owned()
+    }
+
+    pub async fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self.client.request(m, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("request");
+        Self::read(r).await
+    }
+
+    pub async fn read(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let text = r.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, body, text, content_type }
+    }
+
+    pub async fn login(&self, user: &str, pw: &str) -> Resp {
+        self.req("POST", "/api/v1/auth/login", None, Some(json!({"username": user, "password": pw}))).await
+    }
+
+    /// Logs in as the first admin, changes the generated password to ADMIN_PW, returns a token.
+    pub async fn admin_token(&self) -> String {
+        let first = self.login("admin", &self.initial_password()).await;
+        assert_eq!(first.status, 200, "{}", first.text);
+        let t = first.body["token"].as_str().unwrap().to_owned();
+        let r = self
+            .req("POST", "/api/v1/me/password", Some(&t), Some(json!({"current_password": self.initial_password(), "new_password": ADMIN_PW})))
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        let again = self.login("admin", ADMIN_PW).await;
+        assert_eq!(again.status, 200, "{}", again.text);
+        again.body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            assert!(r.shutdown().await, "server stops within the grace period");
+        }
+    }
+}
+
+/// The real binary as a child process.
+pub struct Proc {
+    pub child: Child,
+    pub stderr_path: PathBuf,
+}
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_postern"));
+    c.env_clear();
+    c.env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    c
+}
+
+/// Starts `postern run` with a data dir, logging to a file; waits until the web listens.
+pub fn spawn_server(data_dir: &Path, log_file: &Path, extra_env: &[(&str, &str)]) -> (Proc, u16) {
+    let err = std::fs::File::create(log_file).unwrap();
+    let mut c = bin();
+    c.args(["--data-dir", data_dir.to_str().unwrap(), "run", "--web-listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0", "--rdp-listen", "127.0.0.1:0"])
+        .env("POSTERN_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err);
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    let child = c.spawn().unwrap();
+    let mut p = Proc { child, stderr_path: log_file.to_owned() };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(log_file).unwrap_or_default();
+        for line in log.lines() {
+            if line.contains("web console and API listening") {
+                let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                let addr = v["fields"]["addr"].as_str().unwrap_or_default().to_owned();
+                if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse().ok()) {
+                    return (p, port);
+                }
+            }
+        }
+        if let Ok(Some(status)) = p.child.try_wait() {
+            panic!("server exited early ({status}); log:\n{log}");
+        }
+        assert!(Instant::now() < deadline, "server did not start; log:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Proc {
+    /// SIGTERM, then wait; returns the exit status and how long it took.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let t0 = Instant::now();
+        unsafe_kill(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s, t0.elapsed());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("server ignored SIGTERM for 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal with the `kill` command (no libc dependency in tests).
+pub fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn contains_bytes(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// A random canary secret.
+pub fn canary() -> String {
+    format!("CANARY-{:016x}", rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
+    u64::from_le_bytes(b)
+}

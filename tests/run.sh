@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs Postern's whole test suite. Installs the Debian packages the tests need
+# when they are missing (needs root or sudo for that). Build products go to a
+# cargo target dir outside the clone so repeated runs reuse them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests drive for real (command -> package).
+declare -A needed=(
+  [oathtool]=oathtool
+  [sqlite3]=sqlite3
+)
+missing=()
+for cmd in "${!needed[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postern-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+cargo test --workspace --all-targets "$@"
