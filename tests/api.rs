@@ -40,7 +40,7 @@ async fn first_start_admin_must_change_password_then_works() {
 async fn canary_secrets_appear_only_in_retrieve_and_never_on_disk() {
     let mut s = TestServer::builder().start().await;
     let t = s.admin_token().await;
-    let canary = canary();
+    let canary = common::canary();
     let res = s.req("POST", "/api/v1/resources", Some(&t), Some(json!({"name": "db-1", "type": "linux", "host": "127.0.0.1", "port": 22}))).await;
     assert_eq!(res.status, 201, "{}", res.text);
     let rid = res.body["id"].as_str().unwrap().to_owned();
@@ -51,7 +51,7 @@ async fn canary_secrets_appear_only_in_retrieve_and_never_on_disk() {
     assert!(!acc.text.contains(&canary));
     let aid = acc.body["id"].as_str().unwrap().to_owned();
     // Import a second canary via CSV.
-    let canary2 = canary();
+    let canary2 = common::canary();
     let csv = format!("name,type,host,account,password\nweb-2,linux,127.0.0.2,deploy,{canary2}\n");
     let r = s
         .client
@@ -150,13 +150,11 @@ async fn roles_are_enforced_over_the_api() {
         let c = s.req("POST", "/api/v1/users", Some(&t), Some(mk(n, r))).await;
         assert_eq!(c.status, 201, "{}", c.text);
     }
-    let tok = |s: &TestServer, u: &'static str| {
-        let s = s;
-        async move { s.login(u, "a long enough passphrase").await.body["token"].as_str().unwrap().to_owned() }
-    };
-    let pu = tok(&s, "pu").await;
-    let aud = tok(&s, "aud").await;
-    let pa = tok(&s, "pa").await;
+    let mut toks = Vec::new();
+    for u in ["pu", "aud", "pa"] {
+        toks.push(s.login(u, "a long enough passphrase").await.body["token"].as_str().unwrap().to_owned());
+    }
+    let (pu, aud, pa) = (toks[0].clone(), toks[1].clone(), toks[2].clone());
     let res = json!({"name": "srv", "type": "linux", "host": "10.0.0.9"});
     assert_eq!(s.req("POST", "/api/v1/resources", Some(&pu), Some(res.clone())).await.status, 403);
     assert_eq!(s.req("POST", "/api/v1/resources", Some(&pa), Some(res.clone())).await.status, 201);

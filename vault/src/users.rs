@@ -18,6 +18,7 @@ use crate::{auth, Vault};
 /// Credentials presented at login.
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// User name.
     pub username: String,
@@ -52,6 +53,7 @@ pub struct TotpEnrollment {
 /// A new user.
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct NewUser {
     /// Login name: letters, digits, `.`, `_`, `-`, `@` (no `#`, which separates the target in gateway logins).
     pub username: String,
@@ -436,11 +438,16 @@ impl Vault {
 
     /// Revokes a token (logout).
     pub async fn revoke_token(&self, token: &str) -> Result<()> {
+        let actor = self.authenticate_token(token).await.ok();
+        let mut w = self.store().write().await?;
         sqlx::query("DELETE FROM api_tokens WHERE token_hash = $1")
             .bind(auth::token_hash(token))
-            .execute(&self.store().pool)
+            .execute(&mut *w.tx)
             .await?;
-        Ok(())
+        if let Some(a) = &actor {
+            audit::append(&mut w.tx, NewEvent::by(a, "auth.logout", "user").object(&a.id, &a.username), &RequestContext::default()).await?;
+        }
+        w.commit().await
     }
 
     /// Changes the actor's own password (needs the current one).
@@ -484,8 +491,16 @@ impl Vault {
         Ok(())
     }
 
+    /// The actor's own user record (allowed even while a password change is pending).
+    pub async fn current_user(&self, actor: &Actor) -> Result<User> {
+        self.user_row(&actor.id).await?.ok_or(Error::NotFound { kind: "user" })?.to_user()
+    }
+
     /// Starts TOTP enrolment for the actor; confirmed by [`Vault::totp_confirm`].
     pub async fn totp_begin(&self, actor: &Actor, ctx: &RequestContext) -> Result<TotpEnrollment> {
+        if actor.must_change_password {
+            return Err(Error::PasswordChangeRequired);
+        }
         if actor.is_system {
             return Err(Error::invalid("user", "the system actor has no TOTP"));
         }
@@ -504,6 +519,9 @@ impl Vault {
 
     /// Confirms TOTP enrolment with a current code.
     pub async fn totp_confirm(&self, actor: &Actor, code: &str, ctx: &RequestContext) -> Result<()> {
+        if actor.must_change_password {
+            return Err(Error::PasswordChangeRequired);
+        }
         let pending = user_owner(&actor.id, "totp_pending");
         let secret = match self.open_sealed(&pending).await? {
             Some(s) => s,

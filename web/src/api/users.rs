@@ -1,0 +1,122 @@
+//! Users (`/api/v1/users`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::Json;
+use postern_vault::{NewUser, Role, SecretString, User, UserPatch};
+use serde::Deserialize;
+
+use super::{created, tags, ApiJson, Id};
+use crate::auth::{Authenticated, ClientContext};
+use crate::error::{
+    ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError,
+};
+use crate::AppState;
+
+/// The vault's [`NewUser`], deserialized with unknown fields refused (the
+/// vault type accepts and ignores them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrictNewUser {
+    username: String,
+    role: Role,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    password: Option<SecretString>,
+    #[serde(default)]
+    super_admin: bool,
+    #[serde(default)]
+    must_change_password: Option<bool>,
+}
+
+impl From<StrictNewUser> for NewUser {
+    fn from(u: StrictNewUser) -> Self {
+        NewUser {
+            username: u.username,
+            role: u.role,
+            email: u.email,
+            password: u.password,
+            super_admin: u.super_admin,
+            must_change_password: u.must_change_password,
+        }
+    }
+}
+
+/// Lists users.
+#[utoipa::path(get, path = "/api/v1/users", tag = tags::USERS, security(("bearer" = [])),
+    responses((status = 200, description = "Users", body = Vec<User>), AuthErrors, ForbiddenError))]
+pub async fn list_users(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<Json<Vec<User>>> {
+    Ok(Json(state.vault.list_users(&auth.actor, &ctx).await?))
+}
+
+/// Creates a user. Role ids: `administrator`, `password_administrator`,
+/// `privileged_administrator`, `password_user`, `password_auditor`.
+#[utoipa::path(post, path = "/api/v1/users", tag = tags::USERS, security(("bearer" = [])), request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = User, headers(("Location" = String, description = "URL of the new user"))),
+        AuthErrors, ForbiddenError, BodyErrors, ConflictError,
+    ))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ClientContext(ctx): ClientContext,
+    ApiJson(body): ApiJson<StrictNewUser>,
+) -> ApiResult<Response> {
+    let user = state
+        .vault
+        .create_user(&auth.actor, body.into(), &ctx)
+        .await?;
+    Ok(created(format!("/api/v1/users/{}", user.id), user))
+}
+
+/// Reads a user.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = tags::USERS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses((status = 200, description = "The user", body = User), AuthErrors, ForbiddenError, NotFoundError))]
+pub async fn get_user(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<Json<User>> {
+    Ok(Json(state.vault.get_user(&auth.actor, &id, &ctx).await?))
+}
+
+/// Changes a user; absent fields are unchanged.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = tags::USERS, security(("bearer" = [])), request_body = UserPatch,
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses((status = 200, description = "The changed user", body = User), AuthErrors, ForbiddenError, NotFoundError, BodyErrors))]
+pub async fn update_user(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+    ApiJson(patch): ApiJson<UserPatch>,
+) -> ApiResult<Json<User>> {
+    Ok(Json(
+        state
+            .vault
+            .update_user(&auth.actor, &id, patch, &ctx)
+            .await?,
+    ))
+}
+
+/// Deletes a user that owns nothing.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = tags::USERS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses((status = 204, description = "Deleted"), AuthErrors, ForbiddenError, NotFoundError, ConflictError))]
+pub async fn delete_user(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<StatusCode> {
+    state.vault.delete_user(&auth.actor, &id, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,288 @@
+//! Postern's web layer: the REST API (axum) over the vault, its OpenAPI
+//! document, and TLS serving.
+//!
+//! * [`router`] builds the whole application (no TLS): `/api/v1/…` JSON
+//!   routes, `/api/v1/openapi.json` (which documents every `/api/` route), and
+//!   the `/healthz` probe (not part of the API document).
+//! * [`load_tls`] and [`serve`] terminate TLS and run the accept loop with
+//!   graceful shutdown.
+//!
+//! Every error is an RFC 9457 problem (`application/problem+json`, see
+//! [`error::ApiError`]); every response carries the security headers
+//! (HSTS, CSP, nosniff, no referrer) and `/api/` responses are `no-store`.
+//! The only response that ever contains a vaulted secret is
+//! `POST /api/v1/accounts/{id}/retrieve`.
+
+#![warn(missing_docs)]
+
+mod api;
+pub mod auth;
+pub mod error;
+mod tls;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use tracing::Instrument;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, Error};
+pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
+
+/// Largest JSON request body.
+pub const MAX_JSON_BYTES: usize = 1024 * 1024;
+
+/// Shared state of the handlers. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The vault every handler goes through.
+    pub vault: postern_vault::Vault,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Postern API",
+        description = "REST API of Postern, the privileged session gateway. Authenticate with \
+                       `POST /api/v1/auth/login`, then send `Authorization: Bearer pst_…`. Errors are RFC 9457 \
+                       problem details (`application/problem+json`) whose `type` is `urn:postern:problem:<slug>`."
+    ),
+    modifiers(&BearerScheme),
+    components(schemas(error::Problem, error::FieldError)),
+    tags(
+        (name = "auth", description = "Login, logout and the caller's own account"),
+        (name = "users", description = "Postern users"),
+        (name = "resources", description = "Resources (servers, devices, databases...)"),
+        (name = "accounts", description = "Accounts on resources, and secret retrieval"),
+        (name = "audit", description = "The hash-chained audit trail"),
+        (name = "import", description = "Bulk import"),
+        (name = "meta", description = "The API description"),
+    )
+)]
+struct ApiDoc;
+
+/// Adds the `bearer` HTTP security scheme.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("pst_…")
+                    .description(Some("Token from POST /api/v1/auth/login"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The routes with their OpenAPI descriptions.
+fn api_routes() -> OpenApiRouter<AppState> {
+    use api::{accounts, audit, auth, import, resources, users};
+    let csv = OpenApiRouter::new()
+        .routes(routes!(import::import_resources))
+        .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::openapi_json))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::change_password))
+        .routes(routes!(auth::totp_begin))
+        .routes(routes!(auth::totp_confirm))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(
+            resources::list_resources,
+            resources::create_resource
+        ))
+        .routes(routes!(
+            resources::get_resource,
+            resources::update_resource,
+            resources::delete_resource
+        ))
+        .routes(routes!(resources::list_accounts, resources::create_account))
+        .routes(routes!(
+            accounts::get_account,
+            accounts::update_account,
+            accounts::delete_account
+        ))
+        .routes(routes!(accounts::retrieve_secret))
+        .routes(routes!(audit::list_events))
+        .routes(routes!(audit::verify))
+        .merge(csv)
+}
+
+/// The OpenAPI document of the API (the one served at `/api/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
+/// The whole application, without TLS.
+///
+/// Layers, outermost first: a tracing span per request (method, path,
+/// status; never bodies or headers), security headers and problem-details
+/// for any error response that is not one yet, the 1 MiB JSON body limit,
+/// bearer authentication of `/api/`.
+pub fn router(state: AppState) -> axum::Router {
+    let (routes, doc) = api_routes().split_for_parts();
+    let doc_json = doc.to_json().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "could not serialize the OpenAPI document");
+        "{}".to_owned()
+    });
+    routes
+        .route("/healthz", axum::routing::get(api::healthz))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_bearer,
+        ))
+        .layer(Extension(api::OpenApiJson(Arc::from(doc_json))))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
+        .layer(middleware::from_fn(finish_response))
+        .layer(middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+/// Adds the security headers, `Cache-Control: no-store` under `/api/`, and
+/// turns any error response that is not a problem yet into one.
+async fn finish_response(req: Request, next: Next) -> Response {
+    let is_api = req.uri().path().starts_with("/api/");
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == error::PROBLEM_CONTENT_TYPE.as_bytes());
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let (mut parts, _) = resp.into_parts();
+        let problem = ApiError::from_status(status).into_response();
+        let (pparts, body) = problem.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        for (name, value) in &pparts.headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        resp = Response::from_parts(parts, body);
+    }
+    let h = resp.headers_mut();
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if is_api {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// One span per request: method and path (no query string, no headers, no body) and the final status.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        status = tracing::field::Empty,
+    );
+    let start = Instant::now();
+    async move {
+        let resp = next.run(req).await;
+        let status = resp.status().as_u16();
+        tracing::Span::current().record("status", status);
+        let elapsed_ms = start.elapsed().as_millis() as u64;
+        if resp.status().is_server_error() {
+            tracing::warn!(status, elapsed_ms, "request failed");
+        } else {
+            tracing::debug!(status, elapsed_ms, "request");
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_has_every_route_and_the_bearer_scheme() {
+        let doc = openapi();
+        let json = serde_json::to_value(&doc).unwrap();
+        let paths = json["paths"].as_object().unwrap();
+        assert!(
+            !paths.contains_key("/healthz"),
+            "the health probe is not part of the API document"
+        );
+        for p in [
+            "/api/v1/openapi.json",
+            "/api/v1/auth/login",
+            "/api/v1/auth/logout",
+            "/api/v1/me",
+            "/api/v1/me/password",
+            "/api/v1/me/totp",
+            "/api/v1/me/totp/confirm",
+            "/api/v1/users",
+            "/api/v1/users/{id}",
+            "/api/v1/resources",
+            "/api/v1/resources/{id}",
+            "/api/v1/resources/{id}/accounts",
+            "/api/v1/accounts/{id}",
+            "/api/v1/accounts/{id}/retrieve",
+            "/api/v1/import/resources",
+            "/api/v1/audit",
+            "/api/v1/audit/verify",
+        ] {
+            assert!(paths.contains_key(p), "missing {p}");
+        }
+        assert_eq!(
+            json["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for s in [
+            "User",
+            "Resource",
+            "Account",
+            "NewResource",
+            "NewAccount",
+            "UserPatch",
+            "AuditEvent",
+            "ImportReport",
+            "Problem",
+            "LoginResponse",
+        ] {
+            assert!(
+                json["components"]["schemas"].get(s).is_some(),
+                "missing schema {s}"
+            );
+        }
+    }
+}
