@@ -122,7 +122,10 @@ impl App {
             vault: open_report,
             ..Default::default()
         };
-        report.initial_admin = vault.bootstrap_admin().await.context("creating the first administrator")?;
+        report.initial_admin = vault
+            .bootstrap_admin()
+            .await
+            .context("creating the first administrator")?;
         if report.initial_admin.is_some() {
             report.initial_password_file = Some(initial_password_path(cfg));
         }
@@ -132,7 +135,8 @@ impl App {
         if crate::tls::ensure_self_signed(&cfg.web.tls_cert, &cfg.web.tls_key, cfg.web.listen)? {
             report.tls_generated = Some(cfg.web.tls_cert.clone());
         }
-        let tls = postern_web::load_tls(&cfg.web.tls_cert, &cfg.web.tls_key).context("loading the web TLS certificate")?;
+        let tls =
+            postern_web::load_tls(&cfg.web.tls_cert, &cfg.web.tls_key).context("loading the web TLS certificate")?;
         let listener = tokio::net::TcpListener::bind(cfg.web.listen)
             .await
             .with_context(|| format!("binding the web listener on {}", cfg.web.listen))?;

@@ -295,9 +295,7 @@ pub enum ConfigError {
         expected: String,
     },
     /// Two listeners are configured on the same address (port non-zero).
-    #[error(
-        "{second_origin}: `{second_key}` = {addr} is already used by `{first_key}` ({first_origin})"
-    )]
+    #[error("{second_origin}: `{second_key}` = {addr} is already used by `{first_key}` ({first_origin})")]
     ListenConflict {
         /// The shared address.
         addr: SocketAddr,
@@ -338,19 +336,14 @@ impl ConfigErrors {
 fn unknown_key_message(origin: &Origin, key: &str) -> String {
     match origin {
         Origin::Env { .. } => {
-            "unknown variable (not a POSTERN_<SECTION>_<KEY> setting, POSTERN_CONFIG or POSTERN_LOG)"
-                .to_owned()
+            "unknown variable (not a POSTERN_<SECTION>_<KEY> setting, POSTERN_CONFIG or POSTERN_LOG)".to_owned()
         }
         _ => format!("unknown key `{key}`"),
     }
 }
 
 fn join_lines(errors: &[ConfigError]) -> String {
-    errors
-        .iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
 }
 
 /// Escapes control characters so that the result is a single line.
@@ -457,9 +450,7 @@ impl Setting {
             Setting::WebTlsKey => "web.tls_key",
             Setting::SshListen => "ssh.listen",
             Setting::SshHostKeyDir => "ssh.host_key_dir",
-            Setting::SshDangerousAcceptAnyTargetHostKey => {
-                "ssh.dangerous.accept_any_target_host_key"
-            }
+            Setting::SshDangerousAcceptAnyTargetHostKey => "ssh.dangerous.accept_any_target_host_key",
             Setting::RdpListen => "rdp.listen",
             Setting::LogLevel => "log.level",
             Setting::LogFormat => "log.format",
@@ -468,10 +459,7 @@ impl Setting {
 
     /// The environment variable, e.g. `POSTERN_WEB_LISTEN`.
     fn env_var(self) -> String {
-        format!(
-            "{ENV_PREFIX}{}",
-            self.dotted().replace('.', "_").to_ascii_uppercase()
-        )
+        format!("{ENV_PREFIX}{}", self.dotted().replace('.', "_").to_ascii_uppercase())
     }
 
     fn segments(self) -> impl Iterator<Item = &'static str> {
@@ -586,8 +574,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn log_level(&self) -> Fallible<String> {
-        const EXPECTED: &str =
-            "a non-empty log filter directive such as \"info\" or \"postern=debug,info\"";
+        const EXPECTED: &str = "a non-empty log filter directive such as \"info\" or \"postern=debug,info\"";
         let s = self.text("log filter directive")?;
         if s.trim().is_empty() || s.chars().any(char::is_control) {
             return Err(self.invalid(EXPECTED));
@@ -605,9 +592,7 @@ impl<'a> Ctx<'a> {
 
     fn socket_addr(&self) -> Fallible<SocketAddr> {
         const EXPECTED: &str = "a socket address such as \"127.0.0.1:8443\" or \"[::1]:8443\"";
-        self.text("socket address")?
-            .parse()
-            .map_err(|_| self.invalid(EXPECTED))
+        self.text("socket address")?.parse().map_err(|_| self.invalid(EXPECTED))
     }
 
     fn duration(&self, allow_zero: bool) -> Fallible<Duration> {
@@ -659,17 +644,13 @@ fn parse_duration(s: &str) -> Option<Duration> {
     let mut total: u128 = 0;
     let mut last_rank: Option<usize> = None;
     while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits_end == 0 {
             return None;
         }
         let n: u64 = rest[..digits_end].parse().ok()?;
         rest = &rest[digits_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let (rank, nanos_per_unit): (usize, u128) = match &rest[..unit_end] {
             "d" => (0, 86_400 * NANOS_PER_SEC),
             "h" => (1, 3_600 * NANOS_PER_SEC),
@@ -777,9 +758,7 @@ impl Partial {
                 let n = c.integer(1, u64::from(u32::MAX))?;
                 self.lockout_threshold = slot(u32::try_from(n).unwrap_or(u32::MAX), origin);
             }
-            Setting::AuthLockoutDuration => {
-                self.lockout_duration = slot(c.duration(false)?, origin)
-            }
+            Setting::AuthLockoutDuration => self.lockout_duration = slot(c.duration(false)?, origin),
             Setting::AuthTokenTtl => self.token_ttl = slot(c.duration(false)?, origin),
             Setting::AuthMinPasswordLength => {
                 let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
@@ -791,9 +770,7 @@ impl Partial {
             Setting::WebTlsKey => self.tls_key = slot(c.path()?, origin),
             Setting::SshListen => self.ssh_listen = slot(c.socket_addr()?, origin),
             Setting::SshHostKeyDir => self.host_key_dir = slot(c.path()?, origin),
-            Setting::SshDangerousAcceptAnyTargetHostKey => {
-                self.accept_any_target_host_key = slot(c.boolean()?, origin)
-            }
+            Setting::SshDangerousAcceptAnyTargetHostKey => self.accept_any_target_host_key = slot(c.boolean()?, origin),
             Setting::RdpListen => self.rdp_listen = slot(c.socket_addr()?, origin),
             Setting::LogLevel => self.log_level = slot(c.log_level()?, origin),
             Setting::LogFormat => self.log_format = slot(c.log_format()?, origin),
@@ -935,29 +912,15 @@ impl Partial {
                 .map_or(Origin::Default, |s: &Slot<SocketAddr>| s.origin.clone())
         };
         let listeners = [
-            (
-                Setting::WebListen,
-                config.web.listen,
-                origin(&self.web_listen),
-            ),
-            (
-                Setting::SshListen,
-                config.ssh.listen,
-                origin(&self.ssh_listen),
-            ),
-            (
-                Setting::RdpListen,
-                config.rdp.listen,
-                origin(&self.rdp_listen),
-            ),
+            (Setting::WebListen, config.web.listen, origin(&self.web_listen)),
+            (Setting::SshListen, config.ssh.listen, origin(&self.ssh_listen)),
+            (Setting::RdpListen, config.rdp.listen, origin(&self.rdp_listen)),
         ];
         for (i, (second_key, addr, second_origin)) in listeners.iter().enumerate() {
             if addr.port() == 0 {
                 continue;
             }
-            if let Some((first_key, _, first_origin)) =
-                listeners[..i].iter().find(|(_, a, _)| a == addr)
-            {
+            if let Some((first_key, _, first_origin)) = listeners[..i].iter().find(|(_, a, _)| a == addr) {
                 errors.push(ConfigError::ListenConflict {
                     addr: *addr,
                     first_key: first_key.dotted().to_owned(),
@@ -978,13 +941,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .count()
-        + 1;
+    let col = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
     (line, col)
 }
 
@@ -1162,9 +1119,7 @@ mod tests {
     const EXAMPLE: &str = include_str!("../conf/postern.example.toml");
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        v.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn file(text: &str) -> tempfile::NamedTempFile {
@@ -1173,11 +1128,7 @@ mod tests {
         f
     }
 
-    fn load(
-        file: Option<&Path>,
-        env: &[(&str, &str)],
-        cli: &[(&str, &str)],
-    ) -> Result<Config, ConfigErrors> {
+    fn load(file: Option<&Path>, env: &[(&str, &str)], cli: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
         let env = pairs(env);
         let cli = pairs(cli);
         Config::load(&Sources {
@@ -1206,10 +1157,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.data_dir, PathBuf::from("./postern-data"));
         assert_eq!(c.shutdown_grace, Duration::from_secs(5));
-        assert_eq!(
-            c.vault.master_key_file,
-            PathBuf::from("./postern-data/master.key")
-        );
+        assert_eq!(c.vault.master_key_file, PathBuf::from("./postern-data/master.key"));
         assert_eq!(c.vault.database_url, "sqlite://./postern-data/postern.db");
         assert_eq!(c.auth.lockout_threshold, 5);
         assert_eq!(c.auth.lockout_duration, Duration::from_secs(900));
@@ -1262,10 +1210,7 @@ format = "json"
         assert_eq!(c.data_dir, PathBuf::from("/srv/postern"));
         assert_eq!(c.shutdown_grace, Duration::from_secs(90));
         assert_eq!(c.vault.database_url, "sqlite::memory:");
-        assert_eq!(
-            c.vault.master_key_file,
-            PathBuf::from("/srv/postern/master.key")
-        );
+        assert_eq!(c.vault.master_key_file, PathBuf::from("/srv/postern/master.key"));
         assert_eq!(c.auth.lockout_threshold, 3);
         assert_eq!(c.auth.lockout_duration, Duration::from_secs(3600));
         assert_eq!(c.auth.token_ttl, Duration::from_millis(500));
@@ -1283,9 +1228,7 @@ format = "json"
 
     #[test]
     fn dotted_keys_and_nested_headers_in_file() {
-        let (_f, r) = load_text(
-            "web.listen = \"127.0.0.1:1\"\n[ssh.dangerous]\naccept_any_target_host_key = true\n",
-        );
+        let (_f, r) = load_text("web.listen = \"127.0.0.1:1\"\n[ssh.dangerous]\naccept_any_target_host_key = true\n");
         let c = r.unwrap();
         assert_eq!(c.web.listen, "127.0.0.1:1".parse().unwrap());
         assert!(c.ssh.dangerous.accept_any_target_host_key);
@@ -1354,9 +1297,7 @@ format = "json"
 
     #[test]
     fn unknown_top_level_section_and_nested_keys() {
-        let (_f, r) = load_text(
-            "bogus = 1\n[ssh.dangerous]\nyolo = true\n[nope]\nx = 1\n[web]\nlisten = { a = 1 }\n",
-        );
+        let (_f, r) = load_text("bogus = 1\n[ssh.dangerous]\nyolo = true\n[nope]\nx = 1\n[web]\nlisten = { a = 1 }\n");
         let e = errs(r);
         let keys: Vec<String> = e
             .iter()
@@ -1366,10 +1307,7 @@ format = "json"
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(
-            keys,
-            ["bogus", "ssh.dangerous.yolo", "nope", "type:web.listen"]
-        );
+        assert_eq!(keys, ["bogus", "ssh.dangerous.yolo", "nope", "type:web.listen"]);
     }
 
     #[test]
@@ -1380,9 +1318,7 @@ format = "json"
         let e = errs(r);
         assert_eq!(e.len(), 4, "{e:?}");
         assert!(e.iter().all(|e| matches!(e, ConfigError::WrongType { .. })));
-        assert!(e[0]
-            .to_string()
-            .contains(":1:12: `data_dir` must be a string"));
+        assert!(e[0].to_string().contains(":1:12: `data_dir` must be a string"));
     }
 
     #[test]
@@ -1523,21 +1459,13 @@ format = "json"
         let f = file("data_dir = \"/from/file\"\n[web]\ntls_key = \"explicit/key.pem\"\n");
         let c = load(Some(f.path()), &[("POSTERN_DATA_DIR", "/from/env")], &[]).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/from/env"));
-        assert_eq!(
-            c.vault.master_key_file,
-            PathBuf::from("/from/env/master.key")
-        );
+        assert_eq!(c.vault.master_key_file, PathBuf::from("/from/env/master.key"));
         assert_eq!(c.vault.database_url, "sqlite:///from/env/postern.db");
         assert_eq!(c.web.tls_cert, PathBuf::from("/from/env/tls/cert.pem"));
         assert_eq!(c.web.tls_key, PathBuf::from("explicit/key.pem"));
         assert_eq!(c.ssh.host_key_dir, PathBuf::from("/from/env/ssh"));
 
-        let c = load(
-            None,
-            &[("POSTERN_DATA_DIR", "/from/env")],
-            &[("data_dir", "rel")],
-        )
-        .unwrap();
+        let c = load(None, &[("POSTERN_DATA_DIR", "/from/env")], &[("data_dir", "rel")]).unwrap();
         assert_eq!(c.vault.master_key_file, PathBuf::from("rel/master.key"));
         assert_eq!(c.vault.database_url, "sqlite://rel/postern.db");
     }
@@ -1559,22 +1487,12 @@ format = "json"
     #[test]
     fn bool_and_integer_text_forms() {
         for (raw, want) in [("true", true), ("1", true), ("false", false), ("0", false)] {
-            let c = load(
-                None,
-                &[("POSTERN_SSH_DANGEROUS_ACCEPT_ANY_TARGET_HOST_KEY", raw)],
-                &[],
-            )
-            .unwrap();
+            let c = load(None, &[("POSTERN_SSH_DANGEROUS_ACCEPT_ANY_TARGET_HOST_KEY", raw)], &[]).unwrap();
             assert_eq!(c.ssh.dangerous.accept_any_target_host_key, want);
         }
         for bad in ["yes", "TRUE", "", "2"] {
             assert_eq!(
-                errs(load(
-                    None,
-                    &[],
-                    &[("ssh.dangerous.accept_any_target_host_key", bad)]
-                ))
-                .len(),
+                errs(load(None, &[], &[("ssh.dangerous.accept_any_target_host_key", bad)])).len(),
                 1
             );
         }
@@ -1617,11 +1535,7 @@ format = "json"
         let (_f, r) = load_text(&format!("\"{}\" = 1\n", "k".repeat(500)));
         let msg = errs(r)[0].to_string();
         assert!(msg.len() < 300, "{msg}");
-        let e = errs(load(
-            None,
-            &[(&format!("POSTERN_{}", "Z".repeat(500)), "v")],
-            &[],
-        ));
+        let e = errs(load(None, &[(&format!("POSTERN_{}", "Z".repeat(500)), "v")], &[]));
         assert!(e[0].to_string().len() < 300);
     }
 
@@ -1751,11 +1665,7 @@ format = "json"
                 }),
                 "{leaf} missing from the example"
             );
-            assert!(
-                EXAMPLE.contains(&key.env_var()),
-                "{} not documented",
-                key.env_var()
-            );
+            assert!(EXAMPLE.contains(&key.env_var()), "{} not documented", key.env_var());
         }
     }
 }

@@ -88,23 +88,38 @@ enum TokenCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("POSTERN_")).collect();
-    let file = cli.config.clone().or_else(|| std::env::var_os(CONFIG_ENV_VAR).map(PathBuf::from));
+    let file = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os(CONFIG_ENV_VAR).map(PathBuf::from));
     let mut overrides: Vec<(String, String)> = Vec::new();
     if let Some(d) = &cli.data_dir {
         overrides.push(("data_dir".into(), d.display().to_string()));
     }
     if let Some(Command::Run(r)) = &cli.command {
-        for (k, v) in [("web.listen", &r.web_listen), ("ssh.listen", &r.ssh_listen), ("rdp.listen", &r.rdp_listen), ("log.level", &r.log_level)] {
+        for (k, v) in [
+            ("web.listen", &r.web_listen),
+            ("ssh.listen", &r.ssh_listen),
+            ("rdp.listen", &r.rdp_listen),
+            ("log.level", &r.log_level),
+        ] {
             if let Some(v) = v {
                 overrides.push((k.into(), v.clone()));
             }
         }
     }
-    let loaded = Config::load(&Sources { file: file.as_deref(), env: &env, cli: &overrides });
+    let loaded = Config::load(&Sources {
+        file: file.as_deref(),
+        env: &env,
+        cli: &overrides,
+    });
     if let Some(Command::Check) = cli.command {
         return match loaded {
             Ok(cfg) => {
-                println!("configuration OK{}", file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default());
+                println!(
+                    "configuration OK{}",
+                    file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default()
+                );
                 print!("{}", cfg.summary());
                 ExitCode::SUCCESS
             }
@@ -155,8 +170,11 @@ fn main() -> ExitCode {
 }
 
 fn install_tracing(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cfg.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -182,7 +200,11 @@ async fn run(cfg: &Config) -> Result<ExitCode> {
         tracing::info!(path = %path.display(), "generated a self-signed TLS certificate");
     }
     if let Some(admin) = &r.initial_admin {
-        let file = r.initial_password_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let file = r
+            .initial_password_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         tracing::info!(user = %admin.username, file = %file, "created the first administrator; its password is printed once below and kept in the file until changed");
         eprintln!();
         eprintln!("  First administrator: {}", admin.username);
@@ -228,9 +250,14 @@ async fn shutdown_signal() {
 
 async fn open_vault(cfg: &Config) -> Result<Vault> {
     if !cfg.data_dir.exists() {
-        anyhow::bail!("data directory {} does not exist; start the server once first (`postern run`)", cfg.data_dir.display());
+        anyhow::bail!(
+            "data directory {} does not exist; start the server once first (`postern run`)",
+            cfg.data_dir.display()
+        );
     }
-    let (vault, report) = Vault::open(app::vault_options(cfg)).await.context("opening the vault")?;
+    let (vault, report) = Vault::open(app::vault_options(cfg))
+        .await
+        .context("opening the vault")?;
     if report.created_master_key.is_some() {
         tracing::info!("generated a new master key");
     }
@@ -238,8 +265,12 @@ async fn open_vault(cfg: &Config) -> Result<Vault> {
 }
 
 fn parse_ttl(s: &str) -> Result<Duration> {
-    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
-    let n: u64 = num.parse().with_context(|| format!("--ttl {s:?}: expected a number followed by s, m, h or d"))?;
+    let (num, unit) = s
+        .trim()
+        .split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--ttl {s:?}: expected a number followed by s, m, h or d"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -266,13 +297,20 @@ async fn token_create(cfg: &Config, user: &str, ttl: &str, name: &str) -> Result
 async fn rotate(cfg: &Config, batch_size: usize, pause_ms: u64) -> Result<ExitCode> {
     let _lock = app::DataDirLock::acquire(&cfg.data_dir).context("stop the server before rotating the master key")?;
     let vault = open_vault(cfg).await?;
-    let r = vault.rotate_master_key(batch_size, Duration::from_millis(pause_ms)).await.context("rotating the master key")?;
+    let r = vault
+        .rotate_master_key(batch_size, Duration::from_millis(pause_ms))
+        .await
+        .context("rotating the master key")?;
     println!(
         "master key rotated: {} -> {}; {} secrets re-wrapped{}",
         r.old_key_id,
         r.new_key_id,
         r.rewrapped,
-        if r.resumed { " (resumed an interrupted rotation)" } else { "" }
+        if r.resumed {
+            " (resumed an interrupted rotation)"
+        } else {
+            ""
+        }
     );
     vault.close().await;
     Ok(ExitCode::SUCCESS)

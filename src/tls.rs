@@ -26,13 +26,19 @@ pub fn ensure_self_signed(cert: &Path, key: &Path, listen: SocketAddr) -> Result
         names.push(ip.to_string());
     }
     let mut params = rcgen::CertificateParams::new(names).context("certificate parameters")?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "Postern gateway (self-signed)");
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "Postern");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Postern gateway (self-signed)");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Postern");
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(825);
     let key_pair = rcgen::KeyPair::generate().context("generating the TLS key")?;
-    let certificate = params.self_signed(&key_pair).context("self-signing the TLS certificate")?;
+    let certificate = params
+        .self_signed(&key_pair)
+        .context("self-signing the TLS certificate")?;
     for dir in [cert.parent(), key.parent()].into_iter().flatten() {
         if !dir.as_os_str().is_empty() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -54,7 +60,9 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     #[cfg(not(unix))]
     let _ = mode;
     let mut f = o.open(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("writing {}", path.display()))
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -68,7 +76,9 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:8443".parse().unwrap();
         assert!(ensure_self_signed(&c, &k, addr).unwrap());
         assert!(!ensure_self_signed(&c, &k, addr).unwrap());
-        assert!(fs::read_to_string(&c).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(fs::read_to_string(&c)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"));
         fs::remove_file(&k).unwrap();
         assert!(ensure_self_signed(&c, &k, addr).is_err());
     }

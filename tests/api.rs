@@ -41,11 +41,23 @@ async fn canary_secrets_appear_only_in_retrieve_and_never_on_disk() {
     let mut s = TestServer::builder().start().await;
     let t = s.admin_token().await;
     let canary = common::canary();
-    let res = s.req("POST", "/api/v1/resources", Some(&t), Some(json!({"name": "db-1", "type": "linux", "host": "127.0.0.1", "port": 22}))).await;
+    let res = s
+        .req(
+            "POST",
+            "/api/v1/resources",
+            Some(&t),
+            Some(json!({"name": "db-1", "type": "linux", "host": "127.0.0.1", "port": 22})),
+        )
+        .await;
     assert_eq!(res.status, 201, "{}", res.text);
     let rid = res.body["id"].as_str().unwrap().to_owned();
     let acc = s
-        .req("POST", &format!("/api/v1/resources/{rid}/accounts"), Some(&t), Some(json!({"login": "root", "password": canary, "notes": "n"})))
+        .req(
+            "POST",
+            &format!("/api/v1/resources/{rid}/accounts"),
+            Some(&t),
+            Some(json!({"login": "root", "password": canary, "notes": "n"})),
+        )
         .await;
     assert_eq!(acc.status, 201, "{}", acc.text);
     assert!(!acc.text.contains(&canary));
@@ -76,17 +88,33 @@ async fn canary_secrets_appear_only_in_retrieve_and_never_on_disk() {
     ] {
         let r = s.req("GET", &path, Some(&t), None).await;
         assert_eq!(r.status, 200, "{path}: {}", r.text);
-        assert!(!r.text.contains(&canary) && !r.text.contains(&canary2), "secret in {path}");
+        assert!(
+            !r.text.contains(&canary) && !r.text.contains(&canary2),
+            "secret in {path}"
+        );
     }
-    let got = s.req("POST", &format!("/api/v1/accounts/{aid}/retrieve"), Some(&t), Some(json!({"reason": "incident 42"}))).await;
+    let got = s
+        .req(
+            "POST",
+            &format!("/api/v1/accounts/{aid}/retrieve"),
+            Some(&t),
+            Some(json!({"reason": "incident 42"})),
+        )
+        .await;
     assert_eq!(got.status, 200, "{}", got.text);
     assert_eq!(got.body["password"], canary.as_str());
-    let audit = s.req("GET", "/api/v1/audit?action=account.retrieve", Some(&t), None).await;
+    let audit = s
+        .req("GET", "/api/v1/audit?action=account.retrieve", Some(&t), None)
+        .await;
     assert_eq!(audit.body[0]["reason"], "incident 42");
     s.stop().await;
     for f in files_under(s.dir.path()) {
         let bytes = std::fs::read(&f).unwrap();
-        assert!(!contains_bytes(&bytes, &canary) && !contains_bytes(&bytes, &canary2), "canary in {}", f.display());
+        assert!(
+            !contains_bytes(&bytes, &canary) && !contains_bytes(&bytes, &canary2),
+            "canary in {}",
+            f.display()
+        );
     }
 }
 
@@ -112,11 +140,32 @@ async fn lockout_and_bad_input_get_clear_errors() {
     let bad_json = TestServer::read(bad_json).await;
     assert!(bad_json.status == 400 || bad_json.status == 422, "{}", bad_json.text);
     assert!(bad_json.content_type.starts_with("application/problem+json"));
-    let unknown = s.req("POST", "/api/v1/resources", Some(&t), Some(json!({"name": "x", "type": "linux", "host": "h", "colour": "red"}))).await;
+    let unknown = s
+        .req(
+            "POST",
+            "/api/v1/resources",
+            Some(&t),
+            Some(json!({"name": "x", "type": "linux", "host": "h", "colour": "red"})),
+        )
+        .await;
     assert_eq!(unknown.status, 422, "{}", unknown.text);
-    let bad_type = s.req("POST", "/api/v1/resources", Some(&t), Some(json!({"name": "x", "type": "toaster", "host": "h"}))).await;
+    let bad_type = s
+        .req(
+            "POST",
+            "/api/v1/resources",
+            Some(&t),
+            Some(json!({"name": "x", "type": "toaster", "host": "h"})),
+        )
+        .await;
     assert_eq!(bad_type.status, 422, "{}", bad_type.text);
-    let bad_host = s.req("POST", "/api/v1/resources", Some(&t), Some(json!({"name": "x", "type": "linux", "host": "a b"}))).await;
+    let bad_host = s
+        .req(
+            "POST",
+            "/api/v1/resources",
+            Some(&t),
+            Some(json!({"name": "x", "type": "linux", "host": "a b"})),
+        )
+        .await;
     assert_eq!(bad_host.status, 422, "{}", bad_host.text);
     assert!(bad_host.text.contains("host"));
     let not_uuid = s.req("GET", "/api/v1/resources/..%2F..%2Fetc", Some(&t), None).await;
@@ -146,23 +195,47 @@ async fn roles_are_enforced_over_the_api() {
     let mut s = TestServer::builder().start().await;
     let t = s.admin_token().await;
     let mk = |name: &str, role: &str| json!({"username": name, "role": role, "password": "a long enough passphrase", "must_change_password": false});
-    for (n, r) in [("pu", "password_user"), ("aud", "password_auditor"), ("pa", "password_administrator")] {
+    for (n, r) in [
+        ("pu", "password_user"),
+        ("aud", "password_auditor"),
+        ("pa", "password_administrator"),
+    ] {
         let c = s.req("POST", "/api/v1/users", Some(&t), Some(mk(n, r))).await;
         assert_eq!(c.status, 201, "{}", c.text);
     }
     let mut toks = Vec::new();
     for u in ["pu", "aud", "pa"] {
-        toks.push(s.login(u, "a long enough passphrase").await.body["token"].as_str().unwrap().to_owned());
+        toks.push(
+            s.login(u, "a long enough passphrase").await.body["token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let (pu, aud, pa) = (toks[0].clone(), toks[1].clone(), toks[2].clone());
     let res = json!({"name": "srv", "type": "linux", "host": "10.0.0.9"});
-    assert_eq!(s.req("POST", "/api/v1/resources", Some(&pu), Some(res.clone())).await.status, 403);
-    assert_eq!(s.req("POST", "/api/v1/resources", Some(&pa), Some(res.clone())).await.status, 201);
+    assert_eq!(
+        s.req("POST", "/api/v1/resources", Some(&pu), Some(res.clone()))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        s.req("POST", "/api/v1/resources", Some(&pa), Some(res.clone()))
+            .await
+            .status,
+        201
+    );
     assert_eq!(s.req("GET", "/api/v1/audit", Some(&pu), None).await.status, 403);
     assert_eq!(s.req("GET", "/api/v1/audit", Some(&aud), None).await.status, 200);
     assert_eq!(s.req("GET", "/api/v1/audit", Some(&pa), None).await.status, 403);
     assert_eq!(s.req("GET", "/api/v1/users", Some(&pa), None).await.status, 403);
-    assert_eq!(s.req("POST", "/api/v1/users", Some(&pa), Some(mk("x", "password_user"))).await.status, 403);
+    assert_eq!(
+        s.req("POST", "/api/v1/users", Some(&pa), Some(mk("x", "password_user")))
+            .await
+            .status,
+        403
+    );
     // The password administrator's resource is invisible to the admin (not super admin? the first admin is super admin).
     let list = s.req("GET", "/api/v1/resources", Some(&pu), None).await;
     assert_eq!(list.body.as_array().unwrap().len(), 0);
@@ -191,13 +264,21 @@ async fn every_documented_route_refuses_without_credentials() {
             }
             let r = s.req(&method.to_uppercase(), &concrete, None, Some(json!({}))).await;
             assert_eq!(r.status, 401, "{method} {path} without a token: {}", r.text);
-            let r = s.req(&method.to_uppercase(), &concrete, Some("pst_forged"), Some(json!({}))).await;
+            let r = s
+                .req(&method.to_uppercase(), &concrete, Some("pst_forged"), Some(json!({})))
+                .await;
             assert_eq!(r.status, 401, "{method} {path} with a forged token");
             checked += 1;
         }
     }
     assert!(checked >= 15, "only {checked} routes documented");
-    for p in ["/api/v1/users", "/api/v1/resources", "/api/v1/audit", "/api/v1/import/resources", "/api/v1/accounts/{id}/retrieve"] {
+    for p in [
+        "/api/v1/users",
+        "/api/v1/resources",
+        "/api/v1/audit",
+        "/api/v1/import/resources",
+        "/api/v1/accounts/{id}/retrieve",
+    ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }
     s.stop().await;
@@ -206,7 +287,12 @@ async fn every_documented_route_refuses_without_credentials() {
 #[tokio::test]
 async fn security_headers() {
     let mut s = TestServer::builder().start().await;
-    let r = s.client.get(format!("{}/api/v1/openapi.json", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .get(format!("{}/api/v1/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap();
     let h = r.headers();
     assert!(h.get("strict-transport-security").is_some());
     let csp = h.get("content-security-policy").unwrap().to_str().unwrap();

@@ -31,11 +31,22 @@ impl Builder {
             ("web.listen".to_string(), "127.0.0.1:0".to_string()),
         ];
         cli.extend(self.overrides);
-        let cfg = Config::load(&Sources { file: None, env: &[], cli: &cli }).expect("test config");
+        let cfg = Config::load(&Sources {
+            file: None,
+            env: &[],
+            cli: &cli,
+        })
+        .expect("test config");
         let running = App::start(&cfg).await.expect("server starts");
         let base = format!("https://127.0.0.1:{}", running.web_addr.port());
         let client = client_for(&cfg.web.tls_cert);
-        TestServer { running: Some(running), cfg, dir, base, client }
+        TestServer {
+            running: Some(running),
+            cfg,
+            dir,
+            base,
+            client,
+        }
     }
 }
 
@@ -74,7 +85,10 @@ impl TestServer {
     }
 
     pub fn initial_password(&self) -> String {
-        std::fs::read_to_string(self.cfg.data_dir.join("initial-admin-password")).unwrap().trim().to_owned()
+        std::fs::read_to_string(self.cfg.data_dir.join("initial-admin-password"))
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 
     pub async fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
@@ -92,14 +106,30 @@ impl TestServer {
 
     pub async fn read(r: reqwest::Response) -> Resp {
         let status = r.status().as_u16();
-        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let text = r.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, body, text, content_type }
+        Resp {
+            status,
+            body,
+            text,
+            content_type,
+        }
     }
 
     pub async fn login(&self, user: &str, pw: &str) -> Resp {
-        self.req("POST", "/api/v1/auth/login", None, Some(json!({"username": user, "password": pw}))).await
+        self.req(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": user, "password": pw})),
+        )
+        .await
     }
 
     /// Logs in as the first admin, changes the generated password to ADMIN_PW, returns a token.
@@ -108,7 +138,12 @@ impl TestServer {
         assert_eq!(first.status, 200, "{}", first.text);
         let t = first.body["token"].as_str().unwrap().to_owned();
         let r = self
-            .req("POST", "/api/v1/me/password", Some(&t), Some(json!({"current_password": self.initial_password(), "new_password": ADMIN_PW})))
+            .req(
+                "POST",
+                "/api/v1/me/password",
+                Some(&t),
+                Some(json!({"current_password": self.initial_password(), "new_password": ADMIN_PW})),
+            )
             .await;
         assert_eq!(r.status, 204, "{}", r.text);
         let again = self.login("admin", ADMIN_PW).await;
@@ -140,16 +175,29 @@ pub fn bin() -> Command {
 pub fn spawn_server(data_dir: &Path, log_file: &Path, extra_env: &[(&str, &str)]) -> (Proc, u16) {
     let err = std::fs::File::create(log_file).unwrap();
     let mut c = bin();
-    c.args(["--data-dir", data_dir.to_str().unwrap(), "run", "--web-listen", "127.0.0.1:0", "--ssh-listen", "127.0.0.1:0", "--rdp-listen", "127.0.0.1:0"])
-        .env("POSTERN_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err);
+    c.args([
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "run",
+        "--web-listen",
+        "127.0.0.1:0",
+        "--ssh-listen",
+        "127.0.0.1:0",
+        "--rdp-listen",
+        "127.0.0.1:0",
+    ])
+    .env("POSTERN_LOG_FORMAT", "json")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(err);
     for (k, v) in extra_env {
         c.env(k, v);
     }
     let child = c.spawn().unwrap();
-    let mut p = Proc { child, stderr_path: log_file.to_owned() };
+    let mut p = Proc {
+        child,
+        stderr_path: log_file.to_owned(),
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let log = std::fs::read_to_string(log_file).unwrap_or_default();
@@ -201,7 +249,9 @@ impl Drop for Proc {
 
 /// Sends a signal with the `kill` command (no libc dependency in tests).
 pub fn unsafe_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
 }
 
 /// Every file under `dir`, recursively.
@@ -232,6 +282,8 @@ pub fn canary() -> String {
 
 fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).unwrap();
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
     u64::from_le_bytes(b)
 }

@@ -167,7 +167,11 @@ impl AuditEvent {
 }
 
 /// Appends an event inside the caller's (serialized) write transaction.
-pub(crate) async fn append(tx: &mut Transaction<'static, Db>, ev: NewEvent<'_>, ctx: &RequestContext) -> Result<String> {
+pub(crate) async fn append(
+    tx: &mut Transaction<'static, Db>,
+    ev: NewEvent<'_>,
+    ctx: &RequestContext,
+) -> Result<String> {
     let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut **tx)
         .await?;
@@ -268,7 +272,10 @@ pub(crate) async fn verify(pool: &sqlx::SqlitePool) -> Result<AuditVerification>
         let ev = AuditEvent::from_row(&r?)?;
         n += 1;
         let problem = if ev.seq != expected_seq {
-            Some(format!("sequence gap: expected {expected_seq}, found {} (rows deleted or inserted)", ev.seq))
+            Some(format!(
+                "sequence gap: expected {expected_seq}, found {} (rows deleted or inserted)",
+                ev.seq
+            ))
         } else if ev.prev_hash != expected_prev {
             Some("link to the previous event does not match (a previous row was changed or removed)".to_owned())
         } else if ev.compute_hash() != ev.hash {

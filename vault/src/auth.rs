@@ -120,8 +120,16 @@ pub(crate) const TOTP_STEP: u64 = 30;
 
 pub(crate) fn totp(secret: &[u8], username: &str) -> Result<TOTP> {
     let label = username.replace(':', "_");
-    TOTP::new(Algorithm::SHA1, 6, 1, TOTP_STEP, secret.to_vec(), Some("Postern".to_owned()), label)
-        .map_err(|e| Error::Internal(format!("totp: {e}")))
+    TOTP::new(
+        Algorithm::SHA1,
+        6,
+        1,
+        TOTP_STEP,
+        secret.to_vec(),
+        Some("Postern".to_owned()),
+        label,
+    )
+    .map_err(|e| Error::Internal(format!("totp: {e}")))
 }
 
 /// A new random TOTP secret (160 bits, as RFC 4226 recommends).

@@ -170,7 +170,10 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
     match (action, object) {
         (ViewUser, Object::User { id, .. }) if id == actor.id => Allow,
         (ViewUser, _) => need(Operation::ManageUsers, "viewing users needs the Manage users operation"),
-        (CreateUser, _) => need(Operation::ManageUsers, "creating users needs the Manage users operation"),
+        (CreateUser, _) => need(
+            Operation::ManageUsers,
+            "creating users needs the Manage users operation",
+        ),
         (UpdateUser, Object::User { role, .. }) => {
             if !has(actor, Operation::ManageUsers) {
                 return Deny("changing users needs the Manage users operation");
@@ -218,8 +221,14 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
             may_manage_role(actor, role)
         }
         (CreateTokenFor, Object::User { id, .. }) if id == actor.id => Allow,
-        (CreateTokenFor, _) => need(Operation::ManageUsers, "tokens for other users need the Manage users operation"),
-        (CreateResource, _) => need(Operation::ManageResources, "adding resources needs the Manage resources operation"),
+        (CreateTokenFor, _) => need(
+            Operation::ManageUsers,
+            "tokens for other users need the Manage users operation",
+        ),
+        (CreateResource, _) => need(
+            Operation::ManageResources,
+            "adding resources needs the Manage resources operation",
+        ),
         (Import, _) => {
             if has(actor, Operation::ManageResources) && has(actor, Operation::ManagePasswords) {
                 Allow
@@ -228,7 +237,10 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
             }
         }
         (ViewAudit, _) => need(Operation::ViewAudit, "the audit trail needs the View audit operation"),
-        (ManageSettings, _) => need(Operation::PrivacySecurity, "settings need the Privacy and security operation"),
+        (ManageSettings, _) => need(
+            Operation::PrivacySecurity,
+            "settings need the Privacy and security operation",
+        ),
         (action, Object::Owned { owner_id, share }) => owned(actor, action, owner_id, share),
         _ => Deny("this action does not apply to that object"),
     }
@@ -237,7 +249,11 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
 /// An actor may manage users of a role only if the actor's role grants at
 /// least every operation of that role (no privilege escalation).
 fn may_manage_role(actor: &Actor, role: Role) -> Decision {
-    if actor.is_system || Operation::ALL.iter().all(|&op| !role_grants(role, op) || role_grants(actor.role, op)) {
+    if actor.is_system
+        || Operation::ALL
+            .iter()
+            .all(|&op| !role_grants(role, op) || role_grants(actor.role, op))
+    {
         Decision::Allow
     } else {
         Decision::Deny("cannot manage a user whose role has more rights than yours")
@@ -326,7 +342,15 @@ mod tests {
     #[test]
     fn seed_role_operation_table() {
         use Operation::*;
-        let ops = [ManageUsers, ManageResources, ManagePasswords, ViewPasswords, PersonalPasswords, ViewAudit, PrivacySecurity];
+        let ops = [
+            ManageUsers,
+            ManageResources,
+            ManagePasswords,
+            ViewPasswords,
+            PersonalPasswords,
+            ViewAudit,
+            PrivacySecurity,
+        ];
         let table: [(Role, [bool; 7]); 5] = [
             (Administrator, [true, true, true, true, true, true, false]),
             (PasswordAdministrator, [false, true, true, true, true, false, false]),
@@ -345,20 +369,58 @@ mod tests {
     #[test]
     fn role_action_matrix() {
         use Action::*;
-        let other_user = Object::User { id: "u2", role: PasswordUser };
-        let own = Object::Owned { owner_id: Some("me"), share: None };
-        let foreign = Object::Owned { owner_id: Some("x"), share: None };
+        let other_user = Object::User {
+            id: "u2",
+            role: PasswordUser,
+        };
+        let own = Object::Owned {
+            owner_id: Some("me"),
+            share: None,
+        };
+        let foreign = Object::Owned {
+            owner_id: Some("x"),
+            share: None,
+        };
         // (action, object, [Admin, PwdAdmin, PrivAdmin, PwdUser, Auditor])
         let rows: Vec<(Action, Object, [bool; 5])> = vec![
             (ViewUser, Object::System, [true, false, true, false, false]),
-            (ViewUser, Object::User { id: "me", role: PasswordUser }, [true; 5]),
+            (
+                ViewUser,
+                Object::User {
+                    id: "me",
+                    role: PasswordUser,
+                },
+                [true; 5],
+            ),
             (CreateUser, Object::System, [true, false, true, false, false]),
             (UpdateUser, other_user, [true, false, true, false, false]),
             (DeleteUser, other_user, [true, false, true, false, false]),
-            (AssignRole(PasswordAuditor), other_user, [true, false, true, false, false]),
-            (AssignRole(PrivilegedAdministrator), other_user, [false, false, true, false, false]),
-            (SetSuperAdmin, Object::User { id: "u2", role: Administrator }, [true, false, true, false, false]),
-            (SetSuperAdmin, Object::User { id: "u2", role: PasswordUser }, [false; 5]),
+            (
+                AssignRole(PasswordAuditor),
+                other_user,
+                [true, false, true, false, false],
+            ),
+            (
+                AssignRole(PrivilegedAdministrator),
+                other_user,
+                [false, false, true, false, false],
+            ),
+            (
+                SetSuperAdmin,
+                Object::User {
+                    id: "u2",
+                    role: Administrator,
+                },
+                [true, false, true, false, false],
+            ),
+            (
+                SetSuperAdmin,
+                Object::User {
+                    id: "u2",
+                    role: PasswordUser,
+                },
+                [false; 5],
+            ),
             (CreateResource, Object::System, [true, true, true, false, false]),
             (Import, Object::System, [true, true, true, false, false]),
             (ViewAudit, Object::System, [true, false, true, false, true]),
@@ -389,8 +451,17 @@ mod tests {
     fn super_admin_sees_everything_but_only_within_role_operations() {
         let mut a = actor(Administrator);
         a.super_admin = true;
-        let foreign = Object::Owned { owner_id: Some("x"), share: None };
-        for action in [Action::ViewObject, Action::RetrieveSecret, Action::Connect, Action::UpdateAccount, Action::DeleteResource] {
+        let foreign = Object::Owned {
+            owner_id: Some("x"),
+            share: None,
+        };
+        for action in [
+            Action::ViewObject,
+            Action::RetrieveSecret,
+            Action::Connect,
+            Action::UpdateAccount,
+            Action::DeleteResource,
+        ] {
             assert!(authorize(&a, action, foreign).is_allowed(), "{action:?}");
         }
     }
@@ -398,7 +469,10 @@ mod tests {
     #[test]
     fn share_levels_seam() {
         let u = actor(PasswordUser);
-        let shared = |l| Object::Owned { owner_id: Some("x"), share: Some(l) };
+        let shared = |l| Object::Owned {
+            owner_id: Some("x"),
+            share: Some(l),
+        };
         use ShareLevel::*;
         assert!(authorize(&u, Action::Connect, shared(Connect)).is_allowed());
         assert!(!authorize(&u, Action::RetrieveSecret, shared(Connect)).is_allowed());
@@ -425,6 +499,14 @@ mod tests {
         let mut a = actor(PrivilegedAdministrator);
         a.must_change_password = true;
         assert!(!authorize(&a, Action::ViewAudit, Object::System).is_allowed());
-        assert!(!authorize(&a, Action::ViewObject, Object::Owned { owner_id: Some("me"), share: None }).is_allowed());
+        assert!(!authorize(
+            &a,
+            Action::ViewObject,
+            Object::Owned {
+                owner_id: Some("me"),
+                share: None
+            }
+        )
+        .is_allowed());
     }
 }

@@ -119,20 +119,36 @@ impl MasterKey {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let ct = self
             .cipher()
-            .encrypt(&nonce, Payload { msg: b"postern", aad: CHECK_AAD })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: b"postern",
+                    aad: CHECK_AAD,
+                },
+            )
             .expect("AES-GCM encryption of a constant cannot fail");
         format!("{}:{}", hex::encode(nonce), hex::encode(ct))
     }
 
     /// True when `value` was made by [`Self::check_value`] with this key.
     pub(crate) fn verify_check_value(&self, value: &str) -> bool {
-        let Some((n, c)) = value.split_once(':') else { return false };
-        let (Ok(n), Ok(c)) = (hex::decode(n), hex::decode(c)) else { return false };
+        let Some((n, c)) = value.split_once(':') else {
+            return false;
+        };
+        let (Ok(n), Ok(c)) = (hex::decode(n), hex::decode(c)) else {
+            return false;
+        };
         if n.len() != 12 {
             return false;
         }
         self.cipher()
-            .decrypt(Nonce::from_slice(&n), Payload { msg: &c, aad: CHECK_AAD })
+            .decrypt(
+                Nonce::from_slice(&n),
+                Payload {
+                    msg: &c,
+                    aad: CHECK_AAD,
+                },
+            )
             .is_ok()
     }
 }
@@ -228,7 +244,9 @@ impl Keyring {
     }
 
     fn unwrap_dek(&self, owner: &str, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>> {
-        let tampered = || Error::Tampered { owner: owner.to_owned() };
+        let tampered = || Error::Tampered {
+            owner: owner.to_owned(),
+        };
         let kek = self.by_id(&sealed.key_id).ok_or_else(tampered)?;
         let dek = open_with(&kek.cipher(), &sealed.wrapped_dek, &aad("dek", owner)).ok_or_else(tampered)?;
         if dek.len() != 32 {
@@ -244,7 +262,9 @@ impl Keyring {
         let data_cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&dek));
         open_with(&data_cipher, &sealed.ciphertext, &aad("secret", owner))
             .map(Zeroizing::new)
-            .ok_or_else(|| Error::Tampered { owner: owner.to_owned() })
+            .ok_or_else(|| Error::Tampered {
+                owner: owner.to_owned(),
+            })
     }
 
     /// Re-wraps the DEK of `sealed` under the current key. The ciphertext is unchanged.
@@ -284,7 +304,10 @@ mod tests {
         let s = ring.seal("account:a:password", b"s3cret");
         assert_eq!(&ring.open("account:a:password", &s).unwrap()[..], b"s3cret");
         // Moving the row to another owner fails.
-        assert!(matches!(ring.open("account:b:password", &s), Err(Error::Tampered { .. })));
+        assert!(matches!(
+            ring.open("account:b:password", &s),
+            Err(Error::Tampered { .. })
+        ));
     }
 
     #[test]

@@ -59,7 +59,12 @@ enum Col {
 }
 
 fn column(h: &str) -> Option<Col> {
-    let n: String = h.trim().to_ascii_lowercase().chars().map(|c| if c == ' ' || c == '-' { '_' } else { c }).collect();
+    let n: String = h
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c == ' ' || c == '-' { '_' } else { c })
+        .collect();
     Some(match n.as_str() {
         "name" | "resource_name" | "resource" => Col::Name,
         "type" | "resource_type" => Col::Type,
@@ -91,10 +96,24 @@ fn field_name(c: Col) -> &'static str {
 impl Vault {
     /// Imports resources and accounts from CSV bytes.
     pub async fn import_resources_csv(&self, actor: &Actor, data: &[u8], ctx: &RequestContext) -> Result<ImportReport> {
-        self.require(actor, crate::Action::Import, crate::Object::System, "import.resources", "resource", None, ctx)
-            .await?;
-        let mut rdr = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::Headers).from_reader(data);
-        let headers = rdr.headers().map_err(|e| Error::Csv(format!("header line: {e}")))?.clone();
+        self.require(
+            actor,
+            crate::Action::Import,
+            crate::Object::System,
+            "import.resources",
+            "resource",
+            None,
+            ctx,
+        )
+        .await?;
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .trim(csv::Trim::Headers)
+            .from_reader(data);
+        let headers = rdr
+            .headers()
+            .map_err(|e| Error::Csv(format!("header line: {e}")))?
+            .clone();
         let mut cols: HashMap<Col, usize> = HashMap::new();
         for (i, h) in headers.iter().enumerate() {
             match column(h) {
@@ -103,7 +122,12 @@ impl Vault {
                         return Err(Error::Csv(format!("column {:?} appears twice", h)));
                     }
                 }
-                None => return Err(Error::Csv(format!("unknown column {:?} in the header (line 1)", truncate(h)))),
+                None => {
+                    return Err(Error::Csv(format!(
+                        "unknown column {:?} in the header (line 1)",
+                        truncate(h)
+                    )))
+                }
             }
         }
         for needed in [Col::Name, Col::Type, Col::Host] {
@@ -119,7 +143,11 @@ impl Vault {
                 Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => {
-                    report.errors.push(ImportRowError { line, field: None, message: format!("unreadable row: {e}") });
+                    report.errors.push(ImportRowError {
+                        line,
+                        field: None,
+                        message: format!("unreadable row: {e}"),
+                    });
                     if matches!(e.kind(), csv::ErrorKind::Io(_)) {
                         break;
                     }
@@ -128,7 +156,11 @@ impl Vault {
             }
             report.rows += 1;
             if report.rows > MAX_ROWS {
-                report.errors.push(ImportRowError { line, field: None, message: format!("more than {MAX_ROWS} rows; the rest was not imported") });
+                report.errors.push(ImportRowError {
+                    line,
+                    field: None,
+                    message: format!("more than {MAX_ROWS} rows; the rest was not imported"),
+                });
                 break;
             }
             if record.iter().all(|f| f.trim().is_empty()) {
@@ -137,7 +169,13 @@ impl Vault {
             }
             let fields: HashMap<Col, String> = cols
                 .iter()
-                .filter_map(|(&c, &i)| record.get(i).map(str::trim).filter(|s| !s.is_empty()).map(|v| (c, v.to_owned())))
+                .filter_map(|(&c, &i)| {
+                    record
+                        .get(i)
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|v| (c, v.to_owned()))
+                })
                 .collect();
             if let Err(e) = self.import_row(actor, &fields, &mut report, ctx).await {
                 let (field, message) = match &e {
@@ -172,19 +210,26 @@ impl Vault {
         let get = |c: Col| fields.get(&c).map(String::as_str);
         let name = get(Col::Name).ok_or_else(|| Error::invalid("name", "is empty"))?;
         let type_s = get(Col::Type).ok_or_else(|| Error::invalid("type", "is empty"))?;
-        let resource_type = ResourceType::parse(type_s).ok_or_else(|| {
-            Error::invalid("type", format!("unknown resource type {:?}", truncate(type_s)))
-        })?;
+        let resource_type = ResourceType::parse(type_s)
+            .ok_or_else(|| Error::invalid("type", format!("unknown resource type {:?}", truncate(type_s))))?;
         let host = get(Col::Host).ok_or_else(|| Error::invalid("host", "is empty"))?;
         let port = match get(Col::Port) {
             None => None,
-            Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| Error::invalid("port", format!("{:?} is not a port number", truncate(p))))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| Error::invalid("port", format!("{:?} is not a port number", truncate(p))))?,
+            ),
         };
         let account = get(Col::Account);
         let password = get(Col::Password);
         let private_key = get(Col::PrivateKey);
         if account.is_none() && (password.is_some() || private_key.is_some()) {
-            return Err(Error::invalid("account", "a password or key is given without an account name"));
+            return Err(Error::invalid(
+                "account",
+                "a password or key is given without an account name",
+            ));
         }
         let existing = self
             .list_resources(actor, ctx)
@@ -260,12 +305,23 @@ mod tests {
         assert_eq!(r.resources_created, 2);
         assert_eq!(r.accounts_created, 3);
         let lines: Vec<(u64, Option<String>)> = r.errors.iter().map(|e| (e.line, e.field.clone())).collect();
-        assert_eq!(lines, vec![(4, Some("type".into())), (5, Some("port".into())), (7, Some("host".into()))], "{r:?}");
+        assert_eq!(
+            lines,
+            vec![
+                (4, Some("type".into())),
+                (5, Some("port".into())),
+                (7, Some("host".into()))
+            ],
+            "{r:?}"
+        );
         let res = v.list_resources(&sys, &ctx).await.unwrap();
         let win = res.iter().find(|r| r.name == "quoted, name").unwrap();
         assert_eq!(win.port, 3389);
         let accts = v.list_accounts(&sys, &win.id, &ctx).await.unwrap();
-        let l = v.retrieve_secret(&sys, &accts[0].id, crate::SecretKind::Password, &ctx).await.unwrap();
+        let l = v
+            .retrieve_secret(&sys, &accts[0].id, crate::SecretKind::Password, &ctx)
+            .await
+            .unwrap();
         assert_eq!(l.expose_str(), Some("p,w"));
     }
 
@@ -275,9 +331,15 @@ mod tests {
         let v = vault(dir.path()).await;
         let sys = Actor::system();
         let ctx = RequestContext::default();
-        let e = v.import_resources_csv(&sys, b"name,colour\nx,red\n", &ctx).await.unwrap_err();
+        let e = v
+            .import_resources_csv(&sys, b"name,colour\nx,red\n", &ctx)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");
-        let e = v.import_resources_csv(&sys, b"name,host\nx,h\n", &ctx).await.unwrap_err();
+        let e = v
+            .import_resources_csv(&sys, b"name,host\nx,h\n", &ctx)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("type"), "{e}");
         let r = v.import_resources_csv(&sys, b"", &ctx).await;
         assert!(r.is_err());

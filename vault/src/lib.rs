@@ -118,7 +118,10 @@ fn write_private_file(path: &std::path::Path, text: &str) -> Result<()> {
         o.mode(0o600);
     }
     let mut f = o.open(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(text.as_bytes()).and_then(|_| f.write_all(b"\n")).and_then(|_| f.sync_all()).map_err(|e| Error::io(path, e))
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 impl Vault {
@@ -142,7 +145,9 @@ impl Vault {
         };
         let keyring = match (check, file_key) {
             (None, file_key) => {
-                let sealed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sealed").fetch_one(&store.pool).await?;
+                let sealed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sealed")
+                    .fetch_one(&store.pool)
+                    .await?;
                 if sealed > 0 {
                     return Err(Error::Corrupt {
                         table: "meta",
@@ -225,7 +230,9 @@ impl Vault {
     /// the vault has no users. Returns it so the caller can show it once.
     pub async fn bootstrap_admin(&self) -> Result<Option<InitialAdmin>> {
         let mut w = self.store().write().await?;
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&mut *w.tx).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut *w.tx)
+            .await?;
         if n > 0 {
             return Ok(None);
         }
@@ -263,15 +270,32 @@ impl Vault {
     }
 
     /// Lists audit events, newest first (needs the View audit operation).
-    pub async fn audit_events(&self, actor: &Actor, filter: &AuditFilter, ctx: &RequestContext) -> Result<Vec<AuditEvent>> {
-        self.require(actor, Action::ViewAudit, Object::System, "audit.view", "audit", None, ctx).await?;
+    pub async fn audit_events(
+        &self,
+        actor: &Actor,
+        filter: &AuditFilter,
+        ctx: &RequestContext,
+    ) -> Result<Vec<AuditEvent>> {
+        self.require(
+            actor,
+            Action::ViewAudit,
+            Object::System,
+            "audit.view",
+            "audit",
+            None,
+            ctx,
+        )
+        .await?;
         let mut q = sqlx::QueryBuilder::<store::Db>::new("SELECT * FROM audit_events WHERE 1 = 1");
         if let Some(a) = &filter.actor {
             q.push(" AND actor_name = ").push_bind(a.clone());
         }
         if let Some(a) = &filter.action {
             if let Some(prefix) = a.strip_suffix('.') {
-                q.push(" AND substr(action, 1, ").push_bind(prefix.len() as i64 + 1).push(") = ").push_bind(format!("{prefix}."));
+                q.push(" AND substr(action, 1, ")
+                    .push_bind(prefix.len() as i64 + 1)
+                    .push(") = ")
+                    .push_bind(format!("{prefix}."));
             } else {
                 q.push(" AND action = ").push_bind(a.clone());
             }
@@ -282,9 +306,13 @@ impl Vault {
         if let Some(o) = &filter.outcome {
             q.push(" AND outcome = ").push_bind(o.clone());
         }
-        for (field, v, op) in [("since", &filter.since, " AND at >= "), ("until", &filter.until, " AND at < ")] {
+        for (field, v, op) in [
+            ("since", &filter.since, " AND at >= "),
+            ("until", &filter.until, " AND at < "),
+        ] {
             if let Some(v) = v {
-                let t = parse_ts(v).ok_or_else(|| Error::invalid(field, "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"))?;
+                let t = parse_ts(v)
+                    .ok_or_else(|| Error::invalid(field, "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z"))?;
                 q.push(op).push_bind(format_ts(t));
             }
         }
@@ -392,13 +420,19 @@ impl Vault {
 
     /// Removes the initial-password file once the first admin's password changed.
     pub(crate) async fn forget_initial_password(&self, user_id: &str) {
-        let Some(path) = &self.inner.initial_password_file else { return };
+        let Some(path) = &self.inner.initial_password_file else {
+            return;
+        };
         if let Ok(Some(id)) = self.store().meta(META_INITIAL_ADMIN).await {
             if id == user_id {
                 match std::fs::remove_file(path) {
-                    Ok(()) => tracing::info!(path = %path.display(), "initial admin password changed; removed the initial password file"),
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "initial admin password changed; removed the initial password file")
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "could not remove the initial password file"),
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove the initial password file")
+                    }
                 }
             }
         }
@@ -469,11 +503,29 @@ mod tests {
         std::fs::remove_file(&key).unwrap();
         MasterKey::generate().write_new(&key).unwrap();
         let e = Vault::open(opts(dir.path())).await.unwrap_err();
-        assert!(matches!(e, Error::MasterKey { problem: MasterKeyProblem::WrongKey { .. }, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::MasterKey {
+                    problem: MasterKeyProblem::WrongKey { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // Missing key: refused, and no new key is written.
         std::fs::remove_file(&key).unwrap();
         let e = Vault::open(opts(dir.path())).await.unwrap_err();
-        assert!(matches!(e, Error::MasterKey { problem: MasterKeyProblem::Missing { .. }, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::MasterKey {
+                    problem: MasterKeyProblem::Missing { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(!key.exists());
         std::fs::write(&key, good).unwrap();
         #[cfg(unix)]
@@ -497,13 +549,35 @@ mod rotation_tests {
         let sys = Actor::system();
         let ctx = RequestContext::default();
         let r = v
-            .create_resource(&sys, NewResource { name: "r".into(), resource_type: ResourceType::Linux, host: "h".into(), port: None, description: None, landing_chain: vec![], extra: Default::default() }, &ctx)
+            .create_resource(
+                &sys,
+                NewResource {
+                    name: "r".into(),
+                    resource_type: ResourceType::Linux,
+                    host: "h".into(),
+                    port: None,
+                    description: None,
+                    landing_chain: vec![],
+                    extra: Default::default(),
+                },
+                &ctx,
+            )
             .await
             .unwrap();
         let mut ids = Vec::new();
         for i in 0..5 {
             let a = v
-                .create_account(&sys, &r.id, NewAccount { login: format!("u{i}"), password: Some(format!("pw{i}").into()), private_key: None, notes: None }, &ctx)
+                .create_account(
+                    &sys,
+                    &r.id,
+                    NewAccount {
+                        login: format!("u{i}"),
+                        password: Some(format!("pw{i}").into()),
+                        private_key: None,
+                        notes: None,
+                    },
+                    &ctx,
+                )
                 .await
                 .unwrap();
             ids.push(a.id);
@@ -517,9 +591,28 @@ mod rotation_tests {
         for id in &ids[..2] {
             let owner = resources::secret_owner(id, SecretKind::Password);
             let (key_id, wrapped_dek, ciphertext): (String, Vec<u8>, Vec<u8>) =
-                sqlx::query_as("SELECT key_id, wrapped_dek, ciphertext FROM sealed WHERE owner = $1").bind(&owner).fetch_one(&v.store().pool).await.unwrap();
-            let s = ring.rewrap(&owner, &crypto::Sealed { key_id, wrapped_dek, ciphertext }).unwrap();
-            sqlx::query("UPDATE sealed SET key_id = $1, wrapped_dek = $2 WHERE owner = $3").bind(&s.key_id).bind(&s.wrapped_dek).bind(&owner).execute(&v.store().pool).await.unwrap();
+                sqlx::query_as("SELECT key_id, wrapped_dek, ciphertext FROM sealed WHERE owner = $1")
+                    .bind(&owner)
+                    .fetch_one(&v.store().pool)
+                    .await
+                    .unwrap();
+            let s = ring
+                .rewrap(
+                    &owner,
+                    &crypto::Sealed {
+                        key_id,
+                        wrapped_dek,
+                        ciphertext,
+                    },
+                )
+                .unwrap();
+            sqlx::query("UPDATE sealed SET key_id = $1, wrapped_dek = $2 WHERE owner = $3")
+                .bind(&s.key_id)
+                .bind(&s.wrapped_dek)
+                .bind(&owner)
+                .execute(&v.store().pool)
+                .await
+                .unwrap();
         }
         v.close().await;
         let (v, report) = Vault::open(testutil_opts(dir.path())).await.unwrap();
@@ -562,18 +655,39 @@ mod rotation_tests {
         v.bootstrap_admin().await.unwrap();
         let ctx = RequestContext::default();
         for i in 0..4 {
-            v.create_resource(&Actor::system(), NewResource { name: format!("r{i}"), resource_type: ResourceType::Linux, host: "h".into(), port: None, description: None, landing_chain: vec![], extra: Default::default() }, &ctx)
-                .await
-                .unwrap();
+            v.create_resource(
+                &Actor::system(),
+                NewResource {
+                    name: format!("r{i}"),
+                    resource_type: ResourceType::Linux,
+                    host: "h".into(),
+                    port: None,
+                    description: None,
+                    landing_chain: vec![],
+                    extra: Default::default(),
+                },
+                &ctx,
+            )
+            .await
+            .unwrap();
         }
         let ok = v.verify_audit().await.unwrap();
         assert_eq!(ok.events, 5);
         assert!(ok.first_broken.is_none());
-        sqlx::query("UPDATE audit_events SET actor_name = 'mallory' WHERE seq = 3").execute(&v.store().pool).await.unwrap();
+        sqlx::query("UPDATE audit_events SET actor_name = 'mallory' WHERE seq = 3")
+            .execute(&v.store().pool)
+            .await
+            .unwrap();
         let bad = v.verify_audit().await.unwrap();
         assert_eq!(bad.first_broken.unwrap().seq, 3);
-        sqlx::query("UPDATE audit_events SET actor_name = 'system' WHERE seq = 3").execute(&v.store().pool).await.unwrap();
-        sqlx::query("DELETE FROM audit_events WHERE seq = 4").execute(&v.store().pool).await.unwrap();
+        sqlx::query("UPDATE audit_events SET actor_name = 'system' WHERE seq = 3")
+            .execute(&v.store().pool)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM audit_events WHERE seq = 4")
+            .execute(&v.store().pool)
+            .await
+            .unwrap();
         let gap = v.verify_audit().await.unwrap().first_broken.unwrap();
         assert_eq!(gap.seq, 5);
     }

@@ -111,7 +111,13 @@ impl ResourceType {
         let norm: String = s
             .trim()
             .chars()
-            .map(|c| if c == ' ' || c == '-' { '_' } else { c.to_ascii_lowercase() })
+            .map(|c| {
+                if c == ' ' || c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            })
             .collect();
         ResourceType::ALL.into_iter().find(|t| t.as_str() == norm)
     }

@@ -135,7 +135,8 @@ impl ResourceRow {
         let port = u16::try_from(self.port).map_err(|_| corrupt(format!("port {} out of range", self.port)))?;
         let landing_chain: Vec<String> =
             serde_json::from_str(&self.landing_chain).map_err(|e| corrupt(format!("landing_chain: {e}")))?;
-        let extra: BTreeMap<String, String> = serde_json::from_str(&self.extra).map_err(|e| corrupt(format!("extra: {e}")))?;
+        let extra: BTreeMap<String, String> =
+            serde_json::from_str(&self.extra).map_err(|e| corrupt(format!("extra: {e}")))?;
         Ok(Resource {
             id: self.id,
             name: self.name,
@@ -181,7 +182,8 @@ impl AccountRow {
 }
 
 const RES_COLS: &str = "id, name, resource_type, host, port, description, landing_chain, extra, owner_id, created_at";
-const ACC_SELECT: &str = "SELECT a.id, a.resource_id, a.login, a.notes, a.owner_id, a.password_changed_at, a.created_at, \
+const ACC_SELECT: &str =
+    "SELECT a.id, a.resource_id, a.login, a.notes, a.owner_id, a.password_changed_at, a.created_at, \
      EXISTS(SELECT 1 FROM sealed s WHERE s.owner = 'account:' || a.id || ':password') AS has_password, \
      EXISTS(SELECT 1 FROM sealed s WHERE s.owner = 'account:' || a.id || ':private_key') AS has_private_key \
      FROM accounts a";
@@ -206,7 +208,10 @@ fn validate_name(s: &str) -> Result<()> {
     }
     clean_text("name", s, 128)?;
     if s.contains('#') || s.contains('@') {
-        return Err(Error::invalid("name", "must not contain '#' or '@' (they separate parts of gateway logins)"));
+        return Err(Error::invalid(
+            "name",
+            "must not contain '#' or '@' (they separate parts of gateway logins)",
+        ));
     }
     Ok(())
 }
@@ -214,7 +219,8 @@ fn validate_name(s: &str) -> Result<()> {
 fn validate_host(s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 253
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']'));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_' | '[' | ']'));
     if ok {
         Ok(())
     } else {
@@ -234,8 +240,13 @@ fn validate_login(s: &str) -> Result<()> {
     if s.is_empty() || s.len() > 128 {
         return Err(Error::invalid("login", "must be 1 to 128 characters"));
     }
-    if s.chars().any(|c| c.is_control() || c.is_whitespace() || c == '#' || c == '@') {
-        return Err(Error::invalid("login", "must not contain spaces, control characters, '#' or '@'"));
+    if s.chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '#' || c == '@')
+    {
+        return Err(Error::invalid(
+            "login",
+            "must not contain spaces, control characters, '#' or '@'",
+        ));
     }
     Ok(())
 }
@@ -272,21 +283,31 @@ impl Vault {
     }
 
     async fn account_row(&self, id: &str) -> Result<Option<Account>> {
-        Ok(sqlx::query_as::<Db, AccountRow>(&format!("{ACC_SELECT} WHERE a.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.store().pool)
-            .await?
-            .map(AccountRow::into_model))
+        Ok(
+            sqlx::query_as::<Db, AccountRow>(&format!("{ACC_SELECT} WHERE a.id = $1"))
+                .bind(id)
+                .fetch_optional(&self.store().pool)
+                .await?
+                .map(AccountRow::into_model),
+        )
     }
 
     /// The actor's share level on a resource or account. The sharing workflows
     /// fill this seam; until then nothing is shared.
-    async fn share_level(&self, _actor: &Actor, _resource_id: &str, _account_id: Option<&str>) -> Result<Option<ShareLevel>> {
+    async fn share_level(
+        &self,
+        _actor: &Actor,
+        _resource_id: &str,
+        _account_id: Option<&str>,
+    ) -> Result<Option<ShareLevel>> {
         Ok(None)
     }
 
     async fn resource_object(&self, actor: &Actor, id: &str) -> Result<(Resource, Option<ShareLevel>)> {
-        let r = self.resource_row(id).await?.ok_or(Error::NotFound { kind: "resource" })?;
+        let r = self
+            .resource_row(id)
+            .await?
+            .ok_or(Error::NotFound { kind: "resource" })?;
         let share = self.share_level(actor, &r.id, None).await?;
         Ok((r, share))
     }
@@ -295,7 +316,10 @@ impl Vault {
     /// The effective owner is the resource owner when the actor owns the resource.
     async fn account_object(&self, actor: &Actor, id: &str) -> Result<(Account, Resource, Option<ShareLevel>)> {
         let a = self.account_row(id).await?.ok_or(Error::NotFound { kind: "account" })?;
-        let r = self.resource_row(&a.resource_id).await?.ok_or(Error::NotFound { kind: "resource" })?;
+        let r = self
+            .resource_row(&a.resource_id)
+            .await?
+            .ok_or(Error::NotFound { kind: "resource" })?;
         let share = self.share_level(actor, &r.id, Some(&a.id)).await?;
         Ok((a, r, share))
     }
@@ -328,14 +352,27 @@ impl Vault {
     /// One resource.
     pub async fn get_resource(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<Resource> {
         let (r, share) = self.resource_object(actor, id).await?;
-        let owned_account: bool = sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM accounts WHERE resource_id = $1 AND owner_id = $2)")
-            .bind(id)
-            .bind(&actor.id)
-            .fetch_one(&self.store().pool)
-            .await?;
-        let owner = if owned_account { Some(actor.id.as_str()) } else { r.owner_id.as_deref() };
-        self.require(actor, Action::ViewObject, Object::Owned { owner_id: owner, share }, "resource.view", "resource", Some((id, &r.name)), ctx)
-            .await?;
+        let owned_account: bool =
+            sqlx::query_scalar("SELECT EXISTS(SELECT 1 FROM accounts WHERE resource_id = $1 AND owner_id = $2)")
+                .bind(id)
+                .bind(&actor.id)
+                .fetch_one(&self.store().pool)
+                .await?;
+        let owner = if owned_account {
+            Some(actor.id.as_str())
+        } else {
+            r.owner_id.as_deref()
+        };
+        self.require(
+            actor,
+            Action::ViewObject,
+            Object::Owned { owner_id: owner, share },
+            "resource.view",
+            "resource",
+            Some((id, &r.name)),
+            ctx,
+        )
+        .await?;
         Ok(r)
     }
 
@@ -349,16 +386,38 @@ impl Vault {
                 e => e,
             })?;
             let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
-            self.require(actor, Action::Connect, Object::Owned { owner_id: owner, share }, "resource.landing_chain", "account", Some((&a.id, &a.login)), ctx)
-                .await
-                .map_err(|_| Error::invalid("landing_chain", format!("you may not use account {hop} as a landing server")))?;
+            self.require(
+                actor,
+                Action::Connect,
+                Object::Owned { owner_id: owner, share },
+                "resource.landing_chain",
+                "account",
+                Some((&a.id, &a.login)),
+                ctx,
+            )
+            .await
+            .map_err(|_| {
+                Error::invalid(
+                    "landing_chain",
+                    format!("you may not use account {hop} as a landing server"),
+                )
+            })?;
         }
         Ok(())
     }
 
     /// Adds a resource owned by the actor.
     pub async fn create_resource(&self, actor: &Actor, new: NewResource, ctx: &RequestContext) -> Result<Resource> {
-        self.require(actor, Action::CreateResource, Object::System, "resource.create", "resource", None, ctx).await?;
+        self.require(
+            actor,
+            Action::CreateResource,
+            Object::System,
+            "resource.create",
+            "resource",
+            None,
+            ctx,
+        )
+        .await?;
         validate_name(&new.name)?;
         validate_host(&new.host)?;
         let port = new.port.unwrap_or_else(|| new.resource_type.default_port());
@@ -401,14 +460,33 @@ impl Vault {
         )
         .await?;
         w.commit().await?;
-        self.resource_row(&id).await?.ok_or(Error::NotFound { kind: "resource" })
+        self.resource_row(&id)
+            .await?
+            .ok_or(Error::NotFound { kind: "resource" })
     }
 
     /// Changes a resource.
-    pub async fn update_resource(&self, actor: &Actor, id: &str, p: ResourcePatch, ctx: &RequestContext) -> Result<Resource> {
+    pub async fn update_resource(
+        &self,
+        actor: &Actor,
+        id: &str,
+        p: ResourcePatch,
+        ctx: &RequestContext,
+    ) -> Result<Resource> {
         let (r, share) = self.resource_object(actor, id).await?;
-        self.require(actor, Action::UpdateResource, Object::Owned { owner_id: r.owner_id.as_deref(), share }, "resource.update", "resource", Some((id, &r.name)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::UpdateResource,
+            Object::Owned {
+                owner_id: r.owner_id.as_deref(),
+                share,
+            },
+            "resource.update",
+            "resource",
+            Some((id, &r.name)),
+            ctx,
+        )
+        .await?;
         if let Some(n) = &p.name {
             validate_name(n)?;
         }
@@ -464,7 +542,9 @@ impl Vault {
         }
         audit::append(
             &mut w.tx,
-            NewEvent::by(actor, "resource.update", "resource").object(id, &r.name).detail(format!("changed: {}", changed.join(", "))),
+            NewEvent::by(actor, "resource.update", "resource")
+                .object(id, &r.name)
+                .detail(format!("changed: {}", changed.join(", "))),
             ctx,
         )
         .await?;
@@ -475,8 +555,19 @@ impl Vault {
     /// Deletes a resource and its accounts (and their secrets).
     pub async fn delete_resource(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<()> {
         let (r, share) = self.resource_object(actor, id).await?;
-        self.require(actor, Action::DeleteResource, Object::Owned { owner_id: r.owner_id.as_deref(), share }, "resource.delete", "resource", Some((id, &r.name)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::DeleteResource,
+            Object::Owned {
+                owner_id: r.owner_id.as_deref(),
+                share,
+            },
+            "resource.delete",
+            "resource",
+            Some((id, &r.name)),
+            ctx,
+        )
+        .await?;
         let mut w = self.store().write().await?;
         let used_as_hop: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM resources r, accounts a WHERE a.resource_id = $1 AND r.id <> $1 AND r.landing_chain LIKE '%\"' || a.id || '\"%'",
@@ -495,26 +586,51 @@ impl Vault {
             .bind(id)
             .execute(&mut *w.tx)
             .await?;
-        sqlx::query("DELETE FROM accounts WHERE resource_id = $1").bind(id).execute(&mut *w.tx).await?;
-        sqlx::query("DELETE FROM resources WHERE id = $1").bind(id).execute(&mut *w.tx).await?;
-        audit::append(&mut w.tx, NewEvent::by(actor, "resource.delete", "resource").object(id, &r.name), ctx).await?;
+        sqlx::query("DELETE FROM accounts WHERE resource_id = $1")
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        sqlx::query("DELETE FROM resources WHERE id = $1")
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "resource.delete", "resource").object(id, &r.name),
+            ctx,
+        )
+        .await?;
         w.commit().await
     }
 
     /// Accounts of a resource the actor can see.
     pub async fn list_accounts(&self, actor: &Actor, resource_id: &str, ctx: &RequestContext) -> Result<Vec<Account>> {
         let (r, share) = self.resource_object(actor, resource_id).await?;
-        let sees_all = actor.is_system || actor.super_admin || r.owner_id.as_deref() == Some(actor.id.as_str()) || share.is_some();
-        let rows = sqlx::query_as::<Db, AccountRow>(&format!("{ACC_SELECT} WHERE a.resource_id = $1 AND ($2 OR a.owner_id = $3) ORDER BY a.login"))
-            .bind(resource_id)
-            .bind(sees_all)
-            .bind(&actor.id)
-            .fetch_all(&self.store().pool)
-            .await?;
+        let sees_all =
+            actor.is_system || actor.super_admin || r.owner_id.as_deref() == Some(actor.id.as_str()) || share.is_some();
+        let rows = sqlx::query_as::<Db, AccountRow>(&format!(
+            "{ACC_SELECT} WHERE a.resource_id = $1 AND ($2 OR a.owner_id = $3) ORDER BY a.login"
+        ))
+        .bind(resource_id)
+        .bind(sees_all)
+        .bind(&actor.id)
+        .fetch_all(&self.store().pool)
+        .await?;
         if rows.is_empty() && !sees_all {
             // Neither the resource nor any account on it is visible.
-            self.require(actor, Action::ViewObject, Object::Owned { owner_id: r.owner_id.as_deref(), share }, "account.list", "resource", Some((resource_id, &r.name)), ctx)
-                .await?;
+            self.require(
+                actor,
+                Action::ViewObject,
+                Object::Owned {
+                    owner_id: r.owner_id.as_deref(),
+                    share,
+                },
+                "account.list",
+                "resource",
+                Some((resource_id, &r.name)),
+                ctx,
+            )
+            .await?;
         }
         Ok(rows.into_iter().map(AccountRow::into_model).collect())
     }
@@ -523,21 +639,49 @@ impl Vault {
     pub async fn get_account(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<Account> {
         let (a, r, share) = self.account_object(actor, id).await?;
         let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
-        self.require(actor, Action::ViewObject, Object::Owned { owner_id: owner, share }, "account.view", "account", Some((id, &a.login)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::ViewObject,
+            Object::Owned { owner_id: owner, share },
+            "account.view",
+            "account",
+            Some((id, &a.login)),
+            ctx,
+        )
+        .await?;
         Ok(a)
     }
 
     /// Adds an account (with its secrets) to a resource.
-    pub async fn create_account(&self, actor: &Actor, resource_id: &str, new: NewAccount, ctx: &RequestContext) -> Result<Account> {
+    pub async fn create_account(
+        &self,
+        actor: &Actor,
+        resource_id: &str,
+        new: NewAccount,
+        ctx: &RequestContext,
+    ) -> Result<Account> {
         let (r, share) = self.resource_object(actor, resource_id).await?;
-        self.require(actor, Action::CreateAccount, Object::Owned { owner_id: r.owner_id.as_deref(), share }, "account.create", "resource", Some((resource_id, &r.name)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::CreateAccount,
+            Object::Owned {
+                owner_id: r.owner_id.as_deref(),
+                share,
+            },
+            "account.create",
+            "resource",
+            Some((resource_id, &r.name)),
+            ctx,
+        )
+        .await?;
         validate_login(&new.login)?;
         if let Some(n) = &new.notes {
             clean_text("notes", n, 4000)?;
         }
-        let secrets = [(SecretKind::Password, &new.password), (SecretKind::PrivateKey, &new.private_key)];
+        let secrets = [
+            (SecretKind::Password, &new.password),
+            (SecretKind::PrivateKey, &new.private_key),
+        ];
         for (k, s) in &secrets {
             if let Some(s) = s.as_ref().filter(|s| !s.is_empty()) {
                 validate_secret(*k, s)?;
@@ -574,7 +718,15 @@ impl Vault {
             &mut w.tx,
             NewEvent::by(actor, "account.create", "account")
                 .object(&id, &new.login)
-                .detail(format!("on resource {}; secrets: {}", r.name, if stored.is_empty() { "none".into() } else { stored.join(", ") })),
+                .detail(format!(
+                    "on resource {}; secrets: {}",
+                    r.name,
+                    if stored.is_empty() {
+                        "none".into()
+                    } else {
+                        stored.join(", ")
+                    }
+                )),
             ctx,
         )
         .await?;
@@ -583,18 +735,35 @@ impl Vault {
     }
 
     /// Changes an account or its secrets.
-    pub async fn update_account(&self, actor: &Actor, id: &str, p: AccountPatch, ctx: &RequestContext) -> Result<Account> {
+    pub async fn update_account(
+        &self,
+        actor: &Actor,
+        id: &str,
+        p: AccountPatch,
+        ctx: &RequestContext,
+    ) -> Result<Account> {
         let (a, r, share) = self.account_object(actor, id).await?;
         let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
-        self.require(actor, Action::UpdateAccount, Object::Owned { owner_id: owner, share }, "account.update", "account", Some((id, &a.login)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::UpdateAccount,
+            Object::Owned { owner_id: owner, share },
+            "account.update",
+            "account",
+            Some((id, &a.login)),
+            ctx,
+        )
+        .await?;
         if let Some(l) = &p.login {
             validate_login(l)?;
         }
         if let Some(n) = &p.notes {
             clean_text("notes", n, 4000)?;
         }
-        let secrets = [(SecretKind::Password, &p.password), (SecretKind::PrivateKey, &p.private_key)];
+        let secrets = [
+            (SecretKind::Password, &p.password),
+            (SecretKind::PrivateKey, &p.private_key),
+        ];
         for (k, s) in &secrets {
             if let Some(s) = s.as_ref().filter(|s| !s.is_empty()) {
                 validate_secret(*k, s)?;
@@ -626,7 +795,10 @@ impl Vault {
             let Some(s) = s else { continue };
             let o = secret_owner(id, k);
             if s.is_empty() {
-                sqlx::query("DELETE FROM sealed WHERE owner = $1").bind(&o).execute(&mut *w.tx).await?;
+                sqlx::query("DELETE FROM sealed WHERE owner = $1")
+                    .bind(&o)
+                    .execute(&mut *w.tx)
+                    .await?;
             } else {
                 put_sealed(&mut w.tx, &o, &keys.seal(&o, s.expose().as_bytes())).await?;
             }
@@ -634,7 +806,9 @@ impl Vault {
         }
         audit::append(
             &mut w.tx,
-            NewEvent::by(actor, "account.update", "account").object(id, &a.login).detail(format!("changed: {}", changed.join(", "))),
+            NewEvent::by(actor, "account.update", "account")
+                .object(id, &a.login)
+                .detail(format!("changed: {}", changed.join(", "))),
             ctx,
         )
         .await?;
@@ -646,38 +820,77 @@ impl Vault {
     pub async fn delete_account(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<()> {
         let (a, r, share) = self.account_object(actor, id).await?;
         let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
-        self.require(actor, Action::DeleteAccount, Object::Owned { owner_id: owner, share }, "account.delete", "account", Some((id, &a.login)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::DeleteAccount,
+            Object::Owned { owner_id: owner, share },
+            "account.delete",
+            "account",
+            Some((id, &a.login)),
+            ctx,
+        )
+        .await?;
         let mut w = self.store().write().await?;
-        let hop_of: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE landing_chain LIKE '%\"' || $1 || '\"%'")
-            .bind(id)
-            .fetch_one(&mut *w.tx)
-            .await?;
+        let hop_of: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM resources WHERE landing_chain LIKE '%\"' || $1 || '\"%'")
+                .bind(id)
+                .fetch_one(&mut *w.tx)
+                .await?;
         if hop_of > 0 {
-            return Err(Error::conflict(format!("the account is a landing server of {hop_of} resources")));
+            return Err(Error::conflict(format!(
+                "the account is a landing server of {hop_of} resources"
+            )));
         }
         sqlx::query("DELETE FROM sealed WHERE owner IN ($1, $2)")
             .bind(secret_owner(id, SecretKind::Password))
             .bind(secret_owner(id, SecretKind::PrivateKey))
             .execute(&mut *w.tx)
             .await?;
-        sqlx::query("DELETE FROM accounts WHERE id = $1").bind(id).execute(&mut *w.tx).await?;
-        audit::append(&mut w.tx, NewEvent::by(actor, "account.delete", "account").object(id, &a.login).detail(format!("on resource {}", r.name)), ctx)
+        sqlx::query("DELETE FROM accounts WHERE id = $1")
+            .bind(id)
+            .execute(&mut *w.tx)
             .await?;
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "account.delete", "account")
+                .object(id, &a.login)
+                .detail(format!("on resource {}", r.name)),
+            ctx,
+        )
+        .await?;
         w.commit().await
     }
 
-    async fn lease(&self, actor: &Actor, id: &str, kind: SecretKind, action: Action, audit_action: &str, ctx: &RequestContext) -> Result<Lease> {
+    async fn lease(
+        &self,
+        actor: &Actor,
+        id: &str,
+        kind: SecretKind,
+        action: Action,
+        audit_action: &str,
+        ctx: &RequestContext,
+    ) -> Result<Lease> {
         let (a, r, share) = self.account_object(actor, id).await?;
         let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
-        self.require(actor, action, Object::Owned { owner_id: owner, share }, audit_action, "account", Some((id, &a.login)), ctx)
-            .await?;
+        self.require(
+            actor,
+            action,
+            Object::Owned { owner_id: owner, share },
+            audit_action,
+            "account",
+            Some((id, &a.login)),
+            ctx,
+        )
+        .await?;
         let o = secret_owner(id, kind);
         let opened = match self.open_sealed(&o).await {
             Ok(v) => v,
             Err(e) => {
                 self.audit_alone(
-                    NewEvent::by(actor, audit_action, "account").object(id, &a.login).outcome(audit::Outcome::Failure).detail(e.to_string()),
+                    NewEvent::by(actor, audit_action, "account")
+                        .object(id, &a.login)
+                        .outcome(audit::Outcome::Failure)
+                        .detail(e.to_string()),
                     ctx,
                 )
                 .await?;
@@ -698,20 +911,37 @@ impl Vault {
     }
 
     /// Retrieves a password (or key) for display to a person. Audited with the reason.
-    pub async fn retrieve_secret(&self, actor: &Actor, account_id: &str, kind: SecretKind, ctx: &RequestContext) -> Result<Lease> {
+    pub async fn retrieve_secret(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        kind: SecretKind,
+        ctx: &RequestContext,
+    ) -> Result<Lease> {
         if let Some(r) = &ctx.reason {
             clean_text("reason", r, 1000)?;
         }
-        self.lease(actor, account_id, kind, Action::RetrieveSecret, "account.retrieve", ctx).await
+        self.lease(actor, account_id, kind, Action::RetrieveSecret, "account.retrieve", ctx)
+            .await
     }
 
     /// Leases a credential for a gateway session (auto-logon). The person never sees it.
-    pub async fn lease_for_session(&self, actor: &Actor, account_id: &str, kind: SecretKind, ctx: &RequestContext) -> Result<Lease> {
-        self.lease(actor, account_id, kind, Action::Connect, "session.lease", ctx).await
+    pub async fn lease_for_session(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        kind: SecretKind,
+        ctx: &RequestContext,
+    ) -> Result<Lease> {
+        self.lease(actor, account_id, kind, Action::Connect, "session.lease", ctx)
+            .await
     }
 }
 
-fn unique(res: std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>, msg: impl FnOnce() -> String) -> Result<()> {
+fn unique(
+    res: std::result::Result<sqlx::sqlite::SqliteQueryResult, sqlx::Error>,
+    msg: impl FnOnce() -> String,
+) -> Result<()> {
     match res {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(msg())),
         Err(e) => Err(e.into()),
@@ -739,7 +969,12 @@ mod tests {
     }
 
     fn acc(login: &str, pw: &str) -> NewAccount {
-        NewAccount { login: login.into(), password: Some(pw.into()), private_key: None, notes: None }
+        NewAccount {
+            login: login.into(),
+            password: Some(pw.into()),
+            private_key: None,
+            notes: None,
+        }
     }
 
     #[tokio::test]
@@ -752,23 +987,48 @@ mod tests {
         assert_eq!(r.port, 22);
         let canary = "CANARY-7f3a9c1e5b";
         let a = v.create_account(&sys, &r.id, acc("root", canary), &ctx).await.unwrap();
-        let b = v.create_account(&sys, &r.id, acc("other", "second-secret"), &ctx).await.unwrap();
+        let b = v
+            .create_account(&sys, &r.id, acc("other", "second-secret"), &ctx)
+            .await
+            .unwrap();
         assert!(a.has_password && !a.has_private_key);
-        let lease = v.retrieve_secret(&sys, &a.id, SecretKind::Password, &ctx).await.unwrap();
+        let lease = v
+            .retrieve_secret(&sys, &a.id, SecretKind::Password, &ctx)
+            .await
+            .unwrap();
         assert_eq!(lease.expose_str(), Some(canary));
         v.close().await;
         for f in std::fs::read_dir(dir.path()).unwrap() {
             let bytes = std::fs::read(f.unwrap().path()).unwrap();
-            assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "canary in a file");
+            assert!(
+                !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+                "canary in a file"
+            );
         }
         let v = vault(dir.path()).await;
         // Swap the two ciphertexts: both fail to decrypt.
         let oa = secret_owner(&a.id, SecretKind::Password);
         let ob = secret_owner(&b.id, SecretKind::Password);
-        sqlx::query("UPDATE sealed SET owner = 'tmp' WHERE owner = $1").bind(&oa).execute(&v.store().pool).await.unwrap();
-        sqlx::query("UPDATE sealed SET owner = $1 WHERE owner = $2").bind(&oa).bind(&ob).execute(&v.store().pool).await.unwrap();
-        sqlx::query("UPDATE sealed SET owner = $1 WHERE owner = 'tmp'").bind(&ob).execute(&v.store().pool).await.unwrap();
-        let e = v.retrieve_secret(&sys, &a.id, SecretKind::Password, &ctx).await.unwrap_err();
+        sqlx::query("UPDATE sealed SET owner = 'tmp' WHERE owner = $1")
+            .bind(&oa)
+            .execute(&v.store().pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE sealed SET owner = $1 WHERE owner = $2")
+            .bind(&oa)
+            .bind(&ob)
+            .execute(&v.store().pool)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE sealed SET owner = $1 WHERE owner = 'tmp'")
+            .bind(&ob)
+            .execute(&v.store().pool)
+            .await
+            .unwrap();
+        let e = v
+            .retrieve_secret(&sys, &a.id, SecretKind::Password, &ctx)
+            .await
+            .unwrap_err();
         assert!(matches!(e, Error::Tampered { .. }), "{e}");
         assert!(!e.to_string().contains(canary));
         // The failure is audited, and the chain still verifies.
@@ -789,42 +1049,112 @@ mod tests {
             super_admin: false,
             must_change_password: Some(false),
         };
-        v.create_user(&sys, mk("pa1", Role::PasswordAdministrator), &ctx).await.unwrap();
-        v.create_user(&sys, mk("pa2", Role::PasswordAdministrator), &ctx).await.unwrap();
+        v.create_user(&sys, mk("pa1", Role::PasswordAdministrator), &ctx)
+            .await
+            .unwrap();
+        v.create_user(&sys, mk("pa2", Role::PasswordAdministrator), &ctx)
+            .await
+            .unwrap();
         v.create_user(&sys, mk("pu", Role::PasswordUser), &ctx).await.unwrap();
-        let login = |u: &str| crate::users::LoginRequest { username: u.into(), password: "a long enough passphrase".into(), totp: None };
+        let login = |u: &str| crate::users::LoginRequest {
+            username: u.into(),
+            password: "a long enough passphrase".into(),
+            totp: None,
+        };
         let pa1 = v.authenticate_password(&login("pa1"), &ctx).await.unwrap();
         let pa2 = v.authenticate_password(&login("pa2"), &ctx).await.unwrap();
         let pu = v.authenticate_password(&login("pu"), &ctx).await.unwrap();
         let r = v.create_resource(&pa1, res("db1"), &ctx).await.unwrap();
-        let a = v.create_account(&pa1, &r.id, acc("postgres", "pg-secret-1"), &ctx).await.unwrap();
+        let a = v
+            .create_account(&pa1, &r.id, acc("postgres", "pg-secret-1"), &ctx)
+            .await
+            .unwrap();
         assert_eq!(v.list_resources(&pa1, &ctx).await.unwrap().len(), 1);
         assert!(v.list_resources(&pa2, &ctx).await.unwrap().is_empty());
-        assert!(matches!(v.get_resource(&pa2, &r.id, &ctx).await, Err(Error::NotFound { .. })));
-        assert!(matches!(v.retrieve_secret(&pa2, &a.id, SecretKind::Password, &ctx).await, Err(Error::NotFound { .. })));
-        assert!(matches!(v.lease_for_session(&pu, &a.id, SecretKind::Password, &ctx).await, Err(Error::NotFound { .. })));
-        assert!(matches!(v.create_resource(&pu, res("x"), &ctx).await, Err(Error::Forbidden { .. })));
+        assert!(matches!(
+            v.get_resource(&pa2, &r.id, &ctx).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            v.retrieve_secret(&pa2, &a.id, SecretKind::Password, &ctx).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            v.lease_for_session(&pu, &a.id, SecretKind::Password, &ctx).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            v.create_resource(&pu, res("x"), &ctx).await,
+            Err(Error::Forbidden { .. })
+        ));
         // Duplicate names conflict; bad input names its field.
-        assert!(matches!(v.create_resource(&pa1, res("db1"), &ctx).await, Err(Error::Conflict { .. })));
+        assert!(matches!(
+            v.create_resource(&pa1, res("db1"), &ctx).await,
+            Err(Error::Conflict { .. })
+        ));
         let mut bad = res("bad");
         bad.host = "exa mple".into();
-        assert!(matches!(v.create_resource(&pa1, bad, &ctx).await, Err(Error::Invalid { field: "host", .. })));
+        assert!(matches!(
+            v.create_resource(&pa1, bad, &ctx).await,
+            Err(Error::Invalid { field: "host", .. })
+        ));
         // A landing chain must name accounts the actor may connect with.
         let mut hop = res("behind");
         hop.landing_chain = vec![a.id.clone()];
         assert!(v.create_resource(&pa2, hop.clone(), &ctx).await.is_err());
         let behind = v.create_resource(&pa1, hop, &ctx).await.unwrap();
         assert_eq!(behind.landing_chain, vec![a.id.clone()]);
-        assert!(matches!(v.delete_account(&pa1, &a.id, &ctx).await, Err(Error::Conflict { .. })));
+        assert!(matches!(
+            v.delete_account(&pa1, &a.id, &ctx).await,
+            Err(Error::Conflict { .. })
+        ));
         // Denials are audited.
-        let ev = v.audit_events(&sys, &crate::AuditFilter { outcome: Some("denied".into()), ..Default::default() }, &ctx).await.unwrap();
-        assert!(ev.iter().any(|e| e.actor_name == "pa2" && e.action == "account.retrieve"));
-        v.update_account(&pa1, &a.id, AccountPatch { password: Some("pg-secret-2".into()), ..Default::default() }, &ctx).await.unwrap();
-        let l = v.lease_for_session(&pa1, &a.id, SecretKind::Password, &ctx).await.unwrap();
+        let ev = v
+            .audit_events(
+                &sys,
+                &crate::AuditFilter {
+                    outcome: Some("denied".into()),
+                    ..Default::default()
+                },
+                &ctx,
+            )
+            .await
+            .unwrap();
+        assert!(ev
+            .iter()
+            .any(|e| e.actor_name == "pa2" && e.action == "account.retrieve"));
+        v.update_account(
+            &pa1,
+            &a.id,
+            AccountPatch {
+                password: Some("pg-secret-2".into()),
+                ..Default::default()
+            },
+            &ctx,
+        )
+        .await
+        .unwrap();
+        let l = v
+            .lease_for_session(&pa1, &a.id, SecretKind::Password, &ctx)
+            .await
+            .unwrap();
         assert_eq!(l.expose_str(), Some("pg-secret-2"));
-        v.update_resource(&pa1, &behind.id, ResourcePatch { landing_chain: Some(vec![]), ..Default::default() }, &ctx).await.unwrap();
+        v.update_resource(
+            &pa1,
+            &behind.id,
+            ResourcePatch {
+                landing_chain: Some(vec![]),
+                ..Default::default()
+            },
+            &ctx,
+        )
+        .await
+        .unwrap();
         v.delete_resource(&pa1, &r.id, &ctx).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sealed WHERE owner LIKE 'account:%'").fetch_one(&v.store().pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sealed WHERE owner LIKE 'account:%'")
+            .fetch_one(&v.store().pool)
+            .await
+            .unwrap();
         assert_eq!(n, 0, "secrets of deleted accounts are gone");
     }
 }

@@ -133,7 +133,12 @@ mod tests {
     fn debug_is_redacted() {
         let s = SecretString::new("hunter2-canary");
         assert!(!format!("{s:?}").contains("hunter2"));
-        let l = Lease::new("a".into(), "root".into(), SecretKind::Password, b"hunter2-canary".to_vec());
+        let l = Lease::new(
+            "a".into(),
+            "root".into(),
+            SecretKind::Password,
+            b"hunter2-canary".to_vec(),
+        );
         let d = format!("{l:?}");
         assert!(!d.contains("hunter2"), "{d}");
         assert!(d.contains("root"));

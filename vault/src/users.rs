@@ -160,7 +160,10 @@ const USER_COLS: &str = "id, username, email, role, super_admin, password_hash, 
                          totp_last_step, enabled, locked_until, created_at";
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn truncate(s: &str, n: usize) -> &str {
@@ -174,7 +177,10 @@ pub(crate) fn validate_username(u: &str) -> Result<()> {
     if u.is_empty() || u.len() > 64 {
         return Err(Error::invalid("username", "must be 1 to 64 characters"));
     }
-    if !u.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')) {
+    if !u
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+    {
         return Err(Error::invalid(
             "username",
             "may contain only letters, digits, '.', '_', '-' and '@'",
@@ -185,7 +191,8 @@ pub(crate) fn validate_username(u: &str) -> Result<()> {
 
 fn validate_email(e: &str) -> Result<()> {
     let ok = e.len() <= 254
-        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'))
         && !e.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
@@ -200,17 +207,21 @@ fn user_owner(id: &str, what: &str) -> String {
 
 impl Vault {
     pub(crate) async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
-        Ok(sqlx::query_as::<Db, UserRow>(&format!("SELECT {USER_COLS} FROM users WHERE username = $1"))
-            .bind(username)
-            .fetch_optional(&self.store().pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<Db, UserRow>(&format!("SELECT {USER_COLS} FROM users WHERE username = $1"))
+                .bind(username)
+                .fetch_optional(&self.store().pool)
+                .await?,
+        )
     }
 
     pub(crate) async fn user_row(&self, id: &str) -> Result<Option<UserRow>> {
-        Ok(sqlx::query_as::<Db, UserRow>(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.store().pool)
-            .await?)
+        Ok(
+            sqlx::query_as::<Db, UserRow>(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&self.store().pool)
+                .await?,
+        )
     }
 
     /// Appends one event in its own transaction (for refusals and failures).
@@ -235,7 +246,9 @@ impl Vault {
         match authorize(actor, action, object) {
             Decision::Allow => Ok(()),
             Decision::Deny(reason) => {
-                let mut ev = NewEvent::by(actor, audit_action, object_type).outcome(Outcome::Denied).detail(reason);
+                let mut ev = NewEvent::by(actor, audit_action, object_type)
+                    .outcome(Outcome::Denied)
+                    .detail(reason);
                 if let Some((id, name)) = object_ref {
                     ev = ev.object(id, name);
                 }
@@ -243,7 +256,9 @@ impl Vault {
                 if actor.must_change_password {
                     Err(Error::PasswordChangeRequired)
                 } else if reason == "not found" {
-                    Err(Error::NotFound { kind: static_kind(object_type) })
+                    Err(Error::NotFound {
+                        kind: static_kind(object_type),
+                    })
                 } else {
                     Err(Error::Forbidden { reason })
                 }
@@ -295,7 +310,9 @@ impl Vault {
             let secret = self.open_user_secret(&user.id, "totp").await?;
             let t = auth::totp(&secret, &user.username)?;
             match auth::totp_match(&t, code, unix_now()) {
-                Some(step) if user.totp_last_step.is_none_or(|last| step as i64 > last) => totp_step = Some(step as i64),
+                Some(step) if user.totp_last_step.is_none_or(|last| step as i64 > last) => {
+                    totp_step = Some(step as i64)
+                }
                 Some(_) => {
                     self.record_failure(user, "TOTP code replayed", ctx).await?;
                     return Err(Error::AuthenticationFailed);
@@ -315,10 +332,16 @@ impl Vault {
         .execute(&mut *w.tx)
         .await?;
         let actor = user.to_actor()?;
-        let detail = if user.totp_enabled { "password + TOTP" } else { "password" };
+        let detail = if user.totp_enabled {
+            "password + TOTP"
+        } else {
+            "password"
+        };
         audit::append(
             &mut w.tx,
-            NewEvent::by(&actor, "auth.login", "user").object(&user.id, &user.username).detail(detail),
+            NewEvent::by(&actor, "auth.login", "user")
+                .object(&user.id, &user.username)
+                .detail(detail),
             ctx,
         )
         .await?;
@@ -328,10 +351,12 @@ impl Vault {
 
     async fn record_failure(&self, user: &UserRow, why: &str, ctx: &RequestContext) -> Result<()> {
         let mut w = self.store().write().await?;
-        let failed: i64 = sqlx::query_scalar("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins")
-            .bind(&user.id)
-            .fetch_one(&mut *w.tx)
-            .await?;
+        let failed: i64 = sqlx::query_scalar(
+            "UPDATE users SET failed_logins = failed_logins + 1 WHERE id = $1 RETURNING failed_logins",
+        )
+        .bind(&user.id)
+        .fetch_one(&mut *w.tx)
+        .await?;
         let threshold = i64::from(self.policy().lockout_threshold.max(1));
         let mut detail = format!("{why} ({failed} consecutive failures)");
         if failed >= threshold {
@@ -370,16 +395,22 @@ impl Vault {
     async fn insert_token(&self, actor: Actor, ttl: Duration, name: &str) -> Result<IssuedToken> {
         let (token, hash) = auth::new_token();
         let expires_at = store::format_ts(OffsetDateTime::now_utc() + ttl);
-        sqlx::query("INSERT INTO api_tokens (id, user_id, token_hash, name, created_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6)")
-            .bind(store::new_id())
-            .bind(&actor.id)
-            .bind(&hash)
-            .bind(name)
-            .bind(store::now())
-            .bind(&expires_at)
-            .execute(&self.store().pool)
-            .await?;
-        Ok(IssuedToken { token, expires_at, actor })
+        sqlx::query(
+            "INSERT INTO api_tokens (id, user_id, token_hash, name, created_at, expires_at) VALUES ($1,$2,$3,$4,$5,$6)",
+        )
+        .bind(store::new_id())
+        .bind(&actor.id)
+        .bind(&hash)
+        .bind(name)
+        .bind(store::now())
+        .bind(&expires_at)
+        .execute(&self.store().pool)
+        .await?;
+        Ok(IssuedToken {
+            token,
+            expires_at,
+            actor,
+        })
     }
 
     /// Creates a named API token for `username` (CLI `postern token create`, or an admin).
@@ -391,10 +422,21 @@ impl Vault {
         name: &str,
         ctx: &RequestContext,
     ) -> Result<IssuedToken> {
-        let row = self.user_by_name(username).await?.ok_or(Error::NotFound { kind: "user" })?;
+        let row = self
+            .user_by_name(username)
+            .await?
+            .ok_or(Error::NotFound { kind: "user" })?;
         let role = row.role()?;
-        self.require(actor, Action::CreateTokenFor, Object::User { id: &row.id, role }, "token.create", "user", Some((&row.id, &row.username)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::CreateTokenFor,
+            Object::User { id: &row.id, role },
+            "token.create",
+            "user",
+            Some((&row.id, &row.username)),
+            ctx,
+        )
+        .await?;
         if ttl.is_zero() || ttl > Duration::from_secs(366 * 86400) {
             return Err(Error::invalid("ttl", "must be between 1 second and 366 days"));
         }
@@ -445,7 +487,12 @@ impl Vault {
             .execute(&mut *w.tx)
             .await?;
         if let Some(a) = &actor {
-            audit::append(&mut w.tx, NewEvent::by(a, "auth.logout", "user").object(&a.id, &a.username), &RequestContext::default()).await?;
+            audit::append(
+                &mut w.tx,
+                NewEvent::by(a, "auth.logout", "user").object(&a.id, &a.username),
+                &RequestContext::default(),
+            )
+            .await?;
         }
         w.commit().await
     }
@@ -458,14 +505,18 @@ impl Vault {
         new: &SecretString,
         ctx: &RequestContext,
     ) -> Result<()> {
-        let row = self.user_row(&actor.id).await?.ok_or(Error::NotFound { kind: "user" })?;
+        let row = self
+            .user_row(&actor.id)
+            .await?
+            .ok_or(Error::NotFound { kind: "user" })?;
         let hash = row.password_hash.clone();
         let cur = current.clone();
         let ok = tokio::task::spawn_blocking(move || auth::verify_password(hash.as_deref(), cur.expose()))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
         if !ok {
-            self.record_failure(&row, "wrong current password on password change", ctx).await?;
+            self.record_failure(&row, "wrong current password on password change", ctx)
+                .await?;
             return Err(Error::AuthenticationFailed);
         }
         auth::check_new_password(self.policy(), &row.username, new)?;
@@ -485,7 +536,12 @@ impl Vault {
             .bind(&row.id)
             .execute(&mut *w.tx)
             .await?;
-        audit::append(&mut w.tx, NewEvent::by(actor, "user.change_password", "user").object(&row.id, &row.username), ctx).await?;
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "user.change_password", "user").object(&row.id, &row.username),
+            ctx,
+        )
+        .await?;
         w.commit().await?;
         self.forget_initial_password(&row.id).await;
         Ok(())
@@ -493,7 +549,10 @@ impl Vault {
 
     /// The actor's own user record (allowed even while a password change is pending).
     pub async fn current_user(&self, actor: &Actor) -> Result<User> {
-        self.user_row(&actor.id).await?.ok_or(Error::NotFound { kind: "user" })?.to_user()
+        self.user_row(&actor.id)
+            .await?
+            .ok_or(Error::NotFound { kind: "user" })?
+            .to_user()
     }
 
     /// Starts TOTP enrolment for the actor; confirmed by [`Vault::totp_confirm`].
@@ -509,7 +568,12 @@ impl Vault {
         let sealed = self.keys().seal(&user_owner(&actor.id, "totp_pending"), &secret);
         let mut w = self.store().write().await?;
         put_sealed(&mut w.tx, &user_owner(&actor.id, "totp_pending"), &sealed).await?;
-        audit::append(&mut w.tx, NewEvent::by(actor, "user.totp_begin", "user").object(&actor.id, &actor.username), ctx).await?;
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "user.totp_begin", "user").object(&actor.id, &actor.username),
+            ctx,
+        )
+        .await?;
         w.commit().await?;
         Ok(TotpEnrollment {
             otpauth_uri: SecretString::new(t.get_url()),
@@ -530,32 +594,47 @@ impl Vault {
         let t = auth::totp(&secret, &actor.username)?;
         let Some(step) = auth::totp_match(&t, code, unix_now()) else {
             self.audit_alone(
-                NewEvent::by(actor, "user.totp_confirm", "user").object(&actor.id, &actor.username).outcome(Outcome::Failure),
+                NewEvent::by(actor, "user.totp_confirm", "user")
+                    .object(&actor.id, &actor.username)
+                    .outcome(Outcome::Failure),
                 ctx,
             )
             .await?;
-            return Err(Error::invalid("code", "does not match; check the device clock and try the next code"));
+            return Err(Error::invalid(
+                "code",
+                "does not match; check the device clock and try the next code",
+            ));
         };
         let sealed = self.keys().seal(&user_owner(&actor.id, "totp"), &secret);
         let mut w = self.store().write().await?;
         put_sealed(&mut w.tx, &user_owner(&actor.id, "totp"), &sealed).await?;
-        sqlx::query("DELETE FROM sealed WHERE owner = $1").bind(&pending).execute(&mut *w.tx).await?;
+        sqlx::query("DELETE FROM sealed WHERE owner = $1")
+            .bind(&pending)
+            .execute(&mut *w.tx)
+            .await?;
         sqlx::query("UPDATE users SET totp_enabled = 1, totp_last_step = $1, updated_at = $2 WHERE id = $3")
             .bind(step as i64)
             .bind(store::now())
             .bind(&actor.id)
             .execute(&mut *w.tx)
             .await?;
-        audit::append(&mut w.tx, NewEvent::by(actor, "user.totp_enable", "user").object(&actor.id, &actor.username), ctx).await?;
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "user.totp_enable", "user").object(&actor.id, &actor.username),
+            ctx,
+        )
+        .await?;
         w.commit().await
     }
 
     async fn open_user_secret(&self, user_id: &str, what: &str) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        self.open_sealed(&user_owner(user_id, what)).await?.ok_or_else(|| Error::Corrupt {
-            table: "sealed",
-            id: user_owner(user_id, what),
-            detail: "missing".into(),
-        })
+        self.open_sealed(&user_owner(user_id, what))
+            .await?
+            .ok_or_else(|| Error::Corrupt {
+                table: "sealed",
+                id: user_owner(user_id, what),
+                detail: "missing".into(),
+            })
     }
 
     pub(crate) async fn open_sealed(&self, owner: &str) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>> {
@@ -568,7 +647,14 @@ impl Vault {
             None => Ok(None),
             Some((key_id, wrapped_dek, ciphertext)) => self
                 .keys()
-                .open(owner, &Sealed { key_id, wrapped_dek, ciphertext })
+                .open(
+                    owner,
+                    &Sealed {
+                        key_id,
+                        wrapped_dek,
+                        ciphertext,
+                    },
+                )
                 .map(Some),
         }
     }
@@ -577,7 +663,8 @@ impl Vault {
 
     /// Lists users.
     pub async fn list_users(&self, actor: &Actor, ctx: &RequestContext) -> Result<Vec<User>> {
-        self.require(actor, Action::ViewUser, Object::System, "user.list", "user", None, ctx).await?;
+        self.require(actor, Action::ViewUser, Object::System, "user.list", "user", None, ctx)
+            .await?;
         let rows = sqlx::query_as::<Db, UserRow>(&format!("SELECT {USER_COLS} FROM users ORDER BY username"))
             .fetch_all(&self.store().pool)
             .await?;
@@ -588,23 +675,60 @@ impl Vault {
     pub async fn get_user(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<User> {
         let row = self.user_row(id).await?.ok_or(Error::NotFound { kind: "user" })?;
         let role = row.role()?;
-        self.require(actor, Action::ViewUser, Object::User { id, role }, "user.view", "user", Some((id, &row.username)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::ViewUser,
+            Object::User { id, role },
+            "user.view",
+            "user",
+            Some((id, &row.username)),
+            ctx,
+        )
+        .await?;
         row.to_user()
     }
 
     /// Creates a user.
     pub async fn create_user(&self, actor: &Actor, new: NewUser, ctx: &RequestContext) -> Result<User> {
-        self.require(actor, Action::CreateUser, Object::System, "user.create", "user", None, ctx).await?;
-        self.require(actor, Action::AssignRole(new.role), Object::System, "user.create", "user", None, ctx).await?;
+        self.require(
+            actor,
+            Action::CreateUser,
+            Object::System,
+            "user.create",
+            "user",
+            None,
+            ctx,
+        )
+        .await?;
+        self.require(
+            actor,
+            Action::AssignRole(new.role),
+            Object::System,
+            "user.create",
+            "user",
+            None,
+            ctx,
+        )
+        .await?;
         validate_username(&new.username)?;
         if let Some(e) = new.email.as_deref().filter(|e| !e.is_empty()) {
             validate_email(e)?;
         }
         let id = store::new_id();
         if new.super_admin {
-            self.require(actor, Action::SetSuperAdmin, Object::User { id: &id, role: new.role }, "user.create", "user", None, ctx)
-                .await?;
+            self.require(
+                actor,
+                Action::SetSuperAdmin,
+                Object::User {
+                    id: &id,
+                    role: new.role,
+                },
+                "user.create",
+                "user",
+                None,
+                ctx,
+            )
+            .await?;
         }
         let hash = match &new.password {
             Some(p) => {
@@ -636,11 +760,24 @@ impl Vault {
             }
         }
         res?;
-        let detail = format!("role {}{}", new.role.as_str(), if new.super_admin { ", super admin" } else { "" });
-        audit::append(&mut w.tx, NewEvent::by(actor, "user.create", "user").object(&id, &new.username).detail(detail), ctx)
-            .await?;
+        let detail = format!(
+            "role {}{}",
+            new.role.as_str(),
+            if new.super_admin { ", super admin" } else { "" }
+        );
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "user.create", "user")
+                .object(&id, &new.username)
+                .detail(detail),
+            ctx,
+        )
+        .await?;
         w.commit().await?;
-        self.user_row(&id).await?.ok_or(Error::NotFound { kind: "user" })?.to_user()
+        self.user_row(&id)
+            .await?
+            .ok_or(Error::NotFound { kind: "user" })?
+            .to_user()
     }
 
     /// Changes a user.
@@ -657,16 +794,29 @@ impl Vault {
             && patch.reset_totp.is_none()
             && patch.password.is_none();
         if !self_service_password_only {
-            self.require(actor, Action::UpdateUser, obj, "user.update", "user", me, ctx).await?;
+            self.require(actor, Action::UpdateUser, obj, "user.update", "user", me, ctx)
+                .await?;
         }
         if let Some(new_role) = patch.role {
             if new_role != role {
-                self.require(actor, Action::AssignRole(new_role), obj, "user.update", "user", me, ctx).await?;
+                self.require(actor, Action::AssignRole(new_role), obj, "user.update", "user", me, ctx)
+                    .await?;
             }
         }
         if patch.super_admin.is_some_and(|s| s != row.super_admin) {
-            self.require(actor, Action::SetSuperAdmin, Object::User { id, role: patch.role.unwrap_or(role) }, "user.update", "user", me, ctx)
-                .await?;
+            self.require(
+                actor,
+                Action::SetSuperAdmin,
+                Object::User {
+                    id,
+                    role: patch.role.unwrap_or(role),
+                },
+                "user.update",
+                "user",
+                me,
+                ctx,
+            )
+            .await?;
         }
         if id == actor.id && patch.enabled == Some(false) {
             return Err(Error::invalid("enabled", "you cannot disable yourself"));
@@ -711,7 +861,10 @@ impl Vault {
                 .bind(id)
                 .execute(&mut *w.tx)
                 .await?;
-            sqlx::query("DELETE FROM api_tokens WHERE user_id = $1").bind(id).execute(&mut *w.tx).await?;
+            sqlx::query("DELETE FROM api_tokens WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *w.tx)
+                .await?;
             changes.push("password reset (must change at next login)".into());
         }
         if let Some(en) = patch.enabled {
@@ -722,7 +875,10 @@ impl Vault {
                 .execute(&mut *w.tx)
                 .await?;
             if !en {
-                sqlx::query("DELETE FROM api_tokens WHERE user_id = $1").bind(id).execute(&mut *w.tx).await?;
+                sqlx::query("DELETE FROM api_tokens WHERE user_id = $1")
+                    .bind(id)
+                    .execute(&mut *w.tx)
+                    .await?;
             }
             changes.push(format!("enabled={en}"));
         }
@@ -736,11 +892,17 @@ impl Vault {
             changes.push(format!("super_admin={s}"));
         }
         if patch.unlock == Some(true) {
-            sqlx::query("UPDATE users SET locked_until = NULL, failed_logins = 0 WHERE id = $1").bind(id).execute(&mut *w.tx).await?;
+            sqlx::query("UPDATE users SET locked_until = NULL, failed_logins = 0 WHERE id = $1")
+                .bind(id)
+                .execute(&mut *w.tx)
+                .await?;
             changes.push("unlocked".into());
         }
         if patch.reset_totp == Some(true) {
-            sqlx::query("UPDATE users SET totp_enabled = 0, totp_last_step = NULL WHERE id = $1").bind(id).execute(&mut *w.tx).await?;
+            sqlx::query("UPDATE users SET totp_enabled = 0, totp_last_step = NULL WHERE id = $1")
+                .bind(id)
+                .execute(&mut *w.tx)
+                .await?;
             sqlx::query("DELETE FROM sealed WHERE owner IN ($1, $2)")
                 .bind(user_owner(id, "totp"))
                 .bind(user_owner(id, "totp_pending"))
@@ -750,7 +912,9 @@ impl Vault {
         }
         audit::append(
             &mut w.tx,
-            NewEvent::by(actor, "user.update", "user").object(id, &row.username).detail(changes.join(", ")),
+            NewEvent::by(actor, "user.update", "user")
+                .object(id, &row.username)
+                .detail(changes.join(", ")),
             ctx,
         )
         .await?;
@@ -758,15 +922,26 @@ impl Vault {
         if new_hash.is_some() {
             self.forget_initial_password(id).await;
         }
-        self.user_row(id).await?.ok_or(Error::NotFound { kind: "user" })?.to_user()
+        self.user_row(id)
+            .await?
+            .ok_or(Error::NotFound { kind: "user" })?
+            .to_user()
     }
 
     /// Deletes a user that owns nothing.
     pub async fn delete_user(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<()> {
         let row = self.user_row(id).await?.ok_or(Error::NotFound { kind: "user" })?;
         let role = row.role()?;
-        self.require(actor, Action::DeleteUser, Object::User { id, role }, "user.delete", "user", Some((id, &row.username)), ctx)
-            .await?;
+        self.require(
+            actor,
+            Action::DeleteUser,
+            Object::User { id, role },
+            "user.delete",
+            "user",
+            Some((id, &row.username)),
+            ctx,
+        )
+        .await?;
         let mut w = self.store().write().await?;
         let owned: i64 = sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM resources WHERE owner_id = $1) + (SELECT COUNT(*) FROM accounts WHERE owner_id = $1) \
@@ -781,9 +956,20 @@ impl Vault {
                 row.username
             )));
         }
-        sqlx::query("DELETE FROM sealed WHERE owner LIKE $1").bind(format!("user:{id}:%")).execute(&mut *w.tx).await?;
-        sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *w.tx).await?;
-        audit::append(&mut w.tx, NewEvent::by(actor, "user.delete", "user").object(id, &row.username), ctx).await?;
+        sqlx::query("DELETE FROM sealed WHERE owner LIKE $1")
+            .bind(format!("user:{id}:%"))
+            .execute(&mut *w.tx)
+            .await?;
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "user.delete", "user").object(id, &row.username),
+            ctx,
+        )
+        .await?;
         w.commit().await
     }
 }
@@ -819,19 +1005,34 @@ mod tests {
     use crate::testutil::vault;
 
     fn login(u: &str, p: &str, totp: Option<String>) -> LoginRequest {
-        LoginRequest { username: u.into(), password: p.into(), totp }
+        LoginRequest {
+            username: u.into(),
+            password: p.into(),
+            totp,
+        }
     }
 
     async fn admin(v: &Vault) -> (Actor, String) {
         let a = v.bootstrap_admin().await.unwrap().unwrap();
         let pw = a.password.expose().to_owned();
-        let actor = v.authenticate_password(&login("admin", &pw, None), &RequestContext::default()).await.unwrap();
+        let actor = v
+            .authenticate_password(&login("admin", &pw, None), &RequestContext::default())
+            .await
+            .unwrap();
         assert!(actor.must_change_password);
         let ctx = RequestContext::default();
         // Everything is refused until the password changes.
-        assert!(matches!(v.list_users(&actor, &ctx).await, Err(Error::PasswordChangeRequired)));
-        v.change_own_password(&actor, &pw.clone().into(), &"a new admin passphrase".into(), &ctx).await.unwrap();
-        let actor = v.authenticate_password(&login("admin", "a new admin passphrase", None), &ctx).await.unwrap();
+        assert!(matches!(
+            v.list_users(&actor, &ctx).await,
+            Err(Error::PasswordChangeRequired)
+        ));
+        v.change_own_password(&actor, &pw.clone().into(), &"a new admin passphrase".into(), &ctx)
+            .await
+            .unwrap();
+        let actor = v
+            .authenticate_password(&login("admin", "a new admin passphrase", None), &ctx)
+            .await
+            .unwrap();
         assert!(!actor.must_change_password);
         (actor, "a new admin passphrase".into())
     }
@@ -851,8 +1052,13 @@ mod tests {
             assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let ctx = RequestContext::default();
-        let actor = v.authenticate_password(&login("admin", a.password.expose(), None), &ctx).await.unwrap();
-        v.change_own_password(&actor, &a.password, &"another long passphrase".into(), &ctx).await.unwrap();
+        let actor = v
+            .authenticate_password(&login("admin", a.password.expose(), None), &ctx)
+            .await
+            .unwrap();
+        v.change_own_password(&actor, &a.password, &"another long passphrase".into(), &ctx)
+            .await
+            .unwrap();
         assert!(!file.exists(), "initial password file removed after the change");
     }
 
@@ -863,13 +1069,34 @@ mod tests {
         let (_, pw) = admin(&v).await;
         let ctx = RequestContext::default();
         for _ in 0..3 {
-            assert!(matches!(v.authenticate_password(&login("admin", "wrong", None), &ctx).await, Err(Error::AuthenticationFailed)));
+            assert!(matches!(
+                v.authenticate_password(&login("admin", "wrong", None), &ctx).await,
+                Err(Error::AuthenticationFailed)
+            ));
         }
         // Locked: even the right password fails, with the same error.
-        assert!(matches!(v.authenticate_password(&login("admin", &pw, None), &ctx).await, Err(Error::AuthenticationFailed)));
-        assert!(matches!(v.authenticate_password(&login("nobody", "x", None), &ctx).await, Err(Error::AuthenticationFailed)));
-        let ev = v.audit_events(&Actor::system(), &crate::AuditFilter { action: Some("auth.".into()), ..Default::default() }, &ctx).await.unwrap();
-        assert!(ev.iter().any(|e| e.detail.as_deref().unwrap_or("").contains("locked until")));
+        assert!(matches!(
+            v.authenticate_password(&login("admin", &pw, None), &ctx).await,
+            Err(Error::AuthenticationFailed)
+        ));
+        assert!(matches!(
+            v.authenticate_password(&login("nobody", "x", None), &ctx).await,
+            Err(Error::AuthenticationFailed)
+        ));
+        let ev = v
+            .audit_events(
+                &Actor::system(),
+                &crate::AuditFilter {
+                    action: Some("auth.".into()),
+                    ..Default::default()
+                },
+                &ctx,
+            )
+            .await
+            .unwrap();
+        assert!(ev
+            .iter()
+            .any(|e| e.detail.as_deref().unwrap_or("").contains("locked until")));
         assert!(ev.iter().any(|e| e.detail.as_deref() == Some("user locked out")));
         assert!(ev.iter().any(|e| e.detail.as_deref() == Some("unknown user")));
     }
@@ -882,16 +1109,30 @@ mod tests {
         let ctx = RequestContext::default();
         let en = v.totp_begin(&actor, &ctx).await.unwrap();
         assert!(en.otpauth_uri.expose().starts_with("otpauth://totp/Postern:admin?"));
-        let secret = v.open_sealed(&user_owner(&actor.id, "totp_pending")).await.unwrap().unwrap();
+        let secret = v
+            .open_sealed(&user_owner(&actor.id, "totp_pending"))
+            .await
+            .unwrap()
+            .unwrap();
         let t = auth::totp(&secret, "admin").unwrap();
         assert!(v.totp_confirm(&actor, "000000", &ctx).await.is_err() || t.generate(unix_now()) == "000000");
         // Confirm with the previous step's code, then log in with the current one.
-        v.totp_confirm(&actor, &t.generate(unix_now() - 30), &ctx).await.unwrap();
-        assert!(matches!(v.authenticate_password(&login("admin", &pw, None), &ctx).await, Err(Error::TotpRequired)));
+        v.totp_confirm(&actor, &t.generate(unix_now() - 30), &ctx)
+            .await
+            .unwrap();
+        assert!(matches!(
+            v.authenticate_password(&login("admin", &pw, None), &ctx).await,
+            Err(Error::TotpRequired)
+        ));
         let code = t.generate(unix_now());
-        v.authenticate_password(&login("admin", &pw, Some(code.clone())), &ctx).await.unwrap();
+        v.authenticate_password(&login("admin", &pw, Some(code.clone())), &ctx)
+            .await
+            .unwrap();
         // The same code cannot be used twice.
-        assert!(matches!(v.authenticate_password(&login("admin", &pw, Some(code)), &ctx).await, Err(Error::AuthenticationFailed)));
+        assert!(matches!(
+            v.authenticate_password(&login("admin", &pw, Some(code)), &ctx).await,
+            Err(Error::AuthenticationFailed)
+        ));
     }
 
     #[tokio::test]
@@ -903,9 +1144,18 @@ mod tests {
         let t = v.login(&login("admin", &pw, None), &ctx).await.unwrap();
         assert_eq!(v.authenticate_token(t.token.expose()).await.unwrap().username, "admin");
         v.revoke_token(t.token.expose()).await.unwrap();
-        assert!(matches!(v.authenticate_token(t.token.expose()).await, Err(Error::InvalidToken)));
-        assert!(matches!(v.authenticate_token("garbage").await, Err(Error::InvalidToken)));
-        let cli = v.create_token(&Actor::system(), "admin", Duration::from_secs(60), "ci", &ctx).await.unwrap();
+        assert!(matches!(
+            v.authenticate_token(t.token.expose()).await,
+            Err(Error::InvalidToken)
+        ));
+        assert!(matches!(
+            v.authenticate_token("garbage").await,
+            Err(Error::InvalidToken)
+        ));
+        let cli = v
+            .create_token(&Actor::system(), "admin", Duration::from_secs(60), "ci", &ctx)
+            .await
+            .unwrap();
         assert!(v.authenticate_token(cli.token.expose()).await.is_ok());
     }
 
@@ -923,17 +1173,38 @@ mod tests {
             super_admin: false,
             must_change_password: Some(false),
         };
-        let u = v.create_user(&admin, new("carol", Role::PasswordUser), &ctx).await.unwrap();
-        assert!(matches!(v.create_user(&admin, new("carol", Role::PasswordUser), &ctx).await, Err(Error::Conflict { .. })));
-        assert!(matches!(v.create_user(&admin, new("bad#name", Role::PasswordUser), &ctx).await, Err(Error::Invalid { .. })));
-        let carol = v.authenticate_password(&login("carol", "a long enough passphrase", None), &ctx).await.unwrap();
+        let u = v
+            .create_user(&admin, new("carol", Role::PasswordUser), &ctx)
+            .await
+            .unwrap();
+        assert!(matches!(
+            v.create_user(&admin, new("carol", Role::PasswordUser), &ctx).await,
+            Err(Error::Conflict { .. })
+        ));
+        assert!(matches!(
+            v.create_user(&admin, new("bad#name", Role::PasswordUser), &ctx).await,
+            Err(Error::Invalid { .. })
+        ));
+        let carol = v
+            .authenticate_password(&login("carol", "a long enough passphrase", None), &ctx)
+            .await
+            .unwrap();
         assert!(matches!(v.list_users(&carol, &ctx).await, Err(Error::Forbidden { .. })));
         assert_eq!(v.get_user(&carol, &u.id, &ctx).await.unwrap().username, "carol");
         // A password user cannot become super admin.
-        let p = UserPatch { super_admin: Some(true), ..Default::default() };
+        let p = UserPatch {
+            super_admin: Some(true),
+            ..Default::default()
+        };
         assert!(v.update_user(&admin, &u.id, p, &ctx).await.is_err());
-        let p = UserPatch { role: Some(Role::Administrator), ..Default::default() };
-        assert_eq!(v.update_user(&admin, &u.id, p, &ctx).await.unwrap().role, Role::Administrator);
+        let p = UserPatch {
+            role: Some(Role::Administrator),
+            ..Default::default()
+        };
+        assert_eq!(
+            v.update_user(&admin, &u.id, p, &ctx).await.unwrap().role,
+            Role::Administrator
+        );
         v.delete_user(&admin, &u.id, &ctx).await.unwrap();
         assert!(v.delete_user(&admin, &admin.id, &ctx).await.is_err());
     }

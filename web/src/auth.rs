@@ -46,20 +46,13 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Middleware: authenticates every non-public `/api/` request.
-pub async fn require_bearer(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn require_bearer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if !path.starts_with("/api/") || PUBLIC_API_PATHS.contains(&path) {
         return next.run(req).await;
     }
     let Some(token) = bearer_token(req.headers()) else {
-        return ApiError::invalid_token(
-            "this endpoint needs an `Authorization: Bearer pst_…` header",
-        )
-        .into_response();
+        return ApiError::invalid_token("this endpoint needs an `Authorization: Bearer pst_…` header").into_response();
     };
     let token = SecretString::new(token);
     match state.vault.authenticate_token(token.expose()).await {
@@ -79,11 +72,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
             .extensions
             .get::<Authenticated>()
             .cloned()
-            .ok_or_else(|| {
-                ApiError::invalid_token(
-                    "this endpoint needs an `Authorization: Bearer pst_…` header",
-                )
-            })
+            .ok_or_else(|| ApiError::invalid_token("this endpoint needs an `Authorization: Bearer pst_…` header"))
     }
 }
 
@@ -116,20 +105,11 @@ mod tests {
     fn parses_bearer_header() {
         let mut h = HeaderMap::new();
         assert_eq!(bearer_token(&h), None);
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer pst_abc"),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer pst_abc"));
         assert_eq!(bearer_token(&h), Some("pst_abc"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer   pst_abc "),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer   pst_abc "));
         assert_eq!(bearer_token(&h), Some("pst_abc"));
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Basic YWRtaW46eA=="),
-        );
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic YWRtaW46eA=="));
         assert_eq!(bearer_token(&h), None);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer"));
         assert_eq!(bearer_token(&h), None);
@@ -139,15 +119,11 @@ mod tests {
     async fn client_context_uses_connect_info() {
         let req = axum::http::Request::builder().uri("/").body(()).unwrap();
         let (mut parts, _) = req.into_parts();
-        let ClientContext(ctx) = ClientContext::from_request_parts(&mut parts, &())
-            .await
-            .unwrap();
+        let ClientContext(ctx) = ClientContext::from_request_parts(&mut parts, &()).await.unwrap();
         assert_eq!(ctx.client_ip, None);
         let addr: SocketAddr = "[::ffff:192.0.2.7]:4433".parse().unwrap();
         parts.extensions.insert(ConnectInfo(addr));
-        let ClientContext(ctx) = ClientContext::from_request_parts(&mut parts, &())
-            .await
-            .unwrap();
+        let ClientContext(ctx) = ClientContext::from_request_parts(&mut parts, &()).await.unwrap();
         assert_eq!(ctx.client_ip, Some("192.0.2.7".parse().unwrap()));
     }
 }

@@ -110,12 +110,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// A problem with the given status, type slug, title and detail.
-    pub fn new(
-        status: StatusCode,
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn new(status: StatusCode, slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
         ApiError {
             status,
             slug,
@@ -285,10 +280,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_else(|_| b"{}".to_vec());
         let mut resp = (self.status, body).into_response();
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
         if self.status == StatusCode::UNAUTHORIZED {
             let v = if self.slug == "invalid-token" {
                 "Bearer error=\"invalid_token\""
@@ -306,9 +298,7 @@ impl From<postern_vault::Error> for ApiError {
         use postern_vault::Error as V;
         match e {
             V::AuthenticationFailed => ApiError::authentication_failed(),
-            V::InvalidToken => {
-                ApiError::invalid_token("the bearer token is invalid, expired or revoked")
-            }
+            V::InvalidToken => ApiError::invalid_token("the bearer token is invalid, expired or revoked"),
             V::TotpRequired => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "totp-required",
@@ -316,20 +306,11 @@ impl From<postern_vault::Error> for ApiError {
                 "this user has two-factor authentication enabled: send the current code in `totp`",
             ),
             V::PasswordChangeRequired => ApiError::password_change_required(),
-            V::Forbidden { reason } => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", reason)
-            }
+            V::Forbidden { reason } => ApiError::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", reason),
             V::NotFound { kind } => ApiError::not_found(format!("{kind} not found")),
             V::Invalid { field, message } => ApiError::validation(field, message),
-            V::Conflict { message } => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", message)
-            }
-            V::Csv(message) => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-csv",
-                "Unusable CSV input",
-                message,
-            ),
+            V::Conflict { message } => ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", message),
+            V::Csv(message) => ApiError::new(StatusCode::BAD_REQUEST, "invalid-csv", "Unusable CSV input", message),
             other => {
                 tracing::error!(error = %other, "request failed with an internal error");
                 ApiError::internal()
@@ -407,19 +388,9 @@ mod tests {
                 422,
                 "validation-error",
             ),
-            (
-                V::Conflict {
-                    message: "dup".into(),
-                },
-                409,
-                "conflict",
-            ),
+            (V::Conflict { message: "dup".into() }, 409, "conflict"),
             (V::Csv("header".into()), 400, "invalid-csv"),
-            (
-                V::Internal("SELECT secret FROM x".into()),
-                500,
-                "internal-error",
-            ),
+            (V::Internal("SELECT secret FROM x".into()), 500, "internal-error"),
             (
                 V::Corrupt {
                     table: "users",
@@ -445,9 +416,7 @@ mod tests {
             assert!(p.type_uri.ends_with(slug));
             if status == 500 {
                 assert!(
-                    !p.detail.contains("SELECT")
-                        && !p.detail.contains("db text")
-                        && !p.detail.contains("account:x")
+                    !p.detail.contains("SELECT") && !p.detail.contains("db text") && !p.detail.contains("account:x")
                 );
             }
         }

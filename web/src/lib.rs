@@ -103,15 +103,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::totp_begin))
         .routes(routes!(auth::totp_confirm))
         .routes(routes!(users::list_users, users::create_user))
-        .routes(routes!(
-            users::get_user,
-            users::update_user,
-            users::delete_user
-        ))
-        .routes(routes!(
-            resources::list_resources,
-            resources::create_resource
-        ))
+        .routes(routes!(users::get_user, users::update_user, users::delete_user))
+        .routes(routes!(resources::list_resources, resources::create_resource))
         .routes(routes!(
             resources::get_resource,
             resources::update_resource,
@@ -150,10 +143,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/healthz", axum::routing::get(api::healthz))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_bearer,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer))
         .layer(Extension(api::OpenApiJson(Arc::from(doc_json))))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn(finish_response))
@@ -190,14 +180,8 @@ async fn finish_response(req: Request, next: Next) -> Response {
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
     );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     if is_api {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -263,10 +247,7 @@ mod tests {
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }
-        assert_eq!(
-            json["components"]["securitySchemes"]["bearer"]["scheme"],
-            "bearer"
-        );
+        assert_eq!(json["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
         for s in [
             "User",
             "Resource",
@@ -279,10 +260,7 @@ mod tests {
             "Problem",
             "LoginResponse",
         ] {
-            assert!(
-                json["components"]["schemas"].get(s).is_some(),
-                "missing schema {s}"
-            );
+            assert!(json["components"]["schemas"].get(s).is_some(), "missing schema {s}");
         }
     }
 }

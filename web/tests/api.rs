@@ -52,12 +52,7 @@ impl Resp {
     /// Asserts a problem-details response with this status and type slug.
     fn assert_problem(&self, status: u16, slug: &str) -> Value {
         assert_eq!(self.status.as_u16(), status, "{}", self.text);
-        assert_eq!(
-            self.content_type(),
-            "application/problem+json",
-            "{}",
-            self.text
-        );
+        assert_eq!(self.content_type(), "application/problem+json", "{}", self.text);
         let p = self.json();
         assert_eq!(p["status"], status);
         assert!(p["type"].as_str().unwrap().ends_with(slug), "{p}");
@@ -81,16 +76,10 @@ async fn send(
     if let Some(ct) = content_type {
         b = b.header(header::CONTENT_TYPE, ct);
     }
-    let resp = app
-        .clone()
-        .oneshot(b.body(Body::from(body)).unwrap())
-        .await
-        .unwrap();
+    let resp = app.clone().oneshot(b.body(Body::from(body)).unwrap()).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-        .await
-        .unwrap();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
     Resp {
         status,
         headers,
@@ -98,13 +87,7 @@ async fn send(
     }
 }
 
-async fn call(
-    app: &Router,
-    method: Method,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> Resp {
+async fn call(app: &Router, method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> Resp {
     match body {
         Some(v) => {
             send(
@@ -276,10 +259,7 @@ async fn first_admin_must_change_password_then_manages_and_secrets_never_leak() 
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let alice = r.json();
     let alice_id = alice["id"].as_str().unwrap().to_owned();
-    assert_eq!(
-        r.headers[header::LOCATION],
-        format!("/api/v1/users/{alice_id}")
-    );
+    assert_eq!(r.headers[header::LOCATION], format!("/api/v1/users/{alice_id}"));
     assert_eq!(alice["must_change_password"], true);
     bodies.push(r.text);
     call(
@@ -345,10 +325,7 @@ async fn first_admin_must_change_password_then_manages_and_secrets_never_leak() 
     let res = r.json();
     let res_id = res["id"].as_str().unwrap().to_owned();
     assert_eq!(res["port"], 22);
-    assert_eq!(
-        r.headers[header::LOCATION],
-        format!("/api/v1/resources/{res_id}")
-    );
+    assert_eq!(r.headers[header::LOCATION], format!("/api/v1/resources/{res_id}"));
     bodies.push(r.text);
     let p = call(
         app,
@@ -375,10 +352,7 @@ async fn first_admin_must_change_password_then_manages_and_secrets_never_leak() 
     let acc = r.json();
     let acc_id = acc["id"].as_str().unwrap().to_owned();
     assert_eq!(acc["has_password"], true);
-    assert_eq!(
-        r.headers[header::LOCATION],
-        format!("/api/v1/accounts/{acc_id}")
-    );
+    assert_eq!(r.headers[header::LOCATION], format!("/api/v1/accounts/{acc_id}"));
     bodies.push(r.text);
 
     for uri in [
@@ -497,7 +471,8 @@ async fn first_admin_must_change_password_then_manages_and_secrets_never_leak() 
 
     // CSV import.
     let csv_secret = canary();
-    let csv = format!("name,type,host,account,password\ndb1,linux,10.0.0.2,postgres,{csv_secret}\nbad,toaster,10.0.0.3,,\n");
+    let csv =
+        format!("name,type,host,account,password\ndb1,linux,10.0.0.2,postgres,{csv_secret}\nbad,toaster,10.0.0.3,,\n");
     let r = send(
         app,
         Method::POST,
@@ -547,41 +522,15 @@ async fn first_admin_must_change_password_then_manages_and_secrets_never_leak() 
     }
 
     // Deletes.
-    call(
-        app,
-        Method::DELETE,
-        &format!("/api/v1/resources/{res_id}"),
-        tok,
-        None,
-    )
-    .await;
-    call(
-        app,
-        Method::GET,
-        &format!("/api/v1/accounts/{acc_id}"),
-        tok,
-        None,
-    )
-    .await
-    .assert_problem(404, "not-found");
-    let r = call(
-        app,
-        Method::DELETE,
-        &format!("/api/v1/users/{alice_id}"),
-        tok,
-        None,
-    )
-    .await;
+    call(app, Method::DELETE, &format!("/api/v1/resources/{res_id}"), tok, None).await;
+    call(app, Method::GET, &format!("/api/v1/accounts/{acc_id}"), tok, None)
+        .await
+        .assert_problem(404, "not-found");
+    let r = call(app, Method::DELETE, &format!("/api/v1/users/{alice_id}"), tok, None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
-    call(
-        app,
-        Method::GET,
-        &format!("/api/v1/users/{alice_id}"),
-        tok,
-        None,
-    )
-    .await
-    .assert_problem(404, "not-found");
+    call(app, Method::GET, &format!("/api/v1/users/{alice_id}"), tok, None)
+        .await
+        .assert_problem(404, "not-found");
 
     // Logout revokes the token.
     let r = call(app, Method::POST, "/api/v1/auth/logout", tok, None).await;
@@ -603,10 +552,7 @@ async fn every_route_needs_a_token_and_openapi_lists_every_route() {
     assert!(r.content_type().starts_with("application/json"));
     let doc = r.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    assert_eq!(
-        doc["components"]["securitySchemes"]["bearer"]["type"],
-        "http"
-    );
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["type"], "http");
     let paths = doc["paths"].as_object().unwrap();
     let mut documented: Vec<(String, String)> = paths
         .iter()
@@ -619,10 +565,7 @@ async fn every_route_needs_a_token_and_openapi_lists_every_route() {
         })
         .collect();
     documented.sort();
-    let mut expected: Vec<(String, String)> = ROUTES
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
+    let mut expected: Vec<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     expected.sort();
     assert_eq!(documented, expected);
     // Authenticated operations declare the bearer scheme; public ones do not.
@@ -639,10 +582,7 @@ async fn every_route_needs_a_token_and_openapi_lists_every_route() {
         for token in [None, Some(bad_token.as_str()), Some("garbage")] {
             let r = call(app, method.clone(), &uri, token, Some(json!({}))).await;
             let p = r.assert_problem(401, "invalid-token");
-            assert!(
-                r.headers.contains_key(header::WWW_AUTHENTICATE),
-                "{m} {uri}: {p}"
-            );
+            assert!(r.headers.contains_key(header::WWW_AUTHENTICATE), "{m} {uri}: {p}");
         }
     }
     // Unknown API paths need a token too (they do not reveal the API's shape).
@@ -700,10 +640,7 @@ async fn rejections_are_problem_details() {
         let p = call(app, Method::POST, uri, tok, Some(body))
             .await
             .assert_problem(422, "validation-error");
-        assert!(
-            p["detail"].as_str().unwrap().contains("unknown field"),
-            "{p}"
-        );
+        assert!(p["detail"].as_str().unwrap().contains("unknown field"), "{p}");
     }
     // Wrong type: 422 naming the field, without echoing the value.
     let r = call(
@@ -718,26 +655,13 @@ async fn rejections_are_problem_details() {
     assert_eq!(p["field"], "port");
     assert!(!r.text.contains("CANARY"), "{}", r.text);
     // Missing field.
-    call(
-        app,
-        Method::POST,
-        "/api/v1/resources",
-        tok,
-        Some(json!({"name": "x"})),
-    )
-    .await
-    .assert_problem(422, "validation-error");
+    call(app, Method::POST, "/api/v1/resources", tok, Some(json!({"name": "x"})))
+        .await
+        .assert_problem(422, "validation-error");
     // Missing or wrong content type.
-    send(
-        app,
-        Method::POST,
-        "/api/v1/resources",
-        tok,
-        None,
-        b"{}".to_vec(),
-    )
-    .await
-    .assert_problem(415, "unsupported-media-type");
+    send(app, Method::POST, "/api/v1/resources", tok, None, b"{}".to_vec())
+        .await
+        .assert_problem(415, "unsupported-media-type");
     send(
         app,
         Method::POST,
@@ -772,15 +696,9 @@ async fn rejections_are_problem_details() {
             .assert_problem(404, "not-found");
     }
     let id = uuid::Uuid::new_v4();
-    call(
-        app,
-        Method::GET,
-        &format!("/api/v1/resources/{id}"),
-        tok,
-        None,
-    )
-    .await
-    .assert_problem(404, "not-found");
+    call(app, Method::GET, &format!("/api/v1/resources/{id}"), tok, None)
+        .await
+        .assert_problem(404, "not-found");
     call(app, Method::GET, "/api/v1/nothing-here", tok, None)
         .await
         .assert_problem(404, "not-found");
@@ -852,10 +770,7 @@ async fn totp_enrolment_then_login_needs_a_code() {
     assert!(!en["secret"].as_str().unwrap().is_empty());
     let totp = totp_rs::TOTP::from_url_unchecked(uri).unwrap();
     let code = totp.generate_current().unwrap();
-    let wrong = format!(
-        "{:06}",
-        (code.parse::<u32>().unwrap() + 500_000) % 1_000_000
-    );
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 500_000) % 1_000_000);
     let p = call(
         app,
         Method::POST,

@@ -11,9 +11,7 @@ use utoipa::ToSchema;
 
 use super::{tags, ApiJson, Id};
 use crate::auth::{Authenticated, ClientContext};
-use crate::error::{
-    ApiError, ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError,
-};
+use crate::error::{ApiError, ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError};
 use crate::AppState;
 
 /// A request to see an account's secret.
@@ -70,12 +68,7 @@ pub async fn update_account(
     ClientContext(ctx): ClientContext,
     ApiJson(patch): ApiJson<AccountPatch>,
 ) -> ApiResult<Json<Account>> {
-    Ok(Json(
-        state
-            .vault
-            .update_account(&auth.actor, &id, patch, &ctx)
-            .await?,
-    ))
+    Ok(Json(state.vault.update_account(&auth.actor, &id, patch, &ctx).await?))
 }
 
 /// Deletes an account and its secrets.
@@ -116,10 +109,7 @@ pub async fn retrieve_secret(
     }
     ctx.reason = Some(reason.to_owned());
     let kind = body.kind.unwrap_or(SecretKind::Password);
-    let lease = state
-        .vault
-        .retrieve_secret(&auth.actor, &id, kind, &ctx)
-        .await?;
+    let lease = state.vault.retrieve_secret(&auth.actor, &id, kind, &ctx).await?;
     let Some(plain) = lease.expose_str() else {
         tracing::error!(account_id = %id, "retrieved secret is not UTF-8; cannot return it as JSON");
         return Err(ApiError::internal());

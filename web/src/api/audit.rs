@@ -58,12 +58,7 @@ pub async fn list_events(
     ClientContext(ctx): ClientContext,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditEvent>>> {
-    Ok(Json(
-        state
-            .vault
-            .audit_events(&auth.actor, &q.into(), &ctx)
-            .await?,
-    ))
+    Ok(Json(state.vault.audit_events(&auth.actor, &q.into(), &ctx).await?))
 }
 
 /// Walks the hash chain of the audit trail and reports the first broken link (needs the View audit operation).

@@ -133,19 +133,12 @@ pub async fn change_password(
 ) -> ApiResult<StatusCode> {
     match state
         .vault
-        .change_own_password(
-            &auth.actor,
-            &body.current_password,
-            &body.new_password,
-            &ctx,
-        )
+        .change_own_password(&auth.actor, &body.current_password, &body.new_password, &ctx)
         .await
     {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         // A wrong current password is a field error, not a failed bearer authentication.
-        Err(postern_vault::Error::AuthenticationFailed) => {
-            Err(ApiError::validation("current_password", "is wrong"))
-        }
+        Err(postern_vault::Error::AuthenticationFailed) => Err(ApiError::validation("current_password", "is wrong")),
         Err(e) => Err(ApiError::from(e).rename_field("password", "new_password")),
     }
 }
@@ -180,9 +173,6 @@ pub async fn totp_confirm(
     if auth.actor.must_change_password {
         return Err(ApiError::password_change_required());
     }
-    state
-        .vault
-        .totp_confirm(&auth.actor, body.code.trim(), &ctx)
-        .await?;
+    state.vault.totp_confirm(&auth.actor, body.code.trim(), &ctx).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -45,10 +45,5 @@ pub async fn import_resources(
         ));
     }
     let data = body_bytes(req, &()).await?;
-    Ok(Json(
-        state
-            .vault
-            .import_resources_csv(&auth.actor, &data, &ctx)
-            .await?,
-    ))
+    Ok(Json(state.vault.import_resources_csv(&auth.actor, &data, &ctx).await?))
 }

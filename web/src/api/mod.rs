@@ -43,20 +43,11 @@ pub struct ApiJson<T>(pub T);
 
 /// True for `application/json` and `application/*+json` (parameters allowed).
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// A serde message without the input values it may quote (`invalid type:
@@ -208,10 +199,7 @@ pub(crate) struct OpenApiJson(pub Arc<str>);
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object, content_type = "application/json")))]
 pub async fn openapi_json(Extension(doc): Extension<OpenApiJson>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         doc.0.to_string(),
     )
         .into_response()
@@ -244,11 +232,7 @@ mod tests {
         assert!(p.detail.contains("invalid type: string"), "{}", p.detail);
         let e = parse_json::<Body>(b"{\"port\": 1}").unwrap_err();
         assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        assert!(
-            e.problem().detail.contains("missing field `name`"),
-            "{:?}",
-            e.problem()
-        );
+        assert!(e.problem().detail.contains("missing field `name`"), "{:?}", e.problem());
         let e = parse_json::<Body>(b"{\"name\": \"a\"} x").unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         assert!(parse_json::<Body>(b" {\"name\": \"a\"} \n").is_ok());

@@ -8,9 +8,7 @@ use postern_vault::{Account, NewAccount, NewResource, Resource, ResourcePatch};
 
 use super::{created, tags, ApiJson, Id};
 use crate::auth::{Authenticated, ClientContext};
-use crate::error::{
-    ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError,
-};
+use crate::error::{ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError};
 use crate::AppState;
 
 /// Lists the resources the caller can see.
@@ -50,9 +48,7 @@ pub async fn get_resource(
     Id(id): Id,
     ClientContext(ctx): ClientContext,
 ) -> ApiResult<Json<Resource>> {
-    Ok(Json(
-        state.vault.get_resource(&auth.actor, &id, &ctx).await?,
-    ))
+    Ok(Json(state.vault.get_resource(&auth.actor, &id, &ctx).await?))
 }
 
 /// Changes a resource; absent fields are unchanged.
@@ -66,12 +62,7 @@ pub async fn update_resource(
     ClientContext(ctx): ClientContext,
     ApiJson(patch): ApiJson<ResourcePatch>,
 ) -> ApiResult<Json<Resource>> {
-    Ok(Json(
-        state
-            .vault
-            .update_resource(&auth.actor, &id, patch, &ctx)
-            .await?,
-    ))
+    Ok(Json(state.vault.update_resource(&auth.actor, &id, patch, &ctx).await?))
 }
 
 /// Deletes a resource with its accounts and their secrets.
@@ -98,9 +89,7 @@ pub async fn list_accounts(
     Id(id): Id,
     ClientContext(ctx): ClientContext,
 ) -> ApiResult<Json<Vec<Account>>> {
-    Ok(Json(
-        state.vault.list_accounts(&auth.actor, &id, &ctx).await?,
-    ))
+    Ok(Json(state.vault.list_accounts(&auth.actor, &id, &ctx).await?))
 }
 
 /// Adds an account (with its password and/or private key, which are sealed) to a resource.
@@ -117,9 +106,6 @@ pub async fn create_account(
     ClientContext(ctx): ClientContext,
     ApiJson(body): ApiJson<NewAccount>,
 ) -> ApiResult<Response> {
-    let a = state
-        .vault
-        .create_account(&auth.actor, &id, body, &ctx)
-        .await?;
+    let a = state.vault.create_account(&auth.actor, &id, body, &ctx).await?;
     Ok(created(format!("/api/v1/accounts/{}", a.id), a))
 }

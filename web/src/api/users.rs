@@ -9,9 +9,7 @@ use serde::Deserialize;
 
 use super::{created, tags, ApiJson, Id};
 use crate::auth::{Authenticated, ClientContext};
-use crate::error::{
-    ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError,
-};
+use crate::error::{ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError};
 use crate::AppState;
 
 /// The vault's [`NewUser`], deserialized with unknown fields refused (the
@@ -68,10 +66,7 @@ pub async fn create_user(
     ClientContext(ctx): ClientContext,
     ApiJson(body): ApiJson<StrictNewUser>,
 ) -> ApiResult<Response> {
-    let user = state
-        .vault
-        .create_user(&auth.actor, body.into(), &ctx)
-        .await?;
+    let user = state.vault.create_user(&auth.actor, body.into(), &ctx).await?;
     Ok(created(format!("/api/v1/users/{}", user.id), user))
 }
 
@@ -99,12 +94,7 @@ pub async fn update_user(
     ClientContext(ctx): ClientContext,
     ApiJson(patch): ApiJson<UserPatch>,
 ) -> ApiResult<Json<User>> {
-    Ok(Json(
-        state
-            .vault
-            .update_user(&auth.actor, &id, patch, &ctx)
-            .await?,
-    ))
+    Ok(Json(state.vault.update_user(&auth.actor, &id, patch, &ctx).await?))
 }
 
 /// Deletes a user that owns nothing.
