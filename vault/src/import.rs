@@ -250,6 +250,8 @@ impl Vault {
                             description: get(Col::Description).map(str::to_owned),
                             landing_chain: Vec::new(),
                             extra: Default::default(),
+                            allow_port_forwarding: false,
+                            allow_agent_forwarding: false,
                         },
                         ctx,
                     )

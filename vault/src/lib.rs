@@ -12,6 +12,7 @@ pub mod auth;
 pub mod authz;
 pub mod crypto;
 pub mod error;
+pub mod gateway;
 mod import;
 pub mod model;
 mod resources;
@@ -26,6 +27,7 @@ pub use audit::{AuditEvent, AuditFilter, AuditVerification};
 pub use auth::AuthPolicy;
 pub use authz::{authorize, Action, Decision, Object, Operation, ShareLevel};
 pub use error::{Error, MasterKeyProblem, Result};
+pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
 pub use import::{ImportReport, ImportRowError};
 pub use model::*;
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
@@ -559,6 +561,8 @@ mod rotation_tests {
                     description: None,
                     landing_chain: vec![],
                     extra: Default::default(),
+                    allow_port_forwarding: false,
+                    allow_agent_forwarding: false,
                 },
                 &ctx,
             )
@@ -665,6 +669,8 @@ mod rotation_tests {
                     description: None,
                     landing_chain: vec![],
                     extra: Default::default(),
+                    allow_port_forwarding: false,
+                    allow_agent_forwarding: false,
                 },
                 &ctx,
             )

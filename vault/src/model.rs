@@ -180,6 +180,10 @@ pub struct Resource {
     pub extra: std::collections::BTreeMap<String, String>,
     /// Owner user id.
     pub owner_id: Option<String>,
+    /// Gateway sessions may open local/remote port forwards (each is audited).
+    pub allow_port_forwarding: bool,
+    /// Gateway sessions may forward the user's SSH agent.
+    pub allow_agent_forwarding: bool,
     /// Creation time.
     pub created_at: String,
 }

@@ -38,6 +38,12 @@ pub struct NewResource {
     /// Extra fields.
     #[serde(default)]
     pub extra: BTreeMap<String, String>,
+    /// Allow port forwarding through gateway sessions (default false).
+    #[serde(default)]
+    pub allow_port_forwarding: bool,
+    /// Allow agent forwarding through gateway sessions (default false).
+    #[serde(default)]
+    pub allow_agent_forwarding: bool,
 }
 
 /// Changes to a resource.
@@ -66,6 +72,12 @@ pub struct ResourcePatch {
     /// New extra fields (replaces all).
     #[serde(default)]
     pub extra: Option<BTreeMap<String, String>>,
+    /// Allow or forbid port forwarding.
+    #[serde(default)]
+    pub allow_port_forwarding: Option<bool>,
+    /// Allow or forbid agent forwarding.
+    #[serde(default)]
+    pub allow_agent_forwarding: Option<bool>,
 }
 
 /// A new account on a resource.
@@ -120,6 +132,8 @@ struct ResourceRow {
     landing_chain: String,
     extra: String,
     owner_id: Option<String>,
+    allow_port_forwarding: bool,
+    allow_agent_forwarding: bool,
     created_at: String,
 }
 
@@ -147,6 +161,8 @@ impl ResourceRow {
             landing_chain,
             extra,
             owner_id: self.owner_id,
+            allow_port_forwarding: self.allow_port_forwarding,
+            allow_agent_forwarding: self.allow_agent_forwarding,
             created_at: self.created_at,
         })
     }
@@ -181,7 +197,8 @@ impl AccountRow {
     }
 }
 
-const RES_COLS: &str = "id, name, resource_type, host, port, description, landing_chain, extra, owner_id, created_at";
+const RES_COLS: &str = "id, name, resource_type, host, port, description, landing_chain, extra, owner_id, \
+                        allow_port_forwarding, allow_agent_forwarding, created_at";
 const ACC_SELECT: &str =
     "SELECT a.id, a.resource_id, a.login, a.notes, a.owner_id, a.password_changed_at, a.created_at, \
      EXISTS(SELECT 1 FROM sealed s WHERE s.owner = 'account:' || a.id || ':password') AS has_password, \
@@ -273,7 +290,7 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 impl Vault {
-    async fn resource_row(&self, id: &str) -> Result<Option<Resource>> {
+    pub(crate) async fn resource_by_id(&self, id: &str) -> Result<Option<Resource>> {
         sqlx::query_as::<Db, ResourceRow>(&format!("SELECT {RES_COLS} FROM resources WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.store().pool)
@@ -282,7 +299,7 @@ impl Vault {
             .transpose()
     }
 
-    async fn account_row(&self, id: &str) -> Result<Option<Account>> {
+    pub(crate) async fn account_by_id(&self, id: &str) -> Result<Option<Account>> {
         Ok(
             sqlx::query_as::<Db, AccountRow>(&format!("{ACC_SELECT} WHERE a.id = $1"))
                 .bind(id)
@@ -294,7 +311,7 @@ impl Vault {
 
     /// The actor's share level on a resource or account. The sharing workflows
     /// fill this seam; until then nothing is shared.
-    async fn share_level(
+    pub(crate) async fn share_level_for(
         &self,
         _actor: &Actor,
         _resource_id: &str,
@@ -305,22 +322,25 @@ impl Vault {
 
     async fn resource_object(&self, actor: &Actor, id: &str) -> Result<(Resource, Option<ShareLevel>)> {
         let r = self
-            .resource_row(id)
+            .resource_by_id(id)
             .await?
             .ok_or(Error::NotFound { kind: "resource" })?;
-        let share = self.share_level(actor, &r.id, None).await?;
+        let share = self.share_level_for(actor, &r.id, None).await?;
         Ok((r, share))
     }
 
     /// Loads an account with its resource and decides with the account's facts.
     /// The effective owner is the resource owner when the actor owns the resource.
     async fn account_object(&self, actor: &Actor, id: &str) -> Result<(Account, Resource, Option<ShareLevel>)> {
-        let a = self.account_row(id).await?.ok_or(Error::NotFound { kind: "account" })?;
+        let a = self
+            .account_by_id(id)
+            .await?
+            .ok_or(Error::NotFound { kind: "account" })?;
         let r = self
-            .resource_row(&a.resource_id)
+            .resource_by_id(&a.resource_id)
             .await?
             .ok_or(Error::NotFound { kind: "resource" })?;
-        let share = self.share_level(actor, &r.id, Some(&a.id)).await?;
+        let share = self.share_level_for(actor, &r.id, Some(&a.id)).await?;
         Ok((a, r, share))
     }
 
@@ -435,8 +455,8 @@ impl Vault {
         let owner = (!actor.is_system).then_some(actor.id.as_str());
         let mut w = self.store().write().await?;
         let res = sqlx::query(
-            "INSERT INTO resources (id, name, resource_type, host, port, description, landing_chain, extra, owner_id, created_at, updated_at) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10)",
+            "INSERT INTO resources (id, name, resource_type, host, port, description, landing_chain, extra, owner_id, created_at, \
+             updated_at, allow_port_forwarding, allow_agent_forwarding) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10,$11,$12)",
         )
         .bind(&id)
         .bind(&new.name)
@@ -448,6 +468,8 @@ impl Vault {
         .bind(json(&new.extra))
         .bind(owner)
         .bind(&now)
+        .bind(new.allow_port_forwarding)
+        .bind(new.allow_agent_forwarding)
         .execute(&mut *w.tx)
         .await;
         unique(res, || format!("resource {:?} already exists", new.name))?;
@@ -460,7 +482,7 @@ impl Vault {
         )
         .await?;
         w.commit().await?;
-        self.resource_row(&id)
+        self.resource_by_id(&id)
             .await?
             .ok_or(Error::NotFound { kind: "resource" })
     }
@@ -512,7 +534,9 @@ impl Vault {
         let res = sqlx::query(
             "UPDATE resources SET name = COALESCE($1, name), resource_type = COALESCE($2, resource_type), host = COALESCE($3, host), \
              port = COALESCE($4, port), description = CASE WHEN $5 IS NULL THEN description WHEN $5 = '' THEN NULL ELSE $5 END, \
-             landing_chain = COALESCE($6, landing_chain), extra = COALESCE($7, extra), updated_at = $8 WHERE id = $9",
+             landing_chain = COALESCE($6, landing_chain), extra = COALESCE($7, extra), updated_at = $8, \
+             allow_port_forwarding = COALESCE($10, allow_port_forwarding), \
+             allow_agent_forwarding = COALESCE($11, allow_agent_forwarding) WHERE id = $9",
         )
         .bind(&p.name)
         .bind(p.resource_type.map(|t| t.as_str()))
@@ -523,6 +547,8 @@ impl Vault {
         .bind(p.extra.as_ref().map(json))
         .bind(store::now())
         .bind(id)
+        .bind(p.allow_port_forwarding)
+        .bind(p.allow_agent_forwarding)
         .execute(&mut *w.tx)
         .await;
         unique(res, || "another resource has that name".to_string())?;
@@ -535,6 +561,8 @@ impl Vault {
             ("description", p.description.is_some()),
             ("landing_chain", p.landing_chain.is_some()),
             ("extra", p.extra.is_some()),
+            ("allow_port_forwarding", p.allow_port_forwarding.is_some()),
+            ("allow_agent_forwarding", p.allow_agent_forwarding.is_some()),
         ] {
             if set {
                 changed.push(f);
@@ -549,7 +577,9 @@ impl Vault {
         )
         .await?;
         w.commit().await?;
-        self.resource_row(id).await?.ok_or(Error::NotFound { kind: "resource" })
+        self.resource_by_id(id)
+            .await?
+            .ok_or(Error::NotFound { kind: "resource" })
     }
 
     /// Deletes a resource and its accounts (and their secrets).
@@ -731,7 +761,9 @@ impl Vault {
         )
         .await?;
         w.commit().await?;
-        self.account_row(&id).await?.ok_or(Error::NotFound { kind: "account" })
+        self.account_by_id(&id)
+            .await?
+            .ok_or(Error::NotFound { kind: "account" })
     }
 
     /// Changes an account or its secrets.
@@ -813,7 +845,7 @@ impl Vault {
         )
         .await?;
         w.commit().await?;
-        self.account_row(id).await?.ok_or(Error::NotFound { kind: "account" })
+        self.account_by_id(id).await?.ok_or(Error::NotFound { kind: "account" })
     }
 
     /// Deletes an account and its secrets.
@@ -965,6 +997,8 @@ mod tests {
             description: None,
             landing_chain: vec![],
             extra: Default::default(),
+            allow_port_forwarding: false,
+            allow_agent_forwarding: false,
         }
     }
 

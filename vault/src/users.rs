@@ -144,7 +144,7 @@ impl UserRow {
             created_at: self.created_at.clone(),
         })
     }
-    fn to_actor(&self) -> Result<Actor> {
+    pub(crate) fn to_actor(&self) -> Result<Actor> {
         Ok(Actor {
             id: self.id.clone(),
             username: self.username.clone(),
