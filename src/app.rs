@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -99,6 +100,10 @@ pub struct StartReport {
 pub struct Running {
     /// The web/API address actually bound (useful with port 0).
     pub web_addr: SocketAddr,
+    /// The SSH gateway address actually bound.
+    pub ssh_addr: SocketAddr,
+    /// Live gateway sessions.
+    pub registry: postern_gateway::Registry,
     /// The vault (tests use it directly).
     pub vault: Vault,
     /// What was created on this start.
@@ -130,6 +135,10 @@ impl App {
             report.initial_password_file = Some(initial_password_path(cfg));
         }
         let keys = postern_gateway::hostkeys::ensure(&cfg.ssh.host_key_dir).context("SSH host keys")?;
+        let ssh_listener = tokio::net::TcpListener::bind(cfg.ssh.listen)
+            .await
+            .with_context(|| format!("binding the SSH listener on {}", cfg.ssh.listen))?;
+        let ssh_addr = ssh_listener.local_addr()?;
         report.host_keys_created = keys.created.clone();
         report.host_key_fingerprints = keys.fingerprints();
         if crate::tls::ensure_self_signed(&cfg.web.tls_cert, &cfg.web.tls_key, cfg.web.listen)? {
@@ -143,6 +152,30 @@ impl App {
         let web_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let registry = postern_gateway::Registry::default();
+        let ssh = postern_gateway::ssh::SshGateway::new(
+            vault.clone(),
+            registry.clone(),
+            Arc::new(postern_gateway::NoopSink),
+            postern_gateway::ssh::SshSettings {
+                host_keys: keys,
+                connect_timeout: cfg.ssh.connect_timeout,
+                login_grace_time: cfg.ssh.login_grace_time,
+                idle_timeout: cfg.ssh.idle_timeout,
+                max_session_duration: (!cfg.ssh.max_session_duration.is_zero()).then_some(cfg.ssh.max_session_duration),
+                max_connections: cfg.ssh.max_connections as usize,
+                accept_any_target_host_key: cfg.ssh.dangerous.accept_any_target_host_key,
+            },
+        );
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = ssh.serve(ssh_listener, token).await {
+                tracing::error!(error = %e, "SSH gateway stopped with an error");
+            }
+        });
+        if cfg.ssh.dangerous.accept_any_target_host_key {
+            tracing::warn!("[ssh.dangerous] accept_any_target_host_key is on: changed target host keys are accepted");
+        }
         let state = postern_web::AppState { vault: vault.clone() };
         let token = shutdown.clone();
         tracker.spawn(async move {
@@ -151,9 +184,12 @@ impl App {
             }
         });
         tracker.close();
+        tracing::info!(addr = %ssh_addr, "SSH gateway listening");
         tracing::info!(addr = %web_addr, url = %format!("https://{web_addr}/"), "web console and API listening");
         Ok(Running {
             web_addr,
+            ssh_addr,
+            registry,
             vault,
             report,
             shutdown,

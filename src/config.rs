@@ -119,6 +119,24 @@ pub struct SshConfig {
     /// Directory holding the gateway's own host keys (`host_key_dir`, default
     /// `<data_dir>/ssh`).
     pub host_key_dir: PathBuf,
+    /// Timeout to connect and authenticate to a target, and to each landing
+    /// server on the way (`connect_timeout`, default `10s`, non-zero).
+    pub connect_timeout: Duration,
+    /// A client that has not authenticated within this time after
+    /// connecting is disconnected (`login_grace_time`, default `30s`,
+    /// non-zero).
+    pub login_grace_time: Duration,
+    /// A session with no traffic in either direction for this long is closed
+    /// (`idle_timeout`, default `30m`, non-zero).
+    pub idle_timeout: Duration,
+    /// Longest a session may last before it is closed
+    /// (`max_session_duration`, default `12h`). [`Duration::ZERO`] (written
+    /// `"0s"` or `0`) means unlimited.
+    pub max_session_duration: Duration,
+    /// Connections (authenticated or not) the SSH listener serves at once;
+    /// further connections are refused (`max_connections`, default 1000, at
+    /// least 1).
+    pub max_connections: u32,
     /// Settings that weaken security (`[ssh.dangerous]`).
     pub dangerous: SshDangerous,
 }
@@ -407,13 +425,18 @@ enum Setting {
     WebTlsKey,
     SshListen,
     SshHostKeyDir,
+    SshConnectTimeout,
+    SshLoginGraceTime,
+    SshIdleTimeout,
+    SshMaxSessionDuration,
+    SshMaxConnections,
     SshDangerousAcceptAnyTargetHostKey,
     RdpListen,
     LogLevel,
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 17] = [
+const ALL_KEYS: [Setting; 22] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
@@ -427,6 +450,11 @@ const ALL_KEYS: [Setting; 17] = [
     Setting::WebTlsKey,
     Setting::SshListen,
     Setting::SshHostKeyDir,
+    Setting::SshConnectTimeout,
+    Setting::SshLoginGraceTime,
+    Setting::SshIdleTimeout,
+    Setting::SshMaxSessionDuration,
+    Setting::SshMaxConnections,
     Setting::SshDangerousAcceptAnyTargetHostKey,
     Setting::RdpListen,
     Setting::LogLevel,
@@ -450,6 +478,11 @@ impl Setting {
             Setting::WebTlsKey => "web.tls_key",
             Setting::SshListen => "ssh.listen",
             Setting::SshHostKeyDir => "ssh.host_key_dir",
+            Setting::SshConnectTimeout => "ssh.connect_timeout",
+            Setting::SshLoginGraceTime => "ssh.login_grace_time",
+            Setting::SshIdleTimeout => "ssh.idle_timeout",
+            Setting::SshMaxSessionDuration => "ssh.max_session_duration",
+            Setting::SshMaxConnections => "ssh.max_connections",
             Setting::SshDangerousAcceptAnyTargetHostKey => "ssh.dangerous.accept_any_target_host_key",
             Setting::RdpListen => "rdp.listen",
             Setting::LogLevel => "log.level",
@@ -608,6 +641,17 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A duration where zero may also be written as a bare `0` (text, or a
+    /// TOML integer `0`); zero is allowed.
+    fn duration_or_bare_zero(&self) -> Fallible<Duration> {
+        match self.raw {
+            Raw::Text("0") => Ok(Duration::ZERO),
+            Raw::Toml(Value::String(s)) if s.value() == "0" => Ok(Duration::ZERO),
+            Raw::Toml(Value::Integer(i)) if *i.value() == 0 => Ok(Duration::ZERO),
+            _ => self.duration(true),
+        }
+    }
+
     /// An integer in `min..=max`.
     fn integer(&self, min: u64, max: u64) -> Fallible<u64> {
         let expected = format!("an integer between {min} and {max}");
@@ -727,6 +771,11 @@ struct Partial {
     tls_key: Option<Slot<PathBuf>>,
     ssh_listen: Option<Slot<SocketAddr>>,
     host_key_dir: Option<Slot<PathBuf>>,
+    ssh_connect_timeout: Option<Slot<Duration>>,
+    ssh_login_grace_time: Option<Slot<Duration>>,
+    ssh_idle_timeout: Option<Slot<Duration>>,
+    ssh_max_session_duration: Option<Slot<Duration>>,
+    ssh_max_connections: Option<Slot<u32>>,
     accept_any_target_host_key: Option<Slot<bool>>,
     rdp_listen: Option<Slot<SocketAddr>>,
     log_level: Option<Slot<String>>,
@@ -770,6 +819,16 @@ impl Partial {
             Setting::WebTlsKey => self.tls_key = slot(c.path()?, origin),
             Setting::SshListen => self.ssh_listen = slot(c.socket_addr()?, origin),
             Setting::SshHostKeyDir => self.host_key_dir = slot(c.path()?, origin),
+            Setting::SshConnectTimeout => self.ssh_connect_timeout = slot(c.duration(false)?, origin),
+            Setting::SshLoginGraceTime => self.ssh_login_grace_time = slot(c.duration(false)?, origin),
+            Setting::SshIdleTimeout => self.ssh_idle_timeout = slot(c.duration(false)?, origin),
+            Setting::SshMaxSessionDuration => {
+                self.ssh_max_session_duration = slot(c.duration_or_bare_zero()?, origin);
+            }
+            Setting::SshMaxConnections => {
+                let n = c.integer(1, u64::from(u32::MAX))?;
+                self.ssh_max_connections = slot(u32::try_from(n).unwrap_or(u32::MAX), origin);
+            }
             Setting::SshDangerousAcceptAnyTargetHostKey => self.accept_any_target_host_key = slot(c.boolean()?, origin),
             Setting::RdpListen => self.rdp_listen = slot(c.socket_addr()?, origin),
             Setting::LogLevel => self.log_level = slot(c.log_level()?, origin),
@@ -889,6 +948,11 @@ impl Partial {
             ssh: SshConfig {
                 listen: value_or(&self.ssh_listen, SocketAddr::from(([127, 0, 0, 1], 2222))),
                 host_key_dir: value_or(&self.host_key_dir, data_dir.join("ssh")),
+                connect_timeout: value_or(&self.ssh_connect_timeout, Duration::from_secs(10)),
+                login_grace_time: value_or(&self.ssh_login_grace_time, Duration::from_secs(30)),
+                idle_timeout: value_or(&self.ssh_idle_timeout, Duration::from_secs(30 * 60)),
+                max_session_duration: value_or(&self.ssh_max_session_duration, Duration::from_secs(12 * 3600)),
+                max_connections: value_or(&self.ssh_max_connections, 1000),
                 dangerous: SshDangerous {
                     accept_any_target_host_key: value_or(&self.accept_any_target_host_key, false),
                 },
@@ -1068,6 +1132,11 @@ impl Config {
                     Setting::WebTlsKey => path(&self.web.tls_key),
                     Setting::SshListen => addr(self.ssh.listen),
                     Setting::SshHostKeyDir => path(&self.ssh.host_key_dir),
+                    Setting::SshConnectTimeout => dur(self.ssh.connect_timeout),
+                    Setting::SshLoginGraceTime => dur(self.ssh.login_grace_time),
+                    Setting::SshIdleTimeout => dur(self.ssh.idle_timeout),
+                    Setting::SshMaxSessionDuration => dur(self.ssh.max_session_duration),
+                    Setting::SshMaxConnections => self.ssh.max_connections.to_string(),
                     Setting::SshDangerousAcceptAnyTargetHostKey => {
                         self.ssh.dangerous.accept_any_target_host_key.to_string()
                     }
@@ -1168,6 +1237,11 @@ mod tests {
         assert_eq!(c.web.tls_key, PathBuf::from("./postern-data/tls/key.pem"));
         assert_eq!(c.ssh.listen, "127.0.0.1:2222".parse().unwrap());
         assert_eq!(c.ssh.host_key_dir, PathBuf::from("./postern-data/ssh"));
+        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.ssh.login_grace_time, Duration::from_secs(30));
+        assert_eq!(c.ssh.idle_timeout, Duration::from_secs(30 * 60));
+        assert_eq!(c.ssh.max_session_duration, Duration::from_secs(12 * 3600));
+        assert_eq!(c.ssh.max_connections, 1000);
         assert!(!c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:3389".parse().unwrap());
         assert_eq!(c.log.level, "info");
@@ -1196,6 +1270,11 @@ tls_cert = "certs/c.pem"
 
 [ssh]
 listen = "[::1]:22"
+connect_timeout = "5s"
+login_grace_time = "1m"
+idle_timeout = "2h"
+max_session_duration = "1d"
+max_connections = 50
 dangerous = { accept_any_target_host_key = true }
 
 [rdp]
@@ -1220,6 +1299,11 @@ format = "json"
         assert_eq!(c.web.tls_key, PathBuf::from("/srv/postern/tls/key.pem"));
         assert_eq!(c.ssh.listen, "[::1]:22".parse().unwrap());
         assert_eq!(c.ssh.host_key_dir, PathBuf::from("/srv/postern/ssh"));
+        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.ssh.login_grace_time, Duration::from_secs(60));
+        assert_eq!(c.ssh.idle_timeout, Duration::from_secs(7200));
+        assert_eq!(c.ssh.max_session_duration, Duration::from_secs(86_400));
+        assert_eq!(c.ssh.max_connections, 50);
         assert!(c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(c.log.level, "postern=debug,info");
@@ -1243,11 +1327,13 @@ format = "json"
                 ("POSTERN_WEB_LISTEN", "127.0.0.1:2000"),
                 ("POSTERN_SSH_DANGEROUS_ACCEPT_ANY_TARGET_HOST_KEY", "1"),
                 ("POSTERN_SHUTDOWN_GRACE", "0s"),
+                ("POSTERN_SSH_IDLE_TIMEOUT", "5m"),
                 ("HOME", "/root"),
             ],
             &[],
         )
         .unwrap();
+        assert_eq!(c.ssh.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.web.listen, "127.0.0.1:2000".parse().unwrap());
         assert_eq!(c.log.level, "warn");
         assert!(c.ssh.dangerous.accept_any_target_host_key);
@@ -1394,6 +1480,56 @@ format = "json"
     }
 
     #[test]
+    fn ssh_timeouts_and_limits() {
+        // Zero means unlimited for max_session_duration, in every spelling.
+        for (env, cli) in [("0s", "0"), ("0", "0s")] {
+            let c = load(None, &[("POSTERN_SSH_MAX_SESSION_DURATION", env)], &[]).unwrap();
+            assert_eq!(c.ssh.max_session_duration, Duration::ZERO);
+            let c = load(None, &[], &[("ssh.max_session_duration", cli)]).unwrap();
+            assert_eq!(c.ssh.max_session_duration, Duration::ZERO);
+        }
+        for text in [
+            "[ssh]\nmax_session_duration = \"0s\"\n",
+            "[ssh]\nmax_session_duration = \"0\"\n",
+            "[ssh]\nmax_session_duration = 0\n",
+        ] {
+            let (_f, r) = load_text(text);
+            assert_eq!(r.unwrap().ssh.max_session_duration, Duration::ZERO, "{text}");
+        }
+        // Zero summarizes as "0s" and loads back.
+        let c = load(None, &[], &[("ssh.max_session_duration", "0s")]).unwrap();
+        assert!(c.summary().contains("ssh.max_session_duration = \"0s\""));
+        let (_f, r) = load_text(&c.summary());
+        assert_eq!(r.unwrap(), c);
+        // Other bare numbers are still rejected.
+        assert_eq!(errs(load(None, &[], &[("ssh.max_session_duration", "5")])).len(), 1);
+        let (_f, r) = load_text("[ssh]\nmax_session_duration = 5\n");
+        assert!(matches!(errs(r)[0], ConfigError::WrongType { .. }));
+
+        // The other SSH timeouts must be non-zero.
+        for key in ["ssh.connect_timeout", "ssh.login_grace_time", "ssh.idle_timeout"] {
+            for zero in ["0s", "0"] {
+                let e = errs(load(None, &[], &[(key, zero)]));
+                assert_eq!(e.len(), 1, "{key}={zero}: {e:?}");
+                assert!(matches!(e[0], ConfigError::InvalidValue { .. }), "{e:?}");
+            }
+        }
+
+        // max_connections must be at least 1.
+        let e = errs(load(None, &[("POSTERN_SSH_MAX_CONNECTIONS", "0")], &[]));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].to_string().contains("an integer between 1 and 4294967295"),
+            "{}",
+            e[0]
+        );
+        let (_f, r) = load_text("[ssh]\nmax_connections = 0\n");
+        assert!(matches!(errs(r)[0], ConfigError::InvalidValue { .. }));
+        let c = load(None, &[], &[("ssh.max_connections", "1")]).unwrap();
+        assert_eq!(c.ssh.max_connections, 1);
+    }
+
+    #[test]
     fn duration_parse_and_format() {
         let cases = [
             ("500ms", Duration::from_millis(500)),
@@ -1478,6 +1614,15 @@ format = "json"
         assert!(names.contains(&"POSTERN_DATA_DIR".to_owned()));
         assert!(names.contains(&"POSTERN_SHUTDOWN_GRACE".to_owned()));
         assert!(names.contains(&"POSTERN_SSH_DANGEROUS_ACCEPT_ANY_TARGET_HOST_KEY".to_owned()));
+        for var in [
+            "POSTERN_SSH_CONNECT_TIMEOUT",
+            "POSTERN_SSH_LOGIN_GRACE_TIME",
+            "POSTERN_SSH_IDLE_TIMEOUT",
+            "POSTERN_SSH_MAX_SESSION_DURATION",
+            "POSTERN_SSH_MAX_CONNECTIONS",
+        ] {
+            assert!(names.contains(&var.to_owned()), "{var}");
+        }
         let mut dedup = names.clone();
         dedup.sort();
         dedup.dedup();
@@ -1601,8 +1746,13 @@ format = "json"
                 "log.format",
                 "log.level",
                 "rdp.listen",
+                "ssh.connect_timeout",
                 "ssh.host_key_dir",
+                "ssh.idle_timeout",
                 "ssh.listen",
+                "ssh.login_grace_time",
+                "ssh.max_connections",
+                "ssh.max_session_duration",
                 "ssh.dangerous.accept_any_target_host_key",
                 "vault.database_url",
                 "vault.master_key_file",
@@ -1614,6 +1764,8 @@ format = "json"
         assert!(s.contains("shutdown_grace = \"5s\""));
         assert!(s.contains("auth.token_ttl = \"12h\""));
         assert!(s.contains("web.listen = \"127.0.0.1:8443\""));
+        assert!(s.contains("ssh.idle_timeout = \"30m\""));
+        assert!(s.contains("ssh.max_connections = 1000"));
         // The summary is itself valid TOML that loads back to the same config.
         let (_f, r) = load_text(&s);
         assert_eq!(r.unwrap(), Config::default());

@@ -9,7 +9,7 @@ pub enum Side {
     Client,
     /// The target or a landing server.
     Target,
-    /// The gateway itself (configuration, files, bugs).
+    /// The gateway itself (configuration, files, vault, bugs).
     Internal,
 }
 
@@ -33,13 +33,39 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Listen(std::io::Error),
+    /// The user's client misbehaved or went away.
+    #[error("client: {0}")]
+    Client(String),
+    /// A target or landing server failed; `hop` names it in words safe to show the user.
+    #[error("{hop}: {detail}")]
+    Target {
+        /// `target root@web1` or `landing server 1 (jump@bastion)`.
+        hop: String,
+        /// What happened, safe to show the user (never a secret).
+        detail: String,
+        /// The failure was a changed host key (audited as such).
+        host_key_changed: bool,
+    },
+    /// The vault refused or failed.
+    #[error("vault: {0}")]
+    Vault(#[from] postern_vault::Error),
+    /// The SSH library failed internally.
+    #[error("ssh: {0}")]
+    Ssh(#[from] russh::Error),
 }
 
 impl Error {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            Error::HostKey { .. } | Error::Io { .. } => Side::Internal,
+            Error::Client(_) => Side::Client,
+            Error::Target { .. } => Side::Target,
+            Error::HostKey { .. } | Error::Io { .. } | Error::Listen(_) | Error::Vault(_) | Error::Ssh(_) => {
+                Side::Internal
+            }
         }
     }
 }

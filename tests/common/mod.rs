@@ -29,6 +29,8 @@ impl Builder {
         let mut cli = vec![
             ("data_dir".to_string(), dir.path().join("data").display().to_string()),
             ("web.listen".to_string(), "127.0.0.1:0".to_string()),
+            ("ssh.listen".to_string(), "127.0.0.1:0".to_string()),
+            ("rdp.listen".to_string(), "127.0.0.1:0".to_string()),
         ];
         cli.extend(self.overrides);
         let cfg = Config::load(&Sources {

@@ -287,6 +287,18 @@ impl Vault {
         Ok(actor)
     }
 
+    /// Whether `key_blob` is registered to `username` (no audit, no state change:
+    /// used before the client proves possession of the key).
+    pub async fn has_user_key(&self, username: &str, key_blob: &[u8]) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS(SELECT 1 FROM user_keys k JOIN users u ON u.id = k.user_id WHERE u.username = $1 AND k.fingerprint = $2)",
+        )
+        .bind(username)
+        .bind(fingerprint(key_blob))
+        .fetch_one(&self.store().pool)
+        .await?)
+    }
+
     /// Whether a user has TOTP enrolled (the gateway then asks for a code).
     pub async fn totp_enrolled(&self, username: &str) -> Result<bool> {
         Ok(self.user_by_name(username).await?.is_some_and(|r| r.totp_enabled))

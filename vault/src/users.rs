@@ -349,6 +349,35 @@ impl Vault {
         Ok(actor)
     }
 
+    /// Checks a TOTP code for a user who already proved a first factor (an SSH
+    /// key). Same replay protection and lockout as the password path.
+    pub async fn authenticate_totp(&self, actor: &Actor, code: &str, ctx: &RequestContext) -> Result<()> {
+        let user = self.user_row(&actor.id).await?.ok_or(Error::AuthenticationFailed)?;
+        if !user.totp_enabled {
+            return Ok(());
+        }
+        let secret = self.open_user_secret(&user.id, "totp").await?;
+        let t = auth::totp(&secret, &user.username)?;
+        match auth::totp_match(&t, code, unix_now()) {
+            Some(step) if user.totp_last_step.is_none_or(|last| step as i64 > last) => {
+                sqlx::query("UPDATE users SET totp_last_step = $1, failed_logins = 0 WHERE id = $2")
+                    .bind(step as i64)
+                    .bind(&user.id)
+                    .execute(&self.store().pool)
+                    .await?;
+                Ok(())
+            }
+            Some(_) => {
+                self.record_failure(&user, "TOTP code replayed", ctx).await?;
+                Err(Error::AuthenticationFailed)
+            }
+            None => {
+                self.record_failure(&user, "wrong TOTP code", ctx).await?;
+                Err(Error::AuthenticationFailed)
+            }
+        }
+    }
+
     async fn record_failure(&self, user: &UserRow, why: &str, ctx: &RequestContext) -> Result<()> {
         let mut w = self.store().write().await?;
         let failed: i64 = sqlx::query_scalar(

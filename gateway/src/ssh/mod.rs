@@ -1,0 +1,7 @@
+//! The SSH front end: stock OpenSSH clients in, vaulted auto-logon out.
+
+mod relay;
+mod server;
+mod target;
+
+pub use server::{SshGateway, SshSettings};

@@ -1,0 +1,639 @@
+//! The SSH listener and the per-connection handler.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use postern_vault::{Actor, LoginRequest, RequestContext, SecretString, SessionTarget, Vault};
+use russh::keys::{Algorithm, HashAlg};
+use russh::server::{self, Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, MethodKind, MethodSet};
+use tokio::net::TcpListener;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument, Span};
+
+use crate::error::Error;
+use crate::hostkeys::HostKeys;
+use crate::login::{self, Login, TargetName};
+use crate::registry::{Registration, Registry, SessionInfo, SessionSink, SinkFactory};
+use crate::ssh::{relay, target};
+
+/// Settings of the SSH front end (from the `[ssh]` config section).
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// The gateway's host keys.
+    pub host_keys: HostKeys,
+    /// Timeout to connect and log in to each hop.
+    pub connect_timeout: Duration,
+    /// Unauthenticated clients are dropped after this.
+    pub login_grace_time: Duration,
+    /// Sessions without client traffic for this long are closed.
+    pub idle_timeout: Duration,
+    /// Sessions are ended after this long (`None`: unlimited).
+    pub max_session_duration: Option<Duration>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Accept changed target host keys (dangerous).
+    pub accept_any_target_host_key: bool,
+}
+
+/// The SSH gateway.
+pub struct SshGateway {
+    vault: Vault,
+    registry: Registry,
+    sinks: Arc<dyn SinkFactory>,
+    settings: SshSettings,
+    config: Arc<server::Config>,
+}
+
+impl std::fmt::Debug for SshGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshGateway")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn server_config(s: &SshSettings) -> server::Config {
+    use russh::{cipher, kex};
+    let preferred = russh::Preferred {
+        kex: Cow::Owned(vec![
+            kex::MLKEM768X25519_SHA256,
+            kex::CURVE25519,
+            kex::CURVE25519_PRE_RFC_8731,
+            kex::EXTENSION_SUPPORT_AS_SERVER,
+            kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+        ]),
+        key: Cow::Owned(vec![
+            Algorithm::Ed25519,
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ]),
+        cipher: Cow::Owned(vec![
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_GCM,
+            cipher::AES_128_GCM,
+        ]),
+        ..Default::default()
+    };
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    methods.push(MethodKind::KeyboardInteractive);
+    methods.push(MethodKind::Password);
+    server::Config {
+        server_id: russh::SshId::Standard(Cow::Borrowed("SSH-2.0-Postern")),
+        methods,
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![s.host_keys.ed25519.clone(), s.host_keys.rsa.clone()],
+        preferred,
+        max_auth_attempts: 6,
+        inactivity_timeout: Some(s.idle_timeout),
+        keepalive_interval: Some(Duration::from_secs(5)),
+        keepalive_max: 2,
+        nodelay: true,
+        window_size: 8 * 1024 * 1024,
+        ..Default::default()
+    }
+}
+
+impl SshGateway {
+    /// A gateway over `vault`, registering sessions in `registry` and recording through `sinks`.
+    pub fn new(vault: Vault, registry: Registry, sinks: Arc<dyn SinkFactory>, settings: SshSettings) -> Arc<Self> {
+        let config = Arc::new(server_config(&settings));
+        Arc::new(SshGateway {
+            vault,
+            registry,
+            sinks,
+            settings,
+            config,
+        })
+    }
+
+    /// Serves `listener` until `shutdown`; then disconnects every client and returns.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(self.settings.max_connections.max(1)));
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(error = %e, "SSH accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                warn!(client = %peer, "SSH connection refused: max_connections reached");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let gw = self.clone();
+            let cancel = shutdown.child_token();
+            tracker.spawn(async move {
+                gw.connection(stream, peer, cancel).await;
+                drop(permit);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+
+    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let span = info_span!("ssh_session", session.id = %id, user = tracing::field::Empty, target = tracing::field::Empty, client = %peer);
+        let authed = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            gw: self.clone(),
+            id: id.clone(),
+            peer,
+            cancel: cancel.clone(),
+            span: span.clone(),
+            who: std::sync::Mutex::new(None),
+            live: OnceCell::new(),
+        });
+        let handler = Conn {
+            shared: shared.clone(),
+            authed: authed.clone(),
+            kbd: Kbd::Idle,
+            key_actor: None,
+        };
+        async move {
+            let grace = self.settings.login_grace_time;
+            let running = match tokio::time::timeout(grace, server::run_stream(self.config.clone(), stream, handler)).await {
+                Err(_) => return debug!("no SSH identification within the login grace time"),
+                Ok(Err(e)) => return debug!(error = %e, "SSH handshake failed"),
+                Ok(Ok(r)) => r,
+            };
+            let handle = running.handle();
+            tokio::pin!(running);
+            let login_deadline = tokio::time::sleep(grace);
+            tokio::pin!(login_deadline);
+            let max = self.settings.max_session_duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
+            let max_deadline = tokio::time::sleep(max);
+            tokio::pin!(max_deadline);
+            let ended_by = loop {
+                tokio::select! {
+                    r = &mut running => {
+                        if let Err(e) = r {
+                            debug!(error = %e, "SSH connection ended with an error");
+                        }
+                        break None;
+                    }
+                    _ = &mut login_deadline, if !authed.load(Ordering::SeqCst) => {
+                        debug!("not authenticated within the login grace time");
+                        break Some("authentication timed out".to_string());
+                    }
+                    _ = &mut max_deadline => break Some(format!("the maximum session duration ({}s) was reached", max.as_secs())),
+                    _ = cancel.cancelled() => {
+                        let why = match self.registry.termination(&id) {
+                            Some(t) => format!("session terminated by {}: {}", t.by, t.reason),
+                            None => "the gateway is shutting down".to_string(),
+                        };
+                        break Some(why);
+                    }
+                }
+            };
+            if let Some(why) = ended_by {
+                shared.notify_all(&why).await;
+                let _ = handle.disconnect(russh::Disconnect::ByApplication, why, "en".into()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+            }
+            shared.finish().await;
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// State shared by the handler and the channel tasks of one connection.
+pub(crate) struct Shared {
+    gw: Arc<SshGateway>,
+    id: String,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+    span: Span,
+    who: std::sync::Mutex<Option<(Actor, Login)>>,
+    live: OnceCell<Result<Arc<Live>, String>>,
+}
+
+/// The connected target of a session.
+pub(crate) struct Live {
+    pub conn: target::Connected,
+    pub sink: Arc<dyn SessionSink>,
+    pub target: SessionTarget,
+    pub started: Instant,
+    pub actor: Actor,
+    pub label: String,
+    pub notices: std::sync::Mutex<Vec<(server::Handle, ChannelId)>>,
+    _registration: Registration,
+}
+
+impl Shared {
+    pub(crate) fn ctx(&self) -> RequestContext {
+        RequestContext::from_ip(self.peer.ip())
+    }
+
+    pub(crate) fn vault(&self) -> &Vault {
+        &self.gw.vault
+    }
+
+    fn who(&self) -> Option<(Actor, Login)> {
+        self.who.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The logged-in target for `name` (connected once per client connection).
+    pub(crate) async fn live(&self, name: &TargetName) -> Result<Arc<Live>, String> {
+        self.live.get_or_init(|| self.connect(name.clone())).await.clone()
+    }
+
+    async fn connect(&self, name: TargetName) -> Result<Arc<Live>, String> {
+        let (actor, _) = self.who().ok_or_else(|| "not authenticated".to_string())?;
+        let ctx = self.ctx();
+        let denied = || format!("no such target, or you may not use it: {name}");
+        let target = match self
+            .vault()
+            .resolve_target(&actor, &name.account, &name.resource, &ctx)
+            .await
+        {
+            Ok(t) => t,
+            Err(postern_vault::Error::NotFound { .. }) => return Err(denied()),
+            Err(e) => {
+                warn!(error = %e, "resolving the target failed");
+                return Err("internal error while resolving the target".into());
+            }
+        };
+        let label = format!("{}@{}", target.account.login, target.resource.name);
+        self.span.record("target", label.as_str());
+        let s = &self.gw.settings;
+        let conn = match target::connect(
+            self.vault(),
+            &actor,
+            &target,
+            s.connect_timeout,
+            s.accept_any_target_host_key,
+            &ctx,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let (action, msg) = match &e {
+                    Error::Target {
+                        host_key_changed: true, ..
+                    } => ("session.host_key_mismatch", e.to_string()),
+                    Error::Target { .. } => ("session.connect_failed", e.to_string()),
+                    other => {
+                        warn!(error = %other, "connecting to the target failed");
+                        (
+                            "session.connect_failed",
+                            "internal error while connecting to the target".to_string(),
+                        )
+                    }
+                };
+                let _ = self
+                    .vault()
+                    .audit_gateway(
+                        &actor,
+                        action,
+                        Some((&target.account.id, &label)),
+                        true,
+                        msg.clone(),
+                        &ctx,
+                    )
+                    .await;
+                warn!(%msg, "target connection failed");
+                return Err(msg);
+            }
+        };
+        let info = SessionInfo {
+            id: self.id.clone(),
+            user: actor.username.clone(),
+            target: label.clone(),
+            protocol: "ssh",
+            client: Some(self.peer),
+            started_at: postern_vault::now(),
+        };
+        let sink = self.gw.sinks.open(&info);
+        let registration = self.gw.registry.register(info, self.cancel.clone());
+        let hops: Vec<String> = target
+            .hops
+            .iter()
+            .map(|(r, a)| format!("{}@{}", a.login, r.name))
+            .collect();
+        let _ = self
+            .vault()
+            .audit_gateway(
+                &actor,
+                "session.start",
+                Some((&target.account.id, &label)),
+                false,
+                format!(
+                    "ssh session {} from {}{}",
+                    self.id,
+                    self.peer,
+                    if hops.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" via {}", hops.join(" -> "))
+                    }
+                ),
+                &ctx,
+            )
+            .await;
+        info!("session started");
+        Ok(Arc::new(Live {
+            conn,
+            sink,
+            target,
+            started: Instant::now(),
+            actor,
+            label,
+            notices: std::sync::Mutex::new(Vec::new()),
+            _registration: registration,
+        }))
+    }
+
+    /// Tells every open channel why the session ends.
+    async fn notify_all(&self, why: &str) {
+        if let Some(Ok(live)) = self.live.get() {
+            let chans = live.notices.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for (h, id) in chans {
+                let _ = h
+                    .extended_data(id, 1, bytes::Bytes::from(format!("\r\npostern: {why}\r\n")))
+                    .await;
+            }
+        }
+    }
+
+    async fn finish(&self) {
+        if let Some(Ok(live)) = self.live.get() {
+            let secs = live.started.elapsed().as_secs();
+            let _ = self
+                .vault()
+                .audit_gateway(
+                    &live.actor,
+                    "session.end",
+                    Some((&live.target.account.id, &live.label)),
+                    false,
+                    format!("ssh session {} lasted {secs}s", self.id),
+                    &self.ctx(),
+                )
+                .await;
+            info!(duration_s = secs, "session ended");
+        }
+    }
+}
+
+enum Kbd {
+    Idle,
+    AskedPassword,
+    AskedTotp(Option<SecretString>),
+}
+
+/// The russh handler of one client connection.
+struct Conn {
+    shared: Arc<Shared>,
+    authed: Arc<AtomicBool>,
+    kbd: Kbd,
+    key_actor: Option<Actor>,
+}
+
+fn partial(prompt: &'static str, echo: bool) -> Auth {
+    Auth::Partial {
+        name: Cow::Borrowed("Postern"),
+        instructions: Cow::Borrowed(""),
+        prompts: Cow::Owned(vec![(Cow::Borrowed(prompt), echo)]),
+    }
+}
+
+impl Conn {
+    fn parse(&self, user: &str) -> Option<Login> {
+        match login::parse(user) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                debug!(error = %e, "malformed login name");
+                None
+            }
+        }
+    }
+
+    fn accept(&mut self, actor: Actor, login: Login) -> Auth {
+        self.shared.span.record("user", actor.username.as_str());
+        if let Some(t) = &login.target {
+            self.shared.span.record("target", t.to_string().as_str());
+        }
+        *self.shared.who.lock().unwrap_or_else(|e| e.into_inner()) = Some((actor, login));
+        self.authed.store(true, Ordering::SeqCst);
+        Auth::Accept
+    }
+
+    async fn check_password(&mut self, login: Login, password: SecretString, totp: Option<String>) -> Auth {
+        let req = LoginRequest {
+            username: login.user.clone(),
+            password,
+            totp,
+        };
+        match self
+            .shared
+            .vault()
+            .authenticate_password(&req, &self.shared.ctx())
+            .await
+        {
+            Ok(actor) if !actor.must_change_password => self.accept(actor, login),
+            Ok(_) => {
+                info!("refused: the user must first change their password in the web console");
+                Auth::reject()
+            }
+            Err(_) => Auth::reject(),
+        }
+    }
+}
+
+impl server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let Some(login) = self.parse(user) else {
+            return Ok(Auth::reject());
+        };
+        if password.is_empty() || self.shared.vault().totp_enrolled(&login.user).await.unwrap_or(true) {
+            // TOTP users authenticate with keyboard-interactive (password, then code).
+            return Ok(Auth::reject());
+        }
+        Ok(self.check_password(login, SecretString::new(password), None).await)
+    }
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        let Some(login) = self.parse(user) else {
+            return Ok(Auth::reject());
+        };
+        let blob = offer.public_key.to_bytes().unwrap_or_default();
+        Ok(
+            if self
+                .shared
+                .vault()
+                .has_user_key(&login.user, &blob)
+                .await
+                .unwrap_or(false)
+            {
+                Auth::Accept
+            } else {
+                Auth::reject()
+            },
+        )
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        let Some(login) = self.parse(user) else {
+            return Ok(Auth::reject());
+        };
+        let blob = key.public_key.to_bytes().unwrap_or_default();
+        let actor = match self
+            .shared
+            .vault()
+            .authenticate_publickey(&login.user, &blob, &self.shared.ctx())
+            .await
+        {
+            Ok(a) if !a.must_change_password => a,
+            _ => return Ok(Auth::reject()),
+        };
+        if self.shared.vault().totp_enrolled(&login.user).await.unwrap_or(true) {
+            // Second factor still needed: continue with keyboard-interactive.
+            self.key_actor = Some(actor);
+            let mut methods = MethodSet::empty();
+            methods.push(MethodKind::KeyboardInteractive);
+            return Ok(Auth::Reject {
+                proceed_with_methods: Some(methods),
+                partial_success: true,
+            });
+        }
+        Ok(self.accept(actor, login))
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let Some(login) = self.parse(user) else {
+            return Ok(Auth::reject());
+        };
+        let answer = response
+            .and_then(|mut r| r.next())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let state = std::mem::replace(&mut self.kbd, Kbd::Idle);
+        match (state, answer) {
+            (Kbd::Idle, _) => {
+                if let Some(a) = &self.key_actor {
+                    if a.username == login.user {
+                        self.kbd = Kbd::AskedTotp(None);
+                        return Ok(partial("Verification code: ", true));
+                    }
+                }
+                self.kbd = Kbd::AskedPassword;
+                Ok(partial("Password: ", false))
+            }
+            (Kbd::AskedPassword, Some(pw)) => {
+                if self.shared.vault().totp_enrolled(&login.user).await.unwrap_or(false) {
+                    self.kbd = Kbd::AskedTotp(Some(SecretString::new(pw)));
+                    return Ok(partial("Verification code: ", true));
+                }
+                Ok(self.check_password(login, SecretString::new(pw), None).await)
+            }
+            (Kbd::AskedTotp(Some(pw)), Some(code)) => Ok(self.check_password(login, pw, Some(code)).await),
+            (Kbd::AskedTotp(None), Some(code)) => {
+                let Some(actor) = self.key_actor.clone().filter(|a| a.username == login.user) else {
+                    return Ok(Auth::reject());
+                };
+                match self
+                    .shared
+                    .vault()
+                    .authenticate_totp(&actor, &code, &self.shared.ctx())
+                    .await
+                {
+                    Ok(()) => Ok(self.accept(actor, login)),
+                    Err(_) => Ok(Auth::reject()),
+                }
+            }
+            _ => Ok(Auth::reject()),
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        let shared = self.shared.clone();
+        let handle = session.handle();
+        let span = self.shared.span.clone();
+        tokio::spawn(relay::session_channel(shared, channel, handle).instrument(span));
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let shared = self.shared.clone();
+        let dest = (host_to_connect.to_owned(), port_to_connect);
+        let origin = (originator_address.to_owned(), originator_port);
+        let span = self.shared.span.clone();
+        tokio::spawn(relay::direct_tcpip(shared, channel, reply, dest, origin).instrument(span));
+        Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        if let Some((actor, _)) = self.shared.who() {
+            let _ = self
+                .shared
+                .vault()
+                .audit_gateway(
+                    &actor,
+                    "session.forward_denied",
+                    None,
+                    true,
+                    format!("remote forward {address}:{port} refused: not supported"),
+                    &self.shared.ctx(),
+                )
+                .await;
+        }
+        Ok(false)
+    }
+}
+
+impl Shared {
+    /// The actor and the login name.
+    pub(crate) fn identity(&self) -> Option<(Actor, Login)> {
+        self.who()
+    }
+}
