@@ -5,10 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests drive for real (command -> package).
+# Debian packages the tests drive for real (command -> package; a key may be an
+# absolute path for programs outside a non-root PATH, such as /usr/sbin/sshd).
 declare -A needed=(
   [oathtool]=oathtool
   [sqlite3]=sqlite3
+  [/usr/sbin/sshd]=openssh-server
+  [ssh]=openssh-client
+  [scp]=openssh-client
+  [sftp]=openssh-client
+  [ssh-keygen]=openssh-client
+  [ssh-keyscan]=openssh-client
+  [unshare]=util-linux
+  [nsenter]=util-linux
+  [/usr/sbin/useradd]=passwd
+  [/usr/sbin/chpasswd]=passwd
 )
 missing=()
 for cmd in "${!needed[@]}"; do

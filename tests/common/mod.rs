@@ -2,6 +2,8 @@
 //! binary as a child process, each with its own temporary data directory.
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

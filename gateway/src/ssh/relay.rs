@@ -399,10 +399,8 @@ async fn read_line(rd: &mut ChannelReadHalf, wr: &ChannelWriteHalf<Msg>) -> Opti
                             let _ = wr.close().await;
                             return None;
                         }
-                        0x7f | 8 => {
-                            if line.pop().is_some() {
-                                let _ = wr.data_bytes(Bytes::from_static(b"\x08 \x08")).await;
-                            }
+                        0x7f | 8 if line.pop().is_some() => {
+                            let _ = wr.data_bytes(Bytes::from_static(b"\x08 \x08")).await;
                         }
                         b if (0x20..0x7f).contains(&b) && line.len() < 200 => {
                             line.push(b as char);

@@ -186,6 +186,7 @@ impl SshGateway {
             let max = self.settings.max_session_duration.unwrap_or(Duration::from_secs(100 * 365 * 86400));
             let max_deadline = tokio::time::sleep(max);
             tokio::pin!(max_deadline);
+            let mut login_checked = false;
             let ended_by = loop {
                 tokio::select! {
                     r = &mut running => {
@@ -194,9 +195,12 @@ impl SshGateway {
                         }
                         break None;
                     }
-                    _ = &mut login_deadline, if !authed.load(Ordering::SeqCst) => {
-                        debug!("not authenticated within the login grace time");
-                        break Some("authentication timed out".to_string());
+                    _ = &mut login_deadline, if !login_checked => {
+                        login_checked = true;
+                        if !authed.load(Ordering::SeqCst) {
+                            debug!("not authenticated within the login grace time");
+                            break Some("authentication timed out".to_string());
+                        }
                     }
                     _ = &mut max_deadline => break Some(format!("the maximum session duration ({}s) was reached", max.as_secs())),
                     _ = cancel.cancelled() => {
@@ -214,6 +218,7 @@ impl SshGateway {
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
             }
             shared.finish().await;
+            cancel.cancel();
         }
         .instrument(span)
         .await
@@ -240,7 +245,7 @@ pub(crate) struct Live {
     pub actor: Actor,
     pub label: String,
     pub notices: std::sync::Mutex<Vec<(server::Handle, ChannelId)>>,
-    _registration: Registration,
+    registration: std::sync::Mutex<Option<Registration>>,
 }
 
 impl Shared {
@@ -364,7 +369,7 @@ impl Shared {
             actor,
             label,
             notices: std::sync::Mutex::new(Vec::new()),
-            _registration: registration,
+            registration: std::sync::Mutex::new(Some(registration)),
         }))
     }
 
@@ -382,6 +387,8 @@ impl Shared {
 
     async fn finish(&self) {
         if let Some(Ok(live)) = self.live.get() {
+            // Leave the live list as soon as the connection is gone, whatever tasks still hold the session.
+            drop(live.registration.lock().unwrap_or_else(|e| e.into_inner()).take());
             let secs = live.started.elapsed().as_secs();
             let _ = self
                 .vault()
@@ -585,7 +592,17 @@ impl server::Handler for Conn {
         let shared = self.shared.clone();
         let handle = session.handle();
         let span = self.shared.span.clone();
-        tokio::spawn(relay::session_channel(shared, channel, handle).instrument(span));
+        let cancel = self.shared.cancel.clone();
+        // Channel tasks end with their connection (the connection task cancels on exit).
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = relay::session_channel(shared, channel, handle) => {}
+                    _ = cancel.cancelled() => {}
+                }
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 
@@ -603,6 +620,7 @@ impl server::Handler for Conn {
         let dest = (host_to_connect.to_owned(), port_to_connect);
         let origin = (originator_address.to_owned(), originator_port);
         let span = self.shared.span.clone();
+        // Ends when either side's channel closes (they close with the connection); it then audits the bytes.
         tokio::spawn(relay::direct_tcpip(shared, channel, reply, dest, origin).instrument(span));
         Ok(())
     }
