@@ -529,3 +529,133 @@ async fn login_grace_time_drops_silent_clients_not_sessions_and_terminate_reache
     let mut s = env.s;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_keys_totp_and_vaulted_private_keys() {
+    let mut env = Env::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    // The target account logs in with a vaulted private key.
+    let (target_key, target_pub) = sshd::keygen(dir.path(), "target_key");
+    let t = target(vec![TargetUser::key("keyed", &target_pub)], false);
+    let r = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/resources",
+            Some(&env.alice),
+            Some(json!({"name": "kt", "type": "linux", "host": "127.0.0.1", "port": t.port})),
+        )
+        .await;
+    let rid = r.body["id"].as_str().unwrap().to_owned();
+    let pem = std::fs::read_to_string(&target_key).unwrap();
+    let a = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/resources/{rid}/accounts"),
+            Some(&env.alice),
+            Some(json!({"login": "keyed", "private_key": pem})),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert!(!a.text.contains("PRIVATE KEY"));
+    // Alice logs in to Postern with her own registered key (no password).
+    let (alice_key, alice_pub) = sshd::keygen(dir.path(), "alice_key");
+    let vault = env.s.running.as_ref().unwrap().vault.clone();
+    let alice = vault.authenticate_token(&env.alice).await.unwrap();
+    let ctx = postern_vault::RequestContext::default();
+    vault
+        .add_user_key(
+            &alice,
+            &alice.id,
+            &postern_vault::NewUserKey {
+                public_key: alice_pub.clone(),
+            },
+            &ctx,
+        )
+        .await
+        .unwrap();
+    let by_key = SshClient::new().with_identity(&alice_key);
+    let o = run(by_key.ssh(env.ssh_port, "alice#keyed@kt", &["id -un"]));
+    assert_eq!(stdout(&o).trim(), "keyed", "{}", stderr(&o));
+    // Someone else's key is not alice's.
+    let (other_key, _) = sshd::keygen(dir.path(), "other_key");
+    let o = run(SshClient::new()
+        .with_identity(&other_key)
+        .ssh(env.ssh_port, "alice#keyed@kt", &["true"]));
+    assert_ne!(o.status.code(), Some(0));
+    // Enrol TOTP: from now on a password or a key alone is not enough.
+    let en = env.s.req("POST", "/api/v1/me/totp", Some(&env.alice), None).await;
+    assert_eq!(en.status, 200, "{}", en.text);
+    let secret = en.body["secret"].as_str().unwrap().to_owned();
+    let code = |when: &str| {
+        let o = Command::new("oathtool")
+            .args(["--totp", "-b", "--now", when, &secret])
+            .output()
+            .unwrap();
+        stdout(&o).trim().to_owned()
+    };
+    let c = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(&env.alice),
+            Some(json!({"code": code("60 seconds ago")})),
+        )
+        .await;
+    // Outside the ±1 step window: refused; then the previous step's code is accepted.
+    assert_eq!(c.status, 422, "{}", c.text);
+    let c = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(&env.alice),
+            Some(json!({"code": code("30 seconds ago")})),
+        )
+        .await;
+    assert_eq!(c.status, 204, "{}", c.text);
+    let o = run(by_key.ssh(env.ssh_port, "alice#keyed@kt", &["id -un"]));
+    assert_ne!(o.status.code(), Some(0), "a key alone no longer suffices");
+    let o = run(env.client().ssh(
+        env.ssh_port,
+        "alice#keyed@kt",
+        &["-o", "PreferredAuthentications=password", "id -un"],
+    ));
+    assert_ne!(o.status.code(), Some(0), "the password method cannot carry the code");
+    // An askpass that answers the code prompt with oathtool and the password prompt with the password.
+    let askpass = dir.path().join("askpass");
+    std::fs::write(&dir.path().join("pw"), ALICE_PW).unwrap();
+    std::fs::write(
+        &askpass,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in *code*) oathtool --totp -b {secret} ;; *) cat {} ;; esac\n",
+            dir.path().join("pw").display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let key_and_code = SshClient::new()
+        .with_identity(&alice_key)
+        .with_option("KbdInteractiveAuthentication", "yes")
+        .with_option("BatchMode", "no");
+    let mut cmd = key_and_code.ssh(env.ssh_port, "alice#keyed@kt", &["id -un"]);
+    cmd.env("SSH_ASKPASS", &askpass).env("SSH_ASKPASS_REQUIRE", "force");
+    let o = run(cmd);
+    if stdout(&o).trim() != "keyed" {
+        let ev = env.audit("auth.").await;
+        panic!("key + TOTP: {} {:#?}", stderr(&o), &ev[..ev.len().min(4)]);
+    }
+    // Password + TOTP through keyboard-interactive (a fresh step: the last code was used).
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let pw_client = env.client();
+    let mut cmd = pw_client.ssh(env.ssh_port, "alice#keyed@kt", &["id -un"]);
+    cmd.env("SSH_ASKPASS", &askpass);
+    let o = run(cmd);
+    assert_eq!(stdout(&o).trim(), "keyed", "password + TOTP: {}", stderr(&o));
+    env.s.stop().await;
+}
