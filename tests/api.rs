@@ -253,7 +253,9 @@ async fn every_documented_route_refuses_without_credentials() {
     let paths = doc.body["paths"].as_object().expect("paths");
     let mut checked = 0;
     for (path, item) in paths {
-        let concrete = path.replace("{id}", "00000000-0000-4000-8000-000000000000");
+        let concrete = path
+            .replace("{id}", "00000000-0000-4000-8000-000000000000")
+            .replace("{key_id}", "00000000-0000-4000-8000-000000000001");
         for method in ["get", "post", "patch", "delete", "put"] {
             if item.get(method).is_none() {
                 continue;

@@ -659,3 +659,29 @@ async fn user_keys_totp_and_vaulted_private_keys() {
     assert_eq!(stdout(&o).trim(), "keyed", "password + TOTP: {}", stderr(&o));
     env.s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_user_gets_the_account_picker() {
+    let mut env = Env::new().await;
+    let t = target(vec![TargetUser::password("pick", "pick-pw-12345")], false);
+    env.add_target("pickme", &t, "pick", "pick-pw-12345", json!({})).await;
+    let c = env.client();
+    let mut cmd = c.ssh(env.ssh_port, "alice", &["-tt"]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Filter, then pick; what follows on the same line goes to the target's shell.
+    stdin.write_all(b"pick\n1\necho picked-$(id -un)\nexit\n").unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    let out = stdout(&o);
+    assert!(
+        out.contains("Accounts you may use") && out.contains("pick@pickme"),
+        "{out}"
+    );
+    assert!(out.contains("picked-pick"), "{out}");
+    // exec without a target asks for one.
+    let o = run(c.ssh(env.ssh_port, "alice", &["id"]));
+    assert!(stderr(&o).contains("USER#ACCOUNT@RESOURCE"), "{}", stderr(&o));
+    env.s.stop().await;
+}

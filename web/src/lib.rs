@@ -104,12 +104,15 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(auth::totp_confirm))
         .routes(routes!(users::list_users, users::create_user))
         .routes(routes!(users::get_user, users::update_user, users::delete_user))
+        .routes(routes!(users::list_user_keys, users::add_user_key))
+        .routes(routes!(users::delete_user_key))
         .routes(routes!(resources::list_resources, resources::create_resource))
         .routes(routes!(
             resources::get_resource,
             resources::update_resource,
             resources::delete_resource
         ))
+        .routes(routes!(resources::forget_host_key))
         .routes(routes!(resources::list_accounts, resources::create_account))
         .routes(routes!(
             accounts::get_account,
@@ -236,9 +239,12 @@ mod tests {
             "/api/v1/me/totp/confirm",
             "/api/v1/users",
             "/api/v1/users/{id}",
+            "/api/v1/users/{id}/keys",
+            "/api/v1/users/{id}/keys/{key_id}",
             "/api/v1/resources",
             "/api/v1/resources/{id}",
             "/api/v1/resources/{id}/accounts",
+            "/api/v1/resources/{id}/host-key",
             "/api/v1/accounts/{id}",
             "/api/v1/accounts/{id}/retrieve",
             "/api/v1/import/resources",
@@ -259,6 +265,8 @@ mod tests {
             "ImportReport",
             "Problem",
             "LoginResponse",
+            "UserKey",
+            "NewUserKey",
         ] {
             assert!(json["components"]["schemas"].get(s).is_some(), "missing schema {s}");
         }

@@ -154,6 +154,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/users/{id}"),
     ("PATCH", "/api/v1/users/{id}"),
     ("DELETE", "/api/v1/users/{id}"),
+    ("GET", "/api/v1/users/{id}/keys"),
+    ("POST", "/api/v1/users/{id}/keys"),
+    ("DELETE", "/api/v1/users/{id}/keys/{key_id}"),
     ("GET", "/api/v1/resources"),
     ("POST", "/api/v1/resources"),
     ("GET", "/api/v1/resources/{id}"),
@@ -161,6 +164,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/resources/{id}"),
     ("GET", "/api/v1/resources/{id}/accounts"),
     ("POST", "/api/v1/resources/{id}/accounts"),
+    ("DELETE", "/api/v1/resources/{id}/host-key"),
     ("GET", "/api/v1/accounts/{id}"),
     ("PATCH", "/api/v1/accounts/{id}"),
     ("DELETE", "/api/v1/accounts/{id}"),
@@ -577,7 +581,8 @@ async fn every_route_needs_a_token_and_openapi_lists_every_route() {
     let id = uuid::Uuid::new_v4().to_string();
     let bad_token = format!("pst_{}", "0".repeat(40));
     for (m, p) in ROUTES.iter().filter(|(_, p)| !PUBLIC.contains(p)) {
-        let uri = p.replace("{id}", &id);
+        let uri = p.replace("{id}", &id).replace("{key_id}", &id);
+        assert!(!uri.contains('{'), "unsubstituted path parameter in {p}");
         let method = Method::from_bytes(m.as_bytes()).unwrap();
         for token in [None, Some(bad_token.as_str()), Some("garbage")] {
             let r = call(app, method.clone(), &uri, token, Some(json!({}))).await;
@@ -690,12 +695,22 @@ async fn rejections_are_problem_details() {
         "/api/v1/resources/..%2F..",
         "/api/v1/accounts/not-a-uuid",
         "/api/v1/resources/abc/accounts",
+        "/api/v1/users/abc/keys",
     ] {
         call(app, Method::GET, uri, tok, None)
             .await
             .assert_problem(404, "not-found");
     }
     let id = uuid::Uuid::new_v4();
+    for uri in [
+        format!("/api/v1/users/{id}/keys/not-a-uuid"),
+        format!("/api/v1/users/not-a-uuid/keys/{id}"),
+        "/api/v1/resources/abc/host-key".to_owned(),
+    ] {
+        call(app, Method::DELETE, &uri, tok, None)
+            .await
+            .assert_problem(404, "not-found");
+    }
     call(app, Method::GET, &format!("/api/v1/resources/{id}"), tok, None)
         .await
         .assert_problem(404, "not-found");
@@ -860,4 +875,301 @@ async fn roles_are_enforced_through_the_vault() {
     )
     .await;
     assert!(r.json().as_array().unwrap().len() >= 3, "{}", r.text);
+}
+
+/// Two valid `ssh-ed25519` public keys (made-up key material) and their `ssh-keygen -l` fingerprints.
+const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBERERERERERERERERERERERERERERERERERERERERER";
+const FP_A: &str = "SHA256:SQfC+vTbLURn9cTkVxIS8fGQ3FKNAJWeB0o139+gV4M";
+const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIiIi";
+const FP_B: &str = "SHA256:DZyZLHYkg98LXeBMrWPb1yMuLZRau2MJhzjRAZwPAHU";
+
+/// Creates a password_user that need not change its password; returns (id, token).
+async fn plain_user(e: &Env, admin: &str, username: &str) -> (String, String) {
+    let password = format!("{username}'s long password");
+    let r = call(
+        &e.app,
+        Method::POST,
+        "/api/v1/users",
+        Some(admin),
+        Some(
+            json!({"username": username, "role": "password_user", "password": password, "must_change_password": false}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let token = login(&e.app, username, &password).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, token)
+}
+
+#[tokio::test]
+async fn users_manage_their_own_ssh_keys() {
+    let e = env().await;
+    let app = &e.app;
+    let admin = admin_token(&e).await;
+    let (paula_id, pt) = plain_user(&e, &admin, "paula").await;
+    let (quinn_id, qt) = plain_user(&e, &admin, "quinn").await;
+    let paula_keys = format!("/api/v1/users/{paula_id}/keys");
+    let quinn_keys = format!("/api/v1/users/{quinn_id}/keys");
+
+    // A password_user adds a key to themself; the comment is kept apart.
+    let r = call(
+        app,
+        Method::POST,
+        &paula_keys,
+        Some(&pt),
+        Some(json!({"public_key": format!("{KEY_A} paula@laptop")})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let key = r.json();
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.headers[header::LOCATION], format!("{paula_keys}/{key_id}"));
+    assert_eq!(key["user_id"], paula_id.as_str());
+    assert_eq!(key["public_key"], KEY_A);
+    assert_eq!(key["fingerprint"], FP_A);
+    assert_eq!(key["comment"], "paula@laptop");
+
+    // Listed, with its fingerprint.
+    let r = call(app, Method::GET, &paula_keys, Some(&pt), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let keys = r.json();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(keys[0]["id"], key_id.as_str());
+    assert!(
+        keys[0]["fingerprint"].as_str().unwrap().starts_with("SHA256:"),
+        "{keys:?}"
+    );
+    // The same key twice is a conflict (with or without a comment).
+    call(
+        app,
+        Method::POST,
+        &paula_keys,
+        Some(&pt),
+        Some(json!({"public_key": KEY_A})),
+    )
+    .await
+    .assert_problem(409, "conflict");
+
+    // Malformed keys: 422 naming `public_key`; unknown fields are refused too.
+    for bad in [
+        "",
+        "ssh-ed25519",
+        "ssh-dss AAAAB3NzaC1kc3MAAACBAP",
+        "ssh-ed25519 not*base64",
+        "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIBERERERERERERERERERERERERERERERERERERERERER",
+    ] {
+        let p = call(
+            app,
+            Method::POST,
+            &paula_keys,
+            Some(&pt),
+            Some(json!({"public_key": bad})),
+        )
+        .await
+        .assert_problem(422, "validation-error");
+        assert_eq!(p["field"], "public_key", "{bad:?}: {p}");
+    }
+    let p = call(
+        app,
+        Method::POST,
+        &paula_keys,
+        Some(&pt),
+        Some(json!({"public_key": KEY_B, "comment": "x"})),
+    )
+    .await
+    .assert_problem(422, "validation-error");
+    assert_eq!(p["field"], "comment");
+
+    // Another user's keys are out of reach of a password_user.
+    for (who, m, uri, body) in [
+        (&pt, Method::GET, quinn_keys.clone(), None),
+        (
+            &pt,
+            Method::POST,
+            quinn_keys.clone(),
+            Some(json!({"public_key": KEY_B})),
+        ),
+        (&qt, Method::GET, paula_keys.clone(), None),
+        (
+            &qt,
+            Method::POST,
+            paula_keys.clone(),
+            Some(json!({"public_key": KEY_B})),
+        ),
+        (&qt, Method::DELETE, format!("{paula_keys}/{key_id}"), None),
+    ] {
+        let r = call(app, m.clone(), &uri, Some(who), body).await;
+        assert!(
+            r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
+            "{m} {uri}: {}",
+            r.text
+        );
+        assert_eq!(r.content_type(), "application/problem+json");
+    }
+    let r = call(app, Method::GET, &quinn_keys, Some(&admin), None).await;
+    assert_eq!(r.json(), json!([]), "{}", r.text);
+    // An administrator may manage anyone's keys.
+    let r = call(
+        app,
+        Method::POST,
+        &quinn_keys,
+        Some(&admin),
+        Some(json!({"public_key": KEY_B})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["fingerprint"], FP_B);
+    assert!(r.json()["comment"].is_null());
+    let r = call(app, Method::GET, &quinn_keys, Some(&qt), None).await;
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "{}", r.text);
+
+    // Delete: 204, then gone; a key id under the wrong user or twice is 404.
+    call(
+        app,
+        Method::DELETE,
+        &format!("{quinn_keys}/{key_id}"),
+        Some(&admin),
+        None,
+    )
+    .await
+    .assert_problem(404, "not-found");
+    let r = call(
+        app,
+        Method::DELETE,
+        &format!("{paula_keys}/{}", key_id.to_uppercase()),
+        Some(&pt),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = call(app, Method::GET, &paula_keys, Some(&pt), None).await;
+    assert_eq!(r.json(), json!([]), "{}", r.text);
+    call(app, Method::DELETE, &format!("{paula_keys}/{key_id}"), Some(&pt), None)
+        .await
+        .assert_problem(404, "not-found");
+    // Unknown user.
+    let nobody = uuid::Uuid::new_v4();
+    call(
+        app,
+        Method::GET,
+        &format!("/api/v1/users/{nobody}/keys"),
+        Some(&admin),
+        None,
+    )
+    .await
+    .assert_problem(404, "not-found");
+
+    // Audited.
+    let r = call(app, Method::GET, "/api/v1/audit?limit=1000", Some(&admin), None).await;
+    let events = r.json();
+    let actions: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ev| ev["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"user.key_add"), "{actions:?}");
+    assert!(actions.contains(&"user.key_delete"), "{actions:?}");
+}
+
+#[tokio::test]
+async fn resources_carry_forwarding_policy_and_host_keys_can_be_forgotten() {
+    let e = env().await;
+    let app = &e.app;
+    let admin = admin_token(&e).await;
+    let tok = Some(admin.as_str());
+
+    let r = call(
+        app,
+        Method::POST,
+        "/api/v1/resources",
+        tok,
+        Some(json!({"name": "jump", "type": "linux", "host": "10.0.0.9", "allow_port_forwarding": true})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let res = r.json();
+    let id = res["id"].as_str().unwrap().to_owned();
+    assert_eq!(res["allow_port_forwarding"], true);
+    assert_eq!(res["allow_agent_forwarding"], false);
+    let r = call(
+        app,
+        Method::PATCH,
+        &format!("/api/v1/resources/{id}"),
+        tok,
+        Some(json!({"allow_port_forwarding": false, "allow_agent_forwarding": true})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = call(app, Method::GET, &format!("/api/v1/resources/{id}"), tok, None).await;
+    assert_eq!(r.json()["allow_port_forwarding"], false, "{}", r.text);
+    assert_eq!(r.json()["allow_agent_forwarding"], true, "{}", r.text);
+    call(
+        app,
+        Method::PATCH,
+        &format!("/api/v1/resources/{id}"),
+        tok,
+        Some(json!({"allow_agent_forwarding": "yes"})),
+    )
+    .await
+    .assert_problem(422, "validation-error");
+
+    // The OpenAPI document shows the policy on reads, creation and changes.
+    let doc = call(app, Method::GET, "/api/v1/openapi.json", None, None).await.json();
+    for schema in ["Resource", "NewResource", "ResourcePatch"] {
+        let props = &doc["components"]["schemas"][schema]["properties"];
+        for f in ["allow_port_forwarding", "allow_agent_forwarding"] {
+            assert!(props.get(f).is_some(), "{schema} lacks {f}: {props}");
+        }
+    }
+
+    // Forgetting the pinned host key (none pinned yet is fine), audited.
+    let r = call(
+        app,
+        Method::DELETE,
+        &format!("/api/v1/resources/{id}/host-key"),
+        tok,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    let r = call(
+        app,
+        Method::GET,
+        "/api/v1/audit?action=resource.host_key_forget",
+        tok,
+        None,
+    )
+    .await;
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "{}", r.text);
+    let nowhere = uuid::Uuid::new_v4();
+    call(
+        app,
+        Method::DELETE,
+        &format!("/api/v1/resources/{nowhere}/host-key"),
+        tok,
+        None,
+    )
+    .await
+    .assert_problem(404, "not-found");
+    // A password_user cannot.
+    let (_, pt) = plain_user(&e, &admin, "paula").await;
+    let r = call(
+        app,
+        Method::DELETE,
+        &format!("/api/v1/resources/{id}/host-key"),
+        Some(&pt),
+        None,
+    )
+    .await;
+    assert!(
+        r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND,
+        "{}",
+        r.text
+    );
 }

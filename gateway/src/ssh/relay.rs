@@ -17,6 +17,8 @@ use crate::ssh::server::{Live, Shared};
 
 /// What the client asked for before the target was chosen (picker mode).
 struct PtyParams {
+    /// Keystrokes typed after the choice, for the target's shell.
+    typed_ahead: Vec<u8>,
     term: String,
     cols: u32,
     rows: u32,
@@ -112,6 +114,9 @@ async fn relay(
             .request_pty(false, &p.term, p.cols, p.rows, p.pw, p.ph, &p.modes)
             .await;
         let _ = twr.request_shell(false).await;
+        if !p.typed_ahead.is_empty() {
+            let _ = twr.data_bytes(Bytes::from(p.typed_ahead)).await;
+        }
     }
     live.notices
         .lock()
@@ -308,6 +313,7 @@ async fn picker(
                 ..
             } => {
                 pty = Some(PtyParams {
+                    typed_ahead: Vec::new(),
                     term,
                     cols: col_width,
                     rows: row_height,
@@ -354,6 +360,7 @@ async fn picker(
         return None;
     }
     let mut filter = String::new();
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         let shown: Vec<&TargetName> = names
             .iter()
@@ -368,7 +375,7 @@ async fn picker(
         }
         text.push_str("Type a number and Enter to connect, text and Enter to filter, Ctrl-D to quit: ");
         let _ = wr.data_bytes(Bytes::from(text)).await;
-        let line = read_line(rd, wr).await?;
+        let line = read_line(rd, wr, &mut pending).await?;
         let line = line.trim();
         if let Ok(n) = line.parse::<usize>() {
             if let Some(t) = n.checked_sub(1).and_then(|i| shown.get(i)) {
@@ -376,6 +383,10 @@ async fn picker(
                     .data_bytes(Bytes::from(format!("\r\nConnecting to {t}...\r\n")))
                     .await;
                 info!(target = %t, "picked from the account list");
+                let pty = pty.map(|mut p| {
+                    p.typed_ahead = std::mem::take(&mut pending);
+                    p
+                });
                 return Some(((*t).clone(), pty));
             }
         }
@@ -383,15 +394,30 @@ async fn picker(
     }
 }
 
-async fn read_line(rd: &mut ChannelReadHalf, wr: &ChannelWriteHalf<Msg>) -> Option<String> {
+/// Reads one line with local echo; bytes after the line end stay in `pending`.
+async fn read_line(rd: &mut ChannelReadHalf, wr: &ChannelWriteHalf<Msg>, pending: &mut Vec<u8>) -> Option<String> {
     let mut line = String::new();
     loop {
-        match rd.wait().await? {
-            ChannelMsg::Data { data } => {
-                for &b in data.iter() {
+        let data = if pending.is_empty() {
+            match rd.wait().await? {
+                ChannelMsg::Data { data } => data.to_vec(),
+                ChannelMsg::Close | ChannelMsg::Eof => return None,
+                _ => continue,
+            }
+        } else {
+            std::mem::take(pending)
+        };
+        {
+            {
+                for (i, &b) in data.iter().enumerate() {
                     match b {
                         b'\r' | b'\n' => {
                             let _ = wr.data_bytes(Bytes::from_static(b"\r\n")).await;
+                            let mut rest = &data[i + 1..];
+                            if b == b'\r' && rest.first() == Some(&b'\n') {
+                                rest = &rest[1..];
+                            }
+                            *pending = rest.to_vec();
                             return Some(line);
                         }
                         3 | 4 => {
@@ -410,8 +436,6 @@ async fn read_line(rd: &mut ChannelReadHalf, wr: &ChannelWriteHalf<Msg>) -> Opti
                     }
                 }
             }
-            ChannelMsg::Close | ChannelMsg::Eof => return None,
-            _ => {}
         }
     }
 }

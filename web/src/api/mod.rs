@@ -1,8 +1,8 @@
 //! The REST API handlers, and the extractors they share.
 //!
 //! Extractors reject with problem details (never axum's plain-text defaults):
-//! [`ApiJson`] for JSON bodies, [`ApiQuery`] for query strings, [`Id`] for
-//! UUID path parameters (anything else is a 404).
+//! [`ApiJson`] for JSON bodies, [`ApiQuery`] for query strings, [`Id`] (one)
+//! and [`Ids`] (two) for UUID path parameters (anything else is a 404).
 
 pub mod accounts;
 pub mod audit;
@@ -163,6 +163,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
             .map_err(|_| not_found())?;
         let id = uuid::Uuid::try_parse(&raw).map_err(|_| not_found())?;
         Ok(Id(id.hyphenated().to_string()))
+    }
+}
+
+/// Two UUID path parameters (`/…/{id}/…/{key_id}`), in path order, each
+/// normalized like [`Id`]; anything that is not a UUID is answered with 404.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ids(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ids {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let not_found = || ApiError::not_found("no such object");
+        let Path((a, b)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| not_found())?;
+        let parse = |raw: &str| {
+            uuid::Uuid::try_parse(raw)
+                .map(|u| u.hyphenated().to_string())
+                .map_err(|_| not_found())
+        };
+        Ok(Ids(parse(&a)?, parse(&b)?))
     }
 }
 

@@ -79,6 +79,21 @@ pub async fn delete_resource(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Forgets the resource's pinned SSH host key, after a legitimate re-install
+/// of the target: the gateway pins whatever key it sees on the next connection.
+#[utoipa::path(delete, path = "/api/v1/resources/{id}/host-key", tag = tags::RESOURCES, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Resource id (UUID)")),
+    responses((status = 204, description = "Forgotten (also when none was pinned)"), AuthErrors, ForbiddenError, NotFoundError))]
+pub async fn forget_host_key(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<StatusCode> {
+    state.vault.forget_host_key(&auth.actor, &id, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Lists the accounts of a resource that the caller can see (metadata only, never secrets).
 #[utoipa::path(get, path = "/api/v1/resources/{id}/accounts", tag = tags::ACCOUNTS, security(("bearer" = [])),
     params(("id" = String, Path, description = "Resource id (UUID)")),

@@ -1,13 +1,13 @@
-//! Users (`/api/v1/users`).
+//! Users (`/api/v1/users`) and their SSH public keys (`/api/v1/users/{id}/keys`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use postern_vault::{NewUser, Role, SecretString, User, UserPatch};
+use postern_vault::{NewUser, NewUserKey, Role, SecretString, User, UserKey, UserPatch};
 use serde::Deserialize;
 
-use super::{created, tags, ApiJson, Id};
+use super::{created, tags, ApiJson, Id, Ids};
 use crate::auth::{Authenticated, ClientContext};
 use crate::error::{ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError};
 use crate::AppState;
@@ -108,5 +108,55 @@ pub async fn delete_user(
     ClientContext(ctx): ClientContext,
 ) -> ApiResult<StatusCode> {
     state.vault.delete_user(&auth.actor, &id, &ctx).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lists a user's SSH public keys (for public-key login to the SSH gateway).
+/// Every user may list their own; listing another user's needs the right to read that user.
+#[utoipa::path(get, path = "/api/v1/users/{id}/keys", tag = tags::USERS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses((status = 200, description = "The user's keys", body = Vec<UserKey>), AuthErrors, ForbiddenError, NotFoundError))]
+pub async fn list_user_keys(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<Json<Vec<UserKey>>> {
+    Ok(Json(state.vault.user_keys(&auth.actor, &id, &ctx).await?))
+}
+
+/// Registers an SSH public key (one `authorized_keys` line: `TYPE BASE64 [COMMENT]`).
+/// Every user may add keys to themself; adding one to another user needs the right to change that user.
+#[utoipa::path(post, path = "/api/v1/users/{id}/keys", tag = tags::USERS, security(("bearer" = [])), request_body = NewUserKey,
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses(
+        (status = 201, description = "Registered", body = UserKey, headers(("Location" = String, description = "URL of the new key"))),
+        AuthErrors, ForbiddenError, NotFoundError, BodyErrors, ConflictError,
+    ))]
+pub async fn add_user_key(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+    ApiJson(body): ApiJson<NewUserKey>,
+) -> ApiResult<Response> {
+    let key = state.vault.add_user_key(&auth.actor, &id, &body, &ctx).await?;
+    Ok(created(format!("/api/v1/users/{}/keys/{}", key.user_id, key.id), key))
+}
+
+/// Removes one of a user's SSH public keys.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/keys/{key_id}", tag = tags::USERS, security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "User id (UUID)"),
+        ("key_id" = String, Path, description = "Key id (UUID)"),
+    ),
+    responses((status = 204, description = "Removed"), AuthErrors, ForbiddenError, NotFoundError))]
+pub async fn delete_user_key(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Ids(id, key_id): Ids,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<StatusCode> {
+    state.vault.delete_user_key(&auth.actor, &id, &key_id, &ctx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
