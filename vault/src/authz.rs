@@ -30,11 +30,13 @@ pub enum Operation {
     PrivacySecurity,
     /// Open gateway sessions to accounts the actor can use.
     RemoteAccess,
+    /// Terminate other people's live sessions.
+    SessionControl,
 }
 
 impl Operation {
     /// Every operation.
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::ManageUsers,
         Operation::ManageResources,
         Operation::ManagePasswords,
@@ -43,6 +45,7 @@ impl Operation {
         Operation::ViewAudit,
         Operation::PrivacySecurity,
         Operation::RemoteAccess,
+        Operation::SessionControl,
     ];
 }
 
@@ -58,6 +61,7 @@ pub fn role_grants(role: Role, op: Operation) -> bool {
         ViewPasswords | PersonalPasswords | RemoteAccess => true,
         ViewAudit => matches!(role, Administrator | PrivilegedAdministrator | PasswordAuditor),
         PrivacySecurity => matches!(role, PrivilegedAdministrator),
+        SessionControl => matches!(role, Administrator | PrivilegedAdministrator),
     }
 }
 
@@ -137,6 +141,10 @@ pub enum Action {
     ManageSettings,
     /// Create an API token for another user (object: User).
     CreateTokenFor,
+    /// List and watch live sessions, read recordings (object: System).
+    ViewSessions,
+    /// Terminate a live session (object: System).
+    TerminateSession,
 }
 
 /// The answer.
@@ -240,6 +248,14 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
         (ManageSettings, _) => need(
             Operation::PrivacySecurity,
             "settings need the Privacy and security operation",
+        ),
+        (ViewSessions, _) => need(
+            Operation::ViewAudit,
+            "live sessions and recordings need the View audit operation",
+        ),
+        (TerminateSession, _) => need(
+            Operation::SessionControl,
+            "terminating sessions needs the Session control operation",
         ),
         (action, Object::Owned { owner_id, share }) => owned(actor, action, owner_id, share),
         _ => Deny("this action does not apply to that object"),
@@ -425,6 +441,8 @@ mod tests {
             (Import, Object::System, [true, true, true, false, false]),
             (ViewAudit, Object::System, [true, false, true, false, true]),
             (ManageSettings, Object::System, [false, false, true, false, false]),
+            (ViewSessions, Object::System, [true, false, true, false, true]),
+            (TerminateSession, Object::System, [true, false, true, false, false]),
             (ViewObject, own, [true; 5]),
             (UpdateResource, own, [true, true, true, false, false]),
             (DeleteResource, own, [true, true, true, false, false]),

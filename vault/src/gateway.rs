@@ -489,6 +489,18 @@ impl Vault {
         w.commit().await
     }
 
+    /// Checks that the actor may list/watch live sessions (`terminate = false`)
+    /// or terminate them (`terminate = true`); refusals are audited.
+    pub async fn require_session_oversight(&self, actor: &Actor, terminate: bool, ctx: &RequestContext) -> Result<()> {
+        let (action, name) = if terminate {
+            (Action::TerminateSession, "session.terminate")
+        } else {
+            (Action::ViewSessions, "session.list")
+        };
+        self.require(actor, action, Object::System, name, "session", None, ctx)
+            .await
+    }
+
     /// Appends a gateway event (session start/end, forwards, host key mismatch...).
     #[allow(clippy::too_many_arguments)]
     pub async fn audit_gateway(
