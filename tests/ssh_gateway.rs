@@ -685,3 +685,26 @@ async fn plain_user_gets_the_account_picker() {
     assert!(stderr(&o).contains("USER#ACCOUNT@RESOURCE"), "{}", stderr(&o));
     env.s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_stalling_mid_kex_is_dropped_after_the_grace_time() {
+    let mut s = TestServer::builder().set("ssh.login_grace_time", "2s").start().await;
+    let port = s.running.as_ref().unwrap().ssh_addr.port();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"SSH-2.0-OpenSSH_9.2p1 stalling\r\n").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c, &mut buf);
+    assert!(t0.elapsed() < Duration::from_secs(8), "held for {:?}", t0.elapsed());
+    assert!(buf.starts_with(b"SSH-2.0-Postern"), "the gateway identified itself");
+    // A huge packet length does not make the gateway allocate or hang.
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"SSH-2.0-OpenSSH_9.2p1\r\n\xff\xff\xff\xf0\x00\x00\x00\x00")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let t0 = Instant::now();
+    let _ = std::io::Read::read_to_end(&mut c, &mut buf);
+    assert!(t0.elapsed() < Duration::from_secs(8));
+    s.stop().await;
+}

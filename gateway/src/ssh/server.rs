@@ -174,6 +174,8 @@ impl SshGateway {
         };
         async move {
             let grace = self.settings.login_grace_time;
+            let kill = CancellationToken::new();
+            let stream = Killable { inner: stream, killed: Box::pin(kill.clone().cancelled_owned()) };
             let running = match tokio::time::timeout(grace, server::run_stream(self.config.clone(), stream, handler)).await {
                 Err(_) => return debug!("no SSH identification within the login grace time"),
                 Ok(Err(e)) => return debug!(error = %e, "SSH handshake failed"),
@@ -214,8 +216,16 @@ impl SshGateway {
             };
             if let Some(why) = ended_by {
                 shared.notify_all(&why).await;
-                let _ = handle.disconnect(russh::Disconnect::ByApplication, why, "en".into()).await;
-                let _ = tokio::time::timeout(Duration::from_secs(2), &mut running).await;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    handle.disconnect(russh::Disconnect::ByApplication, why, "en".into()),
+                )
+                .await;
+                if tokio::time::timeout(Duration::from_secs(2), &mut running).await.is_err() {
+                    // A client stuck mid-key-exchange never reads the disconnect: cut the socket.
+                    kill.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), &mut running).await;
+                }
             }
             shared.finish().await;
             cancel.cancel();
@@ -653,5 +663,63 @@ impl Shared {
     /// The actor and the login name.
     pub(crate) fn identity(&self) -> Option<(Actor, Login)> {
         self.who()
+    }
+}
+
+/// The client socket, which the connection task can cut even when the SSH
+/// session is stuck (mid key exchange): reads and writes fail once `killed` fires.
+struct Killable {
+    inner: tokio::net::TcpStream,
+    killed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl Killable {
+    fn check(&mut self, cx: &mut std::task::Context<'_>) -> Option<std::io::Error> {
+        use std::future::Future;
+        self.killed
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+            .then(|| std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "closed by the gateway"))
+    }
+}
+
+impl tokio::io::AsyncRead for Killable {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(e) = this.check(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Killable {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(e) = this.check(cx) {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
