@@ -708,3 +708,52 @@ async fn a_client_stalling_mid_kex_is_dropped_after_the_grace_time() {
     assert!(t0.elapsed() < Duration::from_secs(8));
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_sends_nonsense_or_nothing_gets_a_clear_message() {
+    let mut env = Env::new().await;
+    for (name, payload) in [
+        ("noise", &b"HTTP/1.1 400 Bad Request\r\n\r\n\x00\x01garbage"[..]),
+        ("mute", &b""[..]),
+    ] {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let payload = payload.to_vec();
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let _ = s.write_all(&payload);
+                std::thread::sleep(Duration::from_secs(20));
+            }
+        });
+        let r = env
+            .s
+            .req(
+                "POST",
+                "/api/v1/resources",
+                Some(&env.alice),
+                Some(json!({"name": name, "type": "linux", "host": "127.0.0.1", "port": port})),
+            )
+            .await;
+        let rid = r.body["id"].as_str().unwrap().to_owned();
+        env.s
+            .req(
+                "POST",
+                &format!("/api/v1/resources/{rid}/accounts"),
+                Some(&env.alice),
+                Some(json!({"login": "x", "password": "pw"})),
+            )
+            .await;
+    }
+    let c = env.client();
+    let t0 = Instant::now();
+    let o = run(c.ssh(env.ssh_port, "alice#x@noise", &["true"]));
+    assert!(stderr(&o).contains("postern: target x@noise"), "{}", stderr(&o));
+    let o = run(c.ssh(env.ssh_port, "alice#x@mute", &["true"]));
+    assert!(
+        stderr(&o).contains("postern: target x@mute: no answer within 10s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    env.s.stop().await;
+}
