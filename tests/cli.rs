@@ -453,3 +453,72 @@ async fn totp_codes_match_oathtool() {
     assert_eq!(replay.status, 401);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn target_canary_password_never_reaches_debug_logs() {
+    use common::sshd::{self, SshClient, SshTarget, TargetOptions, TargetUser};
+    sshd::available().expect("real sshd targets are needed");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("debug.log");
+    let (p, port) = spawn_server(&data, &log, &[("POSTERN_LOG_LEVEL", "debug")]);
+    let ssh_port: u16 = p
+        .log()
+        .lines()
+        .filter(|l| l.contains("SSH gateway listening"))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l).ok()?["fields"]["addr"]
+                .as_str()?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("SSH listener address in the log");
+    let api = Remote::new(&data, port);
+    let t = api.admin(&data).await;
+    let secret = canary();
+    let target = SshTarget::start(TargetOptions {
+        users: vec![TargetUser::password("canary", &secret)],
+        ..Default::default()
+    });
+    let (_, r) = api
+        .req(
+            "POST",
+            "/api/v1/resources",
+            Some(&t),
+            Some(json!({"name": "c1", "type": "linux", "host": "127.0.0.1", "port": target.port})),
+        )
+        .await;
+    let rid = r["id"].as_str().unwrap().to_owned();
+    let (st, _) = api
+        .req(
+            "POST",
+            &format!("/api/v1/resources/{rid}/accounts"),
+            Some(&t),
+            Some(json!({"login": "canary", "password": secret})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let c = SshClient::new().with_password(ADMIN_PW);
+    let o = c.ssh(ssh_port, "admin#canary@c1", &["id -un"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "canary",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (status, _) = p.terminate();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("session started"), "the debug log covers the session");
+    assert!(!text.contains(&secret), "the target's password is in the debug log");
+    assert!(!text.contains(ADMIN_PW), "the user's password is in the debug log");
+    for f in files_under(&data) {
+        assert!(
+            !contains_bytes(&std::fs::read(&f).unwrap(), &secret),
+            "canary in {}",
+            f.display()
+        );
+    }
+}
