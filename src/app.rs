@@ -176,7 +176,7 @@ impl App {
         if cfg.ssh.dangerous.accept_any_target_host_key {
             tracing::warn!("[ssh.dangerous] accept_any_target_host_key is on: changed target host keys are accepted");
         }
-        let state = postern_web::AppState { vault: vault.clone() };
+        let state = postern_web::AppState::new(vault.clone()).with_live(Arc::new(LiveRegistry(registry.clone())));
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = postern_web::serve(listener, tls, state, token).await {
@@ -223,5 +223,29 @@ impl Running {
         })
         .await
         .is_ok()
+    }
+}
+
+/// The web's view of the gateway's live sessions.
+struct LiveRegistry(postern_gateway::Registry);
+
+impl postern_web::LiveSessions for LiveRegistry {
+    fn list(&self) -> Vec<postern_web::LiveSession> {
+        self.0
+            .list()
+            .into_iter()
+            .map(|s| postern_web::LiveSession {
+                id: s.id,
+                user: s.user,
+                target: s.target,
+                protocol: s.protocol.to_owned(),
+                client: s.client.map(|c| c.to_string()),
+                started_at: s.started_at,
+            })
+            .collect()
+    }
+
+    fn terminate(&self, id: &str, by: &str, reason: &str) -> bool {
+        self.0.terminate(id, by, reason)
     }
 }

@@ -20,6 +20,7 @@ declare -A needed=(
   [nsenter]=util-linux
   [/usr/sbin/useradd]=passwd
   [/usr/sbin/chpasswd]=passwd
+  [asciinema]=asciinema
 )
 missing=()
 for cmd in "${!needed[@]}"; do

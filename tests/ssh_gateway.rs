@@ -626,7 +626,7 @@ async fn user_keys_totp_and_vaulted_private_keys() {
     assert_ne!(o.status.code(), Some(0), "the password method cannot carry the code");
     // An askpass that answers the code prompt with oathtool and the password prompt with the password.
     let askpass = dir.path().join("askpass");
-    std::fs::write(&dir.path().join("pw"), ALICE_PW).unwrap();
+    std::fs::write(dir.path().join("pw"), ALICE_PW).unwrap();
     std::fs::write(
         &askpass,
         format!(
@@ -756,4 +756,138 @@ async fn a_target_that_sends_nonsense_or_nothing_gets_a_clear_message() {
     );
     assert!(t0.elapsed() < Duration::from_secs(30));
     env.s.stop().await;
+}
+
+/// Serves one greeting per connection on a fresh loopback port.
+fn greeter(text: &'static str) -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(text.as_bytes());
+        }
+    });
+    port
+}
+
+fn read_greeting(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut out);
+            if !out.is_empty() {
+                return out;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    String::new()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_and_agent_forwarding_only_where_allowed() {
+    let mut env = Env::new().await;
+    let open = target(vec![TargetUser::password("fw", "fw-pw-12345")], true);
+    let closed = target(vec![TargetUser::password("fw", "fw-pw-12345")], true);
+    env.add_target(
+        "rf-open",
+        &open,
+        "fw",
+        "fw-pw-12345",
+        json!({"allow_port_forwarding": true, "allow_agent_forwarding": true}),
+    )
+    .await;
+    env.add_target("rf-closed", &closed, "fw", "fw-pw-12345", json!({}))
+        .await;
+    let c = env.client();
+    // Remote forward: the target's port P reaches a listener on the user's side.
+    for (name, allowed) in [("rf-open", true), ("rf-closed", false)] {
+        let local = greeter("hello-remote");
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = c.ssh(
+            env.ssh_port,
+            &format!("alice#fw@{name}"),
+            &["-N", "-R", &format!("127.0.0.1:{p}:127.0.0.1:{local}")],
+        );
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let got = if allowed {
+            read_greeting(p)
+        } else {
+            std::thread::sleep(Duration::from_secs(3));
+            read_greeting_once(p)
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(got == "hello-remote", allowed, "{name}: {got:?}");
+    }
+    // Agent forwarding: the target sees the user's agent only where allowed.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    // Killed even when an assertion fails first.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let agent = KillOnDrop(
+        Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (key, _) = sshd::keygen(dir.path(), "agent_key");
+    assert!(Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let ac = SshClient::new()
+        .with_password(ALICE_PW)
+        .with_option("ForwardAgent", "yes")
+        .with_option("IdentityAgent", sock.to_str().unwrap());
+    let o = run(ac.ssh(env.ssh_port, "alice#fw@rf-open", &["ssh-add -l"]));
+    assert!(
+        stdout(&o).contains("agent_key") || stdout(&o).contains("ED25519"),
+        "allowed: {} {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = run(ac.ssh(env.ssh_port, "alice#fw@rf-closed", &["ssh-add -l; echo rc=$?"]));
+    assert!(
+        !stdout(&o).contains("ED25519") && stdout(&o).contains("rc=2"),
+        "denied: {} {}",
+        stdout(&o),
+        stderr(&o)
+    );
+    drop(agent);
+    assert!(!env.audit("session.agent_forward").await.is_empty());
+    env.s.stop().await;
+}
+
+fn read_greeting_once(port: u16) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut out);
+    out
 }

@@ -451,3 +451,75 @@ fn extra_config_overrides_defaults_and_match_blocks_go_last() {
         t.log()
     );
 }
+
+/// Targets started and stopped concurrently (as cargo's parallel tests do) must not disturb each other. Regression:
+/// a stopping target swept its mount namespace by its number ("mnt:[N]"), the kernel gives a freed number to the
+/// next new namespace at once, and the sweep then killed another target's holder, useradd or sshd mid-start
+/// ("creating target user ... failed: nsenter: cannot open /proc/<pid>/ns/mnt", "mount namespace setup failed").
+#[test]
+fn concurrent_targets_start_add_users_and_log_in_independently() {
+    need_targets();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, key_pub) = keygen(keys.path(), "conc");
+    let key = Arc::new(key);
+    // Rounds of staggered lifetimes: one target's teardown overlaps others' namespace setup and useradd.
+    const TARGETS: usize = 6;
+    const ROUNDS: usize = 5;
+    let threads: Vec<_> = (0..TARGETS)
+        .map(|i| {
+            let (key, key_pub) = (key.clone(), key_pub.clone());
+            std::thread::spawn(move || {
+                for round in 0..ROUNDS {
+                    let pw = format!("Conc-pw-{i}-{round}");
+                    let users = vec![
+                        TargetUser::password(&format!("conc{i}a"), &pw),
+                        TargetUser::password(&format!("conc{i}b"), &pw),
+                        TargetUser::key(&format!("conc{i}c"), &key_pub),
+                    ];
+                    let t = SshTarget::start(TargetOptions {
+                        users: users.clone(),
+                        ..Default::default()
+                    });
+                    let pw_client = SshClient::new().with_password(&pw);
+                    let key_client = SshClient::new().with_identity(&key);
+                    for u in &users {
+                        let c = if u.password.is_some() { &pw_client } else { &key_client };
+                        let (code, out, err) = run(&mut c.ssh(t.port, &u.name, &["id", "-un"]));
+                        assert_eq!(
+                            (code, out.trim()),
+                            (0, u.name.as_str()),
+                            "target {i} round {round}, login as {}: {err}\n{}",
+                            u.name,
+                            t.log()
+                        );
+                    }
+                    // Exactly this target's users, none of the others'.
+                    let (code, out, err) = t.exec_in_ns("getent passwd | cut -d: -f1 | grep '^conc' | sort");
+                    assert_eq!(code, 0, "{err}");
+                    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+                    assert_eq!(out.lines().collect::<Vec<_>>(), names, "target {i} round {round}");
+                    std::thread::sleep(Duration::from_millis((i * 15) as u64));
+                }
+            })
+        })
+        .collect();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .filter_map(|h| h.join().err())
+        .map(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {TARGETS} targets failed:\n{}",
+        failures.len(),
+        failures.join("\n---\n")
+    );
+    for i in 0..TARGETS {
+        assert!(!host_has_user(&format!("conc{i}a")), "conc{i}a leaked to the host");
+    }
+}

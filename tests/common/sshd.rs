@@ -14,6 +14,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -74,6 +75,11 @@ pub struct SshTarget {
     holder: Option<Child>,
     /// `readlink /proc/<holder>/ns/mnt`, e.g. "mnt:[4026532177]".
     mnt_ns: String,
+    /// An open `/proc/<holder>/ns/mnt`: keeps the namespace, and with it its number `mnt_ns`, alive until Drop has
+    /// killed everything in it. The kernel hands a freed namespace's number to the next new namespace at once, so
+    /// without this pin Drop, still looking for stragglers, would find (and kill) the holder, useradd or sshd of a
+    /// target that is starting concurrently in a namespace that got the same number.
+    mnt_ns_pin: Option<fs::File>,
     log_path: PathBuf,
     config_path: PathBuf,
     host_key: PathBuf,
@@ -153,7 +159,11 @@ impl SshTarget {
                 fs::read_to_string(&setup_log).unwrap_or_default()
             );
         }
-        let mnt_ns = fs::read_link(format!("/proc/{}/ns/mnt", holder.id()))
+        // The name is read from the pinned handle itself, so both are surely the same namespace.
+        let mnt_ns_pin = fs::File::open(format!("/proc/{}/ns/mnt", holder.id())).ok();
+        let mnt_ns = mnt_ns_pin
+            .as_ref()
+            .and_then(|f| fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok())
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         let own_ns = fs::read_link("/proc/self/ns/mnt")
@@ -170,6 +180,7 @@ impl SshTarget {
             sshd: None,
             holder: Some(holder),
             mnt_ns,
+            mnt_ns_pin,
             extra_config: opts.extra_config,
             allow_tcp_forwarding: opts.allow_tcp_forwarding,
             _tmp: tmp,
@@ -437,11 +448,12 @@ impl SshTarget {
 impl Drop for SshTarget {
     fn drop(&mut self) {
         // Kill everything in the namespace: sshd, its per-connection children (they setsid() and outlive the
-        // listener), user sessions, the holder. Guard: never when the namespace is ours (that would be the host).
+        // listener), user sessions, the holder. Guards: never when the namespace is ours (that would be the host),
+        // and only while `mnt_ns_pin` keeps the number `mnt_ns` ours (see there): it is closed only at the end.
         let own = fs::read_link("/proc/self/ns/mnt")
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        if self.mnt_ns.starts_with("mnt:") && self.mnt_ns != own {
+        if self.mnt_ns_pin.is_some() && self.mnt_ns.starts_with("mnt:") && self.mnt_ns != own {
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
                 let pids = pids_in_ns(&self.mnt_ns);
@@ -460,7 +472,9 @@ impl Drop for SshTarget {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // With its last process gone, the namespace and its overlay mounts are gone; _tmp is removed next.
+        // With its last process gone and the pin closed, the namespace and its overlay mounts are gone; _tmp is
+        // removed next.
+        drop(self.mnt_ns_pin.take());
     }
 }
 

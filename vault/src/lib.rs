@@ -101,6 +101,8 @@ struct Inner {
     key_files: KeyFiles,
     policy: AuthPolicy,
     initial_password_file: Option<PathBuf>,
+    /// Bounds concurrent argon2 checks (19 MiB each): memory and CPU stay flat under a login storm.
+    hash_slots: tokio::sync::Semaphore,
 }
 
 const META_KEY_ID: &str = "master_key_id";
@@ -210,9 +212,23 @@ impl Vault {
                 key_files,
                 policy: opts.auth,
                 initial_password_file: opts.initial_admin_password_file,
+                hash_slots: tokio::sync::Semaphore::new(2),
             }),
         };
         Ok((vault, report))
+    }
+
+    /// Verifies a password against its hash off the async threads, at most two at a time.
+    pub(crate) async fn verify_password(&self, hash: Option<String>, pw: SecretString) -> Result<bool> {
+        let _slot = self
+            .inner
+            .hash_slots
+            .acquire()
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || auth::verify_password(hash.as_deref(), pw.expose()))
+            .await
+            .map_err(|e| Error::Internal(format!("password check task: {e}")))
     }
 
     fn store(&self) -> &Store {

@@ -272,9 +272,7 @@ impl Vault {
         let row = self.user_by_name(&req.username).await?;
         let hash = row.as_ref().and_then(|r| r.password_hash.clone());
         let pw = req.password.clone();
-        let pw_ok = tokio::task::spawn_blocking(move || auth::verify_password(hash.as_deref(), pw.expose()))
-            .await
-            .map_err(|e| Error::Internal(format!("password check task: {e}")))?;
+        let pw_ok = self.verify_password(hash, pw).await?;
         let now = store::now();
         let fail = |detail: &str| NewEvent {
             actor_id: row.as_ref().map(|r| r.id.as_str()),
@@ -540,9 +538,7 @@ impl Vault {
             .ok_or(Error::NotFound { kind: "user" })?;
         let hash = row.password_hash.clone();
         let cur = current.clone();
-        let ok = tokio::task::spawn_blocking(move || auth::verify_password(hash.as_deref(), cur.expose()))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let ok = self.verify_password(hash, cur).await?;
         if !ok {
             self.record_failure(&row, "wrong current password on password change", ctx)
                 .await?;

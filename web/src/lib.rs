@@ -12,12 +12,17 @@
 //! (HSTS, CSP, nosniff, no referrer) and `/api/` responses are `no-store`.
 //! The only response that ever contains a vaulted secret is
 //! `POST /api/v1/accounts/{id}/retrieve`.
+//!
+//! Live gateway sessions are reached only through [`LiveSessions`], which the
+//! root binary implements over the gateway and sets with
+//! [`AppState::with_live`]; this crate does not depend on the gateway.
 
 #![warn(missing_docs)]
 
 mod api;
 pub mod auth;
 pub mod error;
+pub mod live;
 mod tls;
 
 use std::sync::Arc;
@@ -35,16 +40,42 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, Error};
+pub use live::{LiveSession, LiveSessions, NoLiveSessions};
 pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
 
 /// Largest JSON request body.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
 
 /// Shared state of the handlers. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AppState {
     /// The vault every handler goes through.
     pub vault: postern_vault::Vault,
+    /// The gateway's live sessions ([`NoLiveSessions`] unless the root sets them).
+    pub live: Arc<dyn LiveSessions>,
+}
+
+impl AppState {
+    /// State over a vault, without a gateway ([`NoLiveSessions`]).
+    pub fn new(vault: postern_vault::Vault) -> Self {
+        AppState {
+            vault,
+            live: Arc::new(NoLiveSessions),
+        }
+    }
+
+    /// The same state, reaching live sessions through `live`.
+    pub fn with_live(self, live: Arc<dyn LiveSessions>) -> Self {
+        AppState { live, ..self }
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("vault", &self.vault)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(OpenApi)]
@@ -64,6 +95,7 @@ pub struct AppState {
         (name = "accounts", description = "Accounts on resources, and secret retrieval"),
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "import", description = "Bulk import"),
+        (name = "sessions", description = "Live gateway sessions"),
         (name = "meta", description = "The API description"),
     )
 )]
@@ -90,7 +122,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, import, resources, users};
+    use api::{accounts, audit, auth, import, resources, sessions, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -122,6 +154,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(accounts::retrieve_secret))
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::verify))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::terminate_session))
         .merge(csv)
 }
 
@@ -250,6 +284,8 @@ mod tests {
             "/api/v1/import/resources",
             "/api/v1/audit",
             "/api/v1/audit/verify",
+            "/api/v1/sessions",
+            "/api/v1/sessions/{id}",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }
@@ -267,6 +303,8 @@ mod tests {
             "LoginResponse",
             "UserKey",
             "NewUserKey",
+            "LiveSession",
+            "TerminateRequest",
         ] {
             assert!(json["components"]["schemas"].get(s).is_some(), "missing schema {s}");
         }

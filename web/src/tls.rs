@@ -230,7 +230,7 @@ mod tests {
         })
         .await
         .unwrap();
-        AppState { vault }
+        AppState::new(vault)
     }
 
     fn connector(ca: rustls::pki_types::CertificateDer<'static>, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {

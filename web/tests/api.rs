@@ -1,11 +1,13 @@
 //! End-to-end tests of the REST API over a temporary vault, driving the router
 //! directly (no TLS, no socket).
 
+use std::sync::{Arc, Mutex};
+
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use postern_vault::{AuthPolicy, Vault, VaultOptions};
-use postern_web::{router, AppState};
+use postern_web::{router, AppState, LiveSession, LiveSessions};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -16,6 +18,11 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(AppState::new).await
+}
+
+/// An environment whose state is made by `state` from the vault.
+async fn env_with(state: impl FnOnce(Vault) -> AppState) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let (vault, _) = Vault::open(VaultOptions {
         database_url: format!("sqlite://{}/v.db", dir.path().display()),
@@ -27,7 +34,7 @@ async fn env() -> Env {
     .unwrap();
     let admin = vault.bootstrap_admin().await.unwrap().unwrap();
     Env {
-        app: router(AppState { vault }),
+        app: router(state(vault)),
         admin_password: admin.password.expose().to_owned(),
         _dir: dir,
     }
@@ -172,6 +179,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/import/resources"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/audit/verify"),
+    ("GET", "/api/v1/sessions"),
+    ("DELETE", "/api/v1/sessions/{id}"),
 ];
 
 const PUBLIC: &[&str] = &["/api/v1/openapi.json", "/api/v1/auth/login"];
@@ -885,15 +894,18 @@ const FP_B: &str = "SHA256:DZyZLHYkg98LXeBMrWPb1yMuLZRau2MJhzjRAZwPAHU";
 
 /// Creates a password_user that need not change its password; returns (id, token).
 async fn plain_user(e: &Env, admin: &str, username: &str) -> (String, String) {
+    user_with_role(e, admin, username, "password_user").await
+}
+
+/// Creates a user with `role` that need not change its password; returns (id, token).
+async fn user_with_role(e: &Env, admin: &str, username: &str, role: &str) -> (String, String) {
     let password = format!("{username}'s long password");
     let r = call(
         &e.app,
         Method::POST,
         "/api/v1/users",
         Some(admin),
-        Some(
-            json!({"username": username, "role": "password_user", "password": password, "must_change_password": false}),
-        ),
+        Some(json!({"username": username, "role": role, "password": password, "must_change_password": false})),
     )
     .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
@@ -1172,4 +1184,183 @@ async fn resources_carry_forwarding_policy_and_host_keys_can_be_forgotten() {
         "{}",
         r.text
     );
+}
+
+/// A gateway stand-in: fixed live sessions; records terminations (and ends the session).
+struct FakeLive {
+    sessions: Mutex<Vec<LiveSession>>,
+    /// (id, by, reason) of every successful termination.
+    terminated: Mutex<Vec<(String, String, String)>>,
+}
+
+impl LiveSessions for FakeLive {
+    fn list(&self) -> Vec<LiveSession> {
+        self.sessions.lock().unwrap().clone()
+    }
+
+    fn terminate(&self, id: &str, by: &str, reason: &str) -> bool {
+        let mut sessions = self.sessions.lock().unwrap();
+        let Some(i) = sessions.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        sessions.remove(i);
+        self.terminated
+            .lock()
+            .unwrap()
+            .push((id.to_owned(), by.to_owned(), reason.to_owned()));
+        true
+    }
+}
+
+fn live_session(user: &str, target: &str) -> LiveSession {
+    LiveSession {
+        id: uuid::Uuid::new_v4().to_string(),
+        user: user.to_owned(),
+        target: target.to_owned(),
+        protocol: "ssh".to_owned(),
+        client: Some("192.0.2.7".to_owned()),
+        started_at: "2024-05-01T10:00:00Z".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn live_sessions_are_listed_and_terminated_through_the_wired_trait() {
+    let (s1, s2) = (
+        live_session("paula", "root@web1"),
+        live_session("quentin", "oracle@db1"),
+    );
+    let fake = Arc::new(FakeLive {
+        sessions: Mutex::new(vec![s1.clone(), s2.clone()]),
+        terminated: Mutex::new(Vec::new()),
+    });
+    let live: Arc<dyn LiveSessions> = fake.clone();
+    let e = env_with(|vault| AppState::new(vault).with_live(live)).await;
+    let app = &e.app;
+    let admin = admin_token(&e).await;
+    let tok = Some(admin.as_str());
+    let (_, auditor) = user_with_role(&e, &admin, "audrey", "password_auditor").await;
+    let (_, user) = plain_user(&e, &admin, "paula").await;
+    let reason = json!({"reason": "maintenance window"});
+
+    // Listing: administrators and auditors; not plain users; never anonymously.
+    let r = call(app, Method::GET, "/api/v1/sessions", tok, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let list = r.json();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2, "{}", r.text);
+    assert_eq!(list[0]["id"], s1.id.as_str());
+    assert_eq!(list[0]["user"], "paula");
+    assert_eq!(list[0]["target"], "root@web1");
+    assert_eq!(list[0]["protocol"], "ssh");
+    assert_eq!(list[0]["client"], "192.0.2.7");
+    assert_eq!(list[0]["started_at"], "2024-05-01T10:00:00Z");
+    let r = call(app, Method::GET, "/api/v1/sessions", Some(&auditor), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    call(app, Method::GET, "/api/v1/sessions", Some(&user), None)
+        .await
+        .assert_problem(403, "forbidden");
+    call(app, Method::GET, "/api/v1/sessions", None, None)
+        .await
+        .assert_problem(401, "invalid-token");
+
+    // Terminating: not by an auditor, nor anonymously; a reason is required.
+    let uri = format!("/api/v1/sessions/{}", s1.id);
+    call(app, Method::DELETE, &uri, Some(&auditor), Some(reason.clone()))
+        .await
+        .assert_problem(403, "forbidden");
+    call(app, Method::DELETE, &uri, None, Some(reason.clone()))
+        .await
+        .assert_problem(401, "invalid-token");
+    let p = call(app, Method::DELETE, &uri, tok, Some(json!({})))
+        .await
+        .assert_problem(422, "validation-error");
+    assert!(p["detail"].as_str().unwrap().contains("missing field `reason`"), "{p}");
+    let p = call(app, Method::DELETE, &uri, tok, Some(json!({"reason": "  "})))
+        .await
+        .assert_problem(422, "validation-error");
+    assert_eq!(p["field"], "reason", "{p}");
+    call(app, Method::DELETE, &uri, tok, Some(json!({"reason": "x".repeat(501)})))
+        .await
+        .assert_problem(422, "validation-error");
+    assert!(fake.terminated.lock().unwrap().is_empty());
+
+    // Unknown (or no longer live) sessions are 404.
+    let nowhere = uuid::Uuid::new_v4();
+    call(
+        app,
+        Method::DELETE,
+        &format!("/api/v1/sessions/{nowhere}"),
+        tok,
+        Some(reason.clone()),
+    )
+    .await
+    .assert_problem(404, "not-found");
+    call(
+        app,
+        Method::DELETE,
+        "/api/v1/sessions/not-a-uuid",
+        tok,
+        Some(reason.clone()),
+    )
+    .await
+    .assert_problem(404, "not-found");
+
+    let r = call(app, Method::DELETE, &uri, tok, Some(reason.clone())).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        *fake.terminated.lock().unwrap(),
+        vec![(s1.id.clone(), "admin".to_owned(), "maintenance window".to_owned())]
+    );
+    call(app, Method::DELETE, &uri, tok, Some(reason.clone()))
+        .await
+        .assert_problem(404, "not-found");
+    let r = call(app, Method::GET, "/api/v1/sessions", tok, None).await;
+    assert_eq!(r.json()[0]["id"], s2.id.as_str(), "{}", r.text);
+
+    // The termination is audited, as are the refusals.
+    let r = call(app, Method::GET, "/api/v1/audit?action=session.terminate", tok, None).await;
+    let events = r.json();
+    let events = events.as_array().unwrap().clone();
+    let ok: Vec<&Value> = events.iter().filter(|ev| ev["outcome"] == "success").collect();
+    assert_eq!(ok.len(), 1, "{}", r.text);
+    assert_eq!(ok[0]["actor_name"], "admin");
+    assert_eq!(ok[0]["object_id"], s1.id.as_str());
+    assert_eq!(ok[0]["object_name"], "root@web1");
+    assert_eq!(ok[0]["detail"], "terminated: maintenance window");
+    assert!(
+        events
+            .iter()
+            .any(|ev| ev["outcome"] == "denied" && ev["actor_name"] == "audrey"),
+        "{}",
+        r.text
+    );
+    let r = call(
+        app,
+        Method::GET,
+        "/api/v1/audit?action=session.list&outcome=denied",
+        tok,
+        None,
+    )
+    .await;
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "{}", r.text);
+}
+
+#[tokio::test]
+async fn without_a_gateway_there_are_no_live_sessions() {
+    let e = env().await;
+    let admin = admin_token(&e).await;
+    let r = call(&e.app, Method::GET, "/api/v1/sessions", Some(&admin), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json(), json!([]));
+    let id = uuid::Uuid::new_v4();
+    call(
+        &e.app,
+        Method::DELETE,
+        &format!("/api/v1/sessions/{id}"),
+        Some(&admin),
+        Some(json!({"reason": "cleanup"})),
+    )
+    .await
+    .assert_problem(404, "not-found");
 }

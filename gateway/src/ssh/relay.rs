@@ -213,9 +213,38 @@ async fn relay(
                         twr.window_change(col_width, row_height, pix_width, pix_height).await
                     }
                     ChannelMsg::Signal { signal } => twr.signal(signal).await,
-                    ChannelMsg::RequestSubsystem { .. }
-                    | ChannelMsg::RequestX11 { .. }
-                    | ChannelMsg::AgentForward { .. } => {
+                    // OpenSSH asks for agent forwarding without wanting a reply, and russh answers
+                    // (or not) itself: forward it where allowed, never reply from here.
+                    ChannelMsg::AgentForward { .. } => {
+                        if live.target.resource.allow_agent_forwarding {
+                            let _ = shared
+                                .vault()
+                                .audit_gateway(
+                                    &live.actor,
+                                    "session.agent_forward",
+                                    Some((&live.target.account.id, &live.label)),
+                                    false,
+                                    "agent forwarding requested".into(),
+                                    &shared.ctx(),
+                                )
+                                .await;
+                            twr.agent_forward(false).await
+                        } else {
+                            let _ = shared
+                                .vault()
+                                .audit_gateway(
+                                    &live.actor,
+                                    "session.forward_denied",
+                                    Some((&live.target.account.id, &live.label)),
+                                    true,
+                                    "agent forwarding: not allowed on this resource".into(),
+                                    &shared.ctx(),
+                                )
+                                .await;
+                            Ok(())
+                        }
+                    }
+                    ChannelMsg::RequestSubsystem { .. } | ChannelMsg::RequestX11 { .. } => {
                         local_refusal(&q, &handle, cid).await;
                         Ok(())
                     }

@@ -165,6 +165,7 @@ impl SshGateway {
             span: span.clone(),
             who: std::sync::Mutex::new(None),
             live: OnceCell::new(),
+            client_handle: Arc::new(std::sync::Mutex::new(None)),
         });
         let handler = Conn {
             shared: shared.clone(),
@@ -244,6 +245,7 @@ pub(crate) struct Shared {
     span: Span,
     who: std::sync::Mutex<Option<(Actor, Login)>>,
     live: OnceCell<Result<Arc<Live>, String>>,
+    client_handle: Arc<std::sync::Mutex<Option<server::Handle>>>,
 }
 
 /// The connected target of a session.
@@ -295,12 +297,37 @@ impl Shared {
         let label = format!("{}@{}", target.account.login, target.resource.name);
         self.span.record("target", label.as_str());
         let s = &self.gw.settings;
+        let audit: target::ForwardAudit = {
+            let (vault, actor, id, label, ctx) = (
+                self.vault().clone(),
+                actor.clone(),
+                target.account.id.clone(),
+                label.clone(),
+                ctx.clone(),
+            );
+            Arc::new(move |detail: String| {
+                let (vault, actor, id, label, ctx) =
+                    (vault.clone(), actor.clone(), id.clone(), label.clone(), ctx.clone());
+                tokio::spawn(async move {
+                    let _ = vault
+                        .audit_gateway(&actor, "session.forward", Some((&id, &label)), false, detail, &ctx)
+                        .await;
+                });
+            })
+        };
+        let back = target::BackChannel {
+            client: self.client_handle.clone(),
+            allow_agent: target.resource.allow_agent_forwarding,
+            allow_remote: target.resource.allow_port_forwarding,
+            audit: Some(audit),
+        };
         let conn = match target::connect(
             self.vault(),
             &actor,
             &target,
             s.connect_timeout,
             s.accept_any_target_host_key,
+            back,
             &ctx,
         )
         .await
@@ -598,6 +625,7 @@ impl server::Handler for Conn {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.shared.set_client_handle(session);
         reply.accept().await;
         let shared = self.shared.clone();
         let handle = session.handle();
@@ -624,8 +652,9 @@ impl server::Handler for Conn {
         originator_address: &str,
         originator_port: u32,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.shared.set_client_handle(session);
         let shared = self.shared.clone();
         let dest = (host_to_connect.to_owned(), port_to_connect);
         let origin = (originator_address.to_owned(), originator_port);
@@ -639,27 +668,75 @@ impl server::Handler for Conn {
         &mut self,
         address: &str,
         port: &mut u32,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        if let Some((actor, _)) = self.shared.who() {
-            let _ = self
-                .shared
-                .vault()
+        self.shared.set_client_handle(session);
+        let Some((actor, login)) = self.shared.who() else {
+            return Ok(false);
+        };
+        let ctx = self.shared.ctx();
+        let Some(name) = login.target else { return Ok(false) };
+        let Ok(live) = self.shared.live(&name).await else {
+            return Ok(false);
+        };
+        let account = Some((live.target.account.id.as_str(), live.label.as_str()));
+        let vault = self.shared.vault();
+        if !live.target.resource.allow_port_forwarding {
+            let _ = vault
                 .audit_gateway(
                     &actor,
                     "session.forward_denied",
-                    None,
+                    account,
                     true,
-                    format!("remote forward {address}:{port} refused: not supported"),
-                    &self.shared.ctx(),
+                    format!("remote forward {address}:{port}: not allowed on this resource"),
+                    &ctx,
                 )
                 .await;
+            return Ok(false);
         }
-        Ok(false)
+        match live.conn.handle.tcpip_forward(address, *port).await {
+            Ok(bound) => {
+                if *port == 0 {
+                    *port = bound;
+                }
+                let _ = vault
+                    .audit_gateway(
+                        &actor,
+                        "session.forward",
+                        account,
+                        false,
+                        format!("remote forward {address}:{port} opened on the target"),
+                        &ctx,
+                    )
+                    .await;
+                Ok(true)
+            }
+            Err(e) => {
+                let _ = vault
+                    .audit_gateway(
+                        &actor,
+                        "session.forward",
+                        account,
+                        true,
+                        format!("remote forward {address}:{port} refused by the target: {e}"),
+                        &ctx,
+                    )
+                    .await;
+                Ok(false)
+            }
+        }
     }
 }
 
 impl Shared {
+    /// Remembers the client connection so the target can open channels back (agent, remote forwards).
+    fn set_client_handle(&self, session: &Session) {
+        let mut h = self.client_handle.lock().unwrap_or_else(|e| e.into_inner());
+        if h.is_none() {
+            *h = Some(session.handle());
+        }
+    }
+
     /// The actor and the login name.
     pub(crate) fn identity(&self) -> Option<(Actor, Login)> {
         self.who()

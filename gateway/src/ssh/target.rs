@@ -10,11 +10,53 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertific
 
 use crate::error::Error;
 
-/// Checks the target's host key against the pinned one.
+/// Callback that audits a forwarded connection (detail text).
+pub(crate) type ForwardAudit = Arc<dyn Fn(String) + Send + Sync>;
+
+/// What the target may open back towards the user's client: agent channels and
+/// remote-forwarded connections, each only where the resource allows it.
+#[derive(Clone, Default)]
+pub(crate) struct BackChannel {
+    /// The user's client connection (set when the client opens its first channel).
+    pub client: Arc<Mutex<Option<russh::server::Handle>>>,
+    /// Agent forwarding allowed on this resource.
+    pub allow_agent: bool,
+    /// Remote port forwarding allowed on this resource.
+    pub allow_remote: bool,
+    /// Audits a forwarded connection when it closes.
+    pub audit: Option<ForwardAudit>,
+}
+
+impl BackChannel {
+    fn client(&self) -> Option<russh::server::Handle> {
+        self.client.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Pipes a target-opened channel to a channel opened on the client, then audits the byte counts.
+fn pipe(
+    from_target: russh::Channel<client::Msg>,
+    to_client: russh::Channel<russh::server::Msg>,
+    what: String,
+    audit: Option<ForwardAudit>,
+) {
+    tokio::spawn(async move {
+        let mut a = from_target.into_stream();
+        let mut b = to_client.into_stream();
+        let (up, down) = tokio::io::copy_bidirectional(&mut a, &mut b).await.unwrap_or((0, 0));
+        if let Some(audit) = audit {
+            audit(format!("{what} closed: {up} bytes from the target, {down} bytes to it"));
+        }
+    });
+}
+
+/// Checks the target's host key against the pinned one, and carries what the
+/// target may open back (agent, remote forwards).
 pub(crate) struct TargetHandler {
     pinned: Option<PinnedHostKey>,
     accept_any: bool,
     seen: Arc<Mutex<Option<PublicKey>>>,
+    back: BackChannel,
 }
 
 impl client::Handler for TargetHandler {
@@ -30,6 +72,64 @@ impl client::Handler for TargetHandler {
             Some(p) => self.accept_any || key.fingerprint(HashAlg::Sha256).to_string() == p.fingerprint,
         })
     }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let opened = match (self.back.allow_agent, self.back.client()) {
+            (true, Some(h)) => h.channel_open_agent().await.ok(),
+            _ => None,
+        };
+        match opened {
+            Some(c) => {
+                reply.accept().await;
+                pipe(channel, c, "agent forwarding channel".into(), self.back.audit.clone());
+            }
+            None => {
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await
+            }
+        }
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let opened = match (self.back.allow_remote, self.back.client()) {
+            (true, Some(h)) => h
+                .channel_open_forwarded_tcpip(connected_address, connected_port, originator_address, originator_port)
+                .await
+                .ok(),
+            _ => None,
+        };
+        match opened {
+            Some(c) => {
+                reply.accept().await;
+                let what = format!(
+                    "remote forward {connected_address}:{connected_port} from {originator_address}:{originator_port}"
+                );
+                pipe(channel, c, what, self.back.audit.clone());
+            }
+            None => {
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A logged-in connection to the target, keeping the landing servers' connections alive.
@@ -39,7 +139,18 @@ pub(crate) struct Connected {
 }
 
 fn client_config() -> Arc<client::Config> {
+    use russh::cipher;
+    // AES-GCM first: with AES instructions it is much cheaper than chacha20 on the gateway's hot path.
+    let preferred = russh::Preferred {
+        cipher: std::borrow::Cow::Owned(vec![
+            cipher::AES_256_GCM,
+            cipher::AES_128_GCM,
+            cipher::CHACHA20_POLY1305,
+        ]),
+        ..Default::default()
+    };
     Arc::new(client::Config {
+        preferred,
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
@@ -56,6 +167,7 @@ pub(crate) async fn connect(
     target: &SessionTarget,
     connect_timeout: Duration,
     accept_any_host_key: bool,
+    back: BackChannel,
     ctx: &RequestContext,
 ) -> Result<Connected, Error> {
     let n = target.hops.len();
@@ -78,7 +190,8 @@ pub(crate) async fn connect(
         .collect();
     let mut hops = Vec::new();
     let mut prev: Option<client::Handle<TargetHandler>> = None;
-    for (resource, account, label) in legs {
+    let last = legs.len() - 1;
+    for (i, (resource, account, label)) in legs.into_iter().enumerate() {
         let fail = |detail: String| Error::Target {
             hop: label.clone(),
             detail,
@@ -87,6 +200,11 @@ pub(crate) async fn connect(
         let pinned = vault.pinned_host_key(&resource.id).await?;
         let seen = Arc::new(Mutex::new(None));
         let handler = TargetHandler {
+            back: if i == last {
+                back.clone()
+            } else {
+                BackChannel::default()
+            },
             pinned: pinned.clone(),
             accept_any: accept_any_host_key,
             seen: seen.clone(),

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod import;
 pub mod resources;
+pub mod sessions;
 pub mod users;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub(crate) mod tags {
     pub const ACCOUNTS: &str = "accounts";
     pub const AUDIT: &str = "audit";
     pub const IMPORT: &str = "import";
+    pub const SESSIONS: &str = "sessions";
     pub const META: &str = "meta";
 }
 
