@@ -93,6 +93,8 @@ pub struct StartReport {
     pub host_key_fingerprints: Vec<String>,
     /// TLS certificate generated at this path.
     pub tls_generated: Option<PathBuf>,
+    /// Recording signing key generated at this path.
+    pub recording_key_created: Option<PathBuf>,
 }
 
 /// A running server.
@@ -135,6 +137,11 @@ impl App {
             report.initial_password_file = Some(initial_password_path(cfg));
         }
         let keys = postern_gateway::hostkeys::ensure(&cfg.ssh.host_key_dir).context("SSH host keys")?;
+        let (recording_key, created) =
+            crate::recording::ensure_signing_key(&cfg.data_dir).context("the recording signing key")?;
+        if created {
+            report.recording_key_created = Some(crate::recording::signing_key_path(&cfg.data_dir));
+        }
         let ssh_listener = tokio::net::TcpListener::bind(cfg.ssh.listen)
             .await
             .with_context(|| format!("binding the SSH listener on {}", cfg.ssh.listen))?;
@@ -156,7 +163,10 @@ impl App {
         let ssh = postern_gateway::ssh::SshGateway::new(
             vault.clone(),
             registry.clone(),
-            Arc::new(postern_gateway::NoopSink),
+            Arc::new(crate::recording::RecorderSinks::new(
+                cfg.data_dir.join("recordings"),
+                recording_key,
+            )),
             postern_gateway::ssh::SshSettings {
                 host_keys: keys,
                 connect_timeout: cfg.ssh.connect_timeout,

@@ -7,4 +7,5 @@
 
 pub mod app;
 pub mod config;
+pub mod recording;
 pub mod tls;

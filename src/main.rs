@@ -196,6 +196,9 @@ async fn run(cfg: &Config) -> Result<ExitCode> {
     for path in &r.host_keys_created {
         tracing::info!(path = %path.display(), "generated an SSH host key");
     }
+    if let Some(path) = &r.recording_key_created {
+        tracing::info!(path = %path.display(), "generated the recording signing key (ed25519)");
+    }
     if let Some(path) = &r.tls_generated {
         tracing::info!(path = %path.display(), "generated a self-signed TLS certificate");
     }
@@ -333,10 +336,36 @@ async fn verify(cfg: &Config, audit: bool, file: Option<PathBuf>) -> Result<Exit
                 }
             }
         }
-        (false, Some(f)) => anyhow::bail!(
-            "cannot verify {}: session recordings arrive with the recorder (this build records no sessions yet)",
-            f.display()
-        ),
+        (false, Some(f)) => {
+            let key = postern::recording::load_public_key(&cfg.data_dir)?;
+            match postern_recorder::verify(&f, &key) {
+                Ok(v) if !v.truncated => {
+                    println!(
+                        "recording OK: sealed and signed; {} chunks, {} events, final hash {}{}",
+                        v.chunks,
+                        v.events,
+                        v.final_hash,
+                        if v.data_lost {
+                            " (the recorder lost data: the session was ended)"
+                        } else {
+                            ""
+                        }
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(v) => {
+                    println!(
+                        "recording TRUNCATED (no seal: the recorder stopped mid-session); the first {} chunks ({} events) are intact, last hash {}",
+                        v.chunks, v.events, v.final_hash
+                    );
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => {
+                    println!("recording BAD: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         _ => anyhow::bail!("give either --audit or a recording FILE"),
     }
 }

@@ -891,3 +891,43 @@ fn read_greeting_once(port: u16) -> String {
     let _ = std::io::Read::read_to_string(&mut s, &mut out);
     out
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_recorded_sealed_and_verifiable() {
+    let mut env = Env::new().await;
+    let t = target(vec![TargetUser::password("rec", "rec-pw-12345")], false);
+    env.add_target("rec", &t, "rec", "rec-pw-12345", json!({})).await;
+    let c = env.client();
+    let o = run(c.ssh(env.ssh_port, "alice#rec@rec", &["echo recorded-$((6*7))"]));
+    assert_eq!(stdout(&o).trim(), "recorded-42", "{}", stderr(&o));
+    let data = env.s.data_dir();
+    let dir = data.join("recordings");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let file = loop {
+        let ends = env.audit("session.end").await;
+        if let Some(e) = ends.first() {
+            assert!(e["detail"].as_str().unwrap_or("").contains("final hash"), "{e}");
+            break files_under(&dir)
+                .into_iter()
+                .find(|p| p.extension().is_some_and(|x| x == "pcast"))
+                .expect("a recording");
+        }
+        assert!(Instant::now() < deadline, "no session.end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let key = postern::recording::load_public_key(&data).unwrap();
+    let v = postern_recorder::verify(&file, &key).unwrap();
+    assert!(!v.truncated);
+    let mut cast = Vec::new();
+    postern_recorder::export_cast(&file, &mut cast).unwrap();
+    let cast = String::from_utf8_lossy(&cast);
+    assert!(cast.contains("recorded-42") && cast.contains("echo recorded"), "{cast}");
+    // One flipped byte is detected.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    let bad = file.with_extension("bad");
+    std::fs::write(&bad, &bytes).unwrap();
+    assert!(postern_recorder::verify(&bad, &key).is_err());
+    env.s.stop().await;
+}

@@ -150,7 +150,15 @@ pub trait SessionSink: Send + Sync {
     fn failed(&self) -> Option<String> {
         None
     }
+    /// The session ended: finish (seal) the recording; the future yields a line for the audit
+    /// (the recording's final hash).
+    fn close(&self) -> Option<CloseFuture> {
+        None
+    }
 }
+
+/// What [`SessionSink::close`] returns.
+pub type CloseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
 
 /// Makes a sink per session.
 pub trait SinkFactory: Send + Sync {

@@ -104,6 +104,9 @@ async fn relay(
     handle: server::Handle,
     preface: Option<PtyParams>,
 ) {
+    if let Some(why) = live.sink.failed() {
+        return fail_channel(&cwr, &format!("session refused: {why}")).await;
+    }
     let tch = match live.conn.handle.channel_open_session().await {
         Ok(c) => c,
         Err(e) => return fail_channel(&cwr, &format!("the target refused a new channel: {e}")).await,

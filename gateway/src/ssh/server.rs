@@ -427,6 +427,10 @@ impl Shared {
             // Leave the live list as soon as the connection is gone, whatever tasks still hold the session.
             drop(live.registration.lock().unwrap_or_else(|e| e.into_inner()).take());
             let secs = live.started.elapsed().as_secs();
+            let recording = match live.sink.close() {
+                Some(f) => f.await,
+                None => None,
+            };
             let _ = self
                 .vault()
                 .audit_gateway(
@@ -434,7 +438,11 @@ impl Shared {
                     "session.end",
                     Some((&live.target.account.id, &live.label)),
                     false,
-                    format!("ssh session {} lasted {secs}s", self.id),
+                    format!(
+                        "ssh session {} lasted {secs}s{}",
+                        self.id,
+                        recording.map(|r| format!("; {r}")).unwrap_or_default()
+                    ),
                     &self.ctx(),
                 )
                 .await;
