@@ -94,7 +94,7 @@ impl SinkFactory for RecorderSinks {
         };
         match Recording::start(&self.cfg, meta) {
             Ok(r) => Arc::new(RecSink {
-                rec: Mutex::new(Some(r)),
+                rec: Mutex::new(Some(Arc::new(r))),
                 start_error: None,
             }),
             Err(e) => {
@@ -109,7 +109,7 @@ impl SinkFactory for RecorderSinks {
 }
 
 struct RecSink {
-    rec: Mutex<Option<Recording>>,
+    rec: Mutex<Option<Arc<Recording>>>,
     start_error: Option<String>,
 }
 
@@ -151,9 +151,28 @@ impl SessionSink for RecSink {
             .as_ref()
             .and_then(|r| r.failed())
     }
+    fn writable(&self) -> Option<postern_gateway::registry::WritableFuture> {
+        let rec = self.rec.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        Some(Box::pin(async move { rec.writable().await }))
+    }
     fn close(&self) -> Option<postern_gateway::registry::CloseFuture> {
-        let rec = self.rec.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        let mut rec = self.rec.lock().unwrap_or_else(|e| e.into_inner()).take()?;
         Some(Box::pin(async move {
+            // A relay may still hold a clone for a moment while it stops.
+            let mut tries = 0;
+            let rec = loop {
+                match Arc::try_unwrap(rec) {
+                    Ok(r) => break r,
+                    Err(_) if tries >= 250 => {
+                        return Some("recording left unsealed: a relay did not stop (it verifies as truncated)".into())
+                    }
+                    Err(shared) => {
+                        rec = shared;
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+            };
             match rec.finish().await {
                 Ok(sealed) => Some(format!(
                     "recording {} sealed, final hash {}",

@@ -150,12 +150,21 @@ pub trait SessionSink: Send + Sync {
     fn failed(&self) -> Option<String> {
         None
     }
+    /// Resolves when the sink can take more output (backpressure: the relay awaits it before
+    /// reading more from the target, so a fast transfer slows to the recorder's pace instead of
+    /// failing). `None`: always ready.
+    fn writable(&self) -> Option<WritableFuture> {
+        None
+    }
     /// The session ended: finish (seal) the recording; the future yields a line for the audit
     /// (the recording's final hash).
     fn close(&self) -> Option<CloseFuture> {
         None
     }
 }
+
+/// What [`SessionSink::writable`] returns.
+pub type WritableFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// What [`SessionSink::close`] returns.
 pub type CloseFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;

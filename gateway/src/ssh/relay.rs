@@ -270,6 +270,9 @@ async fn relay(
                     fail_channel(&cwr, &format!("session ended: {why}")).await;
                     return;
                 }
+                if let Some(ready) = sink.writable() {
+                    ready.await;
+                }
                 let r = match msg {
                     ChannelMsg::Data { data } => {
                         sink.output(ch, &data);
