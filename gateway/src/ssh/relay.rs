@@ -128,14 +128,19 @@ async fn relay(
     let q: ReplyQueue = Arc::new(Mutex::new(VecDeque::new()));
     let ch = u32::from(cid);
     let sink = live.sink.clone();
+    // File transfers (sftp, scp) are recorded as metadata only, not their bytes.
+    let tee = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let up = {
+        let tee = tee.clone();
         let (q, handle, sink, shared, live) = (q.clone(), handle.clone(), sink.clone(), shared.clone(), live.clone());
         async move {
             let push = || q.lock().unwrap_or_else(|e| e.into_inner()).push_back(false);
             while let Some(msg) = crd.wait().await {
                 let r = match msg {
                     ChannelMsg::Data { data } => {
-                        sink.input(ch, &data);
+                        if tee.load(std::sync::atomic::Ordering::Relaxed) {
+                            sink.input(ch, &data);
+                        }
                         twr.data_bytes(data).await
                     }
                     ChannelMsg::ExtendedData { data, ext } => twr.extended_data_bytes(ext, data).await,
@@ -170,6 +175,9 @@ async fn relay(
                     }
                     ChannelMsg::Exec { command, .. } => {
                         let cmd = String::from_utf8_lossy(&command).into_owned();
+                        if cmd.starts_with("scp ") {
+                            tee.store(false, std::sync::atomic::Ordering::Relaxed);
+                        }
                         sink.event(ch, "exec", &cmd);
                         let _ = shared
                             .vault()
@@ -186,6 +194,7 @@ async fn relay(
                         twr.exec(true, command).await
                     }
                     ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" => {
+                        tee.store(false, std::sync::atomic::Ordering::Relaxed);
                         sink.event(ch, "subsystem", &name);
                         let _ = shared
                             .vault()
@@ -270,12 +279,17 @@ async fn relay(
                     fail_channel(&cwr, &format!("session ended: {why}")).await;
                     return;
                 }
-                if let Some(ready) = sink.writable() {
-                    ready.await;
+                let teeing = tee.load(std::sync::atomic::Ordering::Relaxed);
+                if teeing {
+                    if let Some(ready) = sink.writable() {
+                        ready.await;
+                    }
                 }
                 let r = match msg {
                     ChannelMsg::Data { data } => {
-                        sink.output(ch, &data);
+                        if teeing {
+                            sink.output(ch, &data);
+                        }
                         cwr.data_bytes(data).await
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
