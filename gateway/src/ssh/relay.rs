@@ -179,16 +179,8 @@ async fn relay(
                             tee.store(false, std::sync::atomic::Ordering::Relaxed);
                         }
                         sink.event(ch, "exec", &cmd);
-                        let _ = shared
-                            .vault()
-                            .audit_gateway(
-                                &live.actor,
-                                "session.exec",
-                                Some((&live.target.account.id, &live.label)),
-                                false,
-                                cmd.chars().take(1000).collect(),
-                                &shared.ctx(),
-                            )
+                        shared
+                            .audit_live(&live, "session.exec", false, cmd.chars().take(1000).collect())
                             .await;
                         push();
                         twr.exec(true, command).await
@@ -196,16 +188,8 @@ async fn relay(
                     ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" => {
                         tee.store(false, std::sync::atomic::Ordering::Relaxed);
                         sink.event(ch, "subsystem", &name);
-                        let _ = shared
-                            .vault()
-                            .audit_gateway(
-                                &live.actor,
-                                "session.sftp",
-                                Some((&live.target.account.id, &live.label)),
-                                false,
-                                "sftp subsystem".into(),
-                                &shared.ctx(),
-                            )
+                        shared
+                            .audit_live(&live, "session.sftp", false, "sftp subsystem".into())
                             .await;
                         push();
                         twr.request_subsystem(true, name).await
@@ -229,28 +213,22 @@ async fn relay(
                     // (or not) itself: forward it where allowed, never reply from here.
                     ChannelMsg::AgentForward { .. } => {
                         if live.target.resource.allow_agent_forwarding {
-                            let _ = shared
-                                .vault()
-                                .audit_gateway(
-                                    &live.actor,
+                            shared
+                                .audit_live(
+                                    &live,
                                     "session.agent_forward",
-                                    Some((&live.target.account.id, &live.label)),
                                     false,
                                     "agent forwarding requested".into(),
-                                    &shared.ctx(),
                                 )
                                 .await;
                             twr.agent_forward(false).await
                         } else {
-                            let _ = shared
-                                .vault()
-                                .audit_gateway(
-                                    &live.actor,
+                            shared
+                                .audit_live(
+                                    &live,
                                     "session.forward_denied",
-                                    Some((&live.target.account.id, &live.label)),
                                     true,
                                     "agent forwarding: not allowed on this resource".into(),
-                                    &shared.ctx(),
                                 )
                                 .await;
                             Ok(())

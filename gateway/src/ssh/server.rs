@@ -737,6 +737,18 @@ impl server::Handler for Conn {
 }
 
 impl Shared {
+    /// Audits a gateway event about the live session's account (a failed audit is logged, not fatal here).
+    pub(crate) async fn audit_live(&self, live: &Live, action: &str, failed: bool, detail: String) {
+        let object = Some((live.target.account.id.as_str(), live.label.as_str()));
+        if let Err(e) = self
+            .vault()
+            .audit_gateway(&live.actor, action, object, failed, detail, &self.ctx())
+            .await
+        {
+            warn!(error = %e, action, "could not write an audit event");
+        }
+    }
+
     /// Remembers the client connection so the target can open channels back (agent, remote forwards).
     fn set_client_handle(&self, session: &Session) {
         let mut h = self.client_handle.lock().unwrap_or_else(|e| e.into_inner());
