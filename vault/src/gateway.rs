@@ -118,22 +118,7 @@ impl Vault {
         key: &NewUserKey,
         ctx: &RequestContext,
     ) -> Result<UserKey> {
-        let user = self.get_user(actor, user_id, ctx).await?;
-        if actor.id != user_id {
-            self.require(
-                actor,
-                Action::UpdateUser,
-                Object::User {
-                    id: user_id,
-                    role: user.role,
-                },
-                "user.key_add",
-                "user",
-                Some((user_id, &user.username)),
-                ctx,
-            )
-            .await?;
-        }
+        let user = self.key_owner(actor, user_id, "user.key_add", ctx).await?;
         let (public_key, fp, comment) = parse_public_key(&key.public_key)?;
         let id = store::new_id();
         let mut w = self.store().write().await?;
@@ -168,6 +153,24 @@ impl Vault {
             .ok_or(Error::NotFound { kind: "key" })
     }
 
+    /// The user whose keys are changed: oneself, or a user the actor may update
+    /// (a refusal is audited as `audit_action`).
+    async fn key_owner(
+        &self,
+        actor: &Actor,
+        user_id: &str,
+        audit_action: &str,
+        ctx: &RequestContext,
+    ) -> Result<crate::model::User> {
+        if actor.id == user_id {
+            self.get_user(actor, user_id, ctx).await
+        } else {
+            self.authorized_user(actor, user_id, Action::UpdateUser, audit_action, ctx)
+                .await?
+                .to_user()
+        }
+    }
+
     /// A user's keys.
     pub async fn user_keys(&self, actor: &Actor, user_id: &str, ctx: &RequestContext) -> Result<Vec<UserKey>> {
         self.get_user(actor, user_id, ctx).await?;
@@ -198,22 +201,7 @@ impl Vault {
         key_id: &str,
         ctx: &RequestContext,
     ) -> Result<()> {
-        let user = self.get_user(actor, user_id, ctx).await?;
-        if actor.id != user_id {
-            self.require(
-                actor,
-                Action::UpdateUser,
-                Object::User {
-                    id: user_id,
-                    role: user.role,
-                },
-                "user.key_delete",
-                "user",
-                Some((user_id, &user.username)),
-                ctx,
-            )
-            .await?;
-        }
+        let user = self.key_owner(actor, user_id, "user.key_delete", ctx).await?;
         let mut w = self.store().write().await?;
         let n = sqlx::query("DELETE FROM user_keys WHERE id = $1 AND user_id = $2")
             .bind(key_id)

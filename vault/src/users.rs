@@ -698,19 +698,33 @@ impl Vault {
 
     /// Reads a user.
     pub async fn get_user(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<User> {
+        self.authorized_user(actor, id, Action::ViewUser, "user.view", ctx)
+            .await?
+            .to_user()
+    }
+
+    /// Loads a user and authorizes `action` on it; a refusal is audited as `audit_action`.
+    pub(crate) async fn authorized_user(
+        &self,
+        actor: &Actor,
+        id: &str,
+        action: Action,
+        audit_action: &str,
+        ctx: &RequestContext,
+    ) -> Result<UserRow> {
         let row = self.user_row(id).await?.ok_or(Error::NotFound { kind: "user" })?;
         let role = row.role()?;
         self.require(
             actor,
-            Action::ViewUser,
+            action,
             Object::User { id, role },
-            "user.view",
+            audit_action,
             "user",
             Some((id, &row.username)),
             ctx,
         )
         .await?;
-        row.to_user()
+        Ok(row)
     }
 
     /// Creates a user.
@@ -955,18 +969,9 @@ impl Vault {
 
     /// Deletes a user that owns nothing.
     pub async fn delete_user(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<()> {
-        let row = self.user_row(id).await?.ok_or(Error::NotFound { kind: "user" })?;
-        let role = row.role()?;
-        self.require(
-            actor,
-            Action::DeleteUser,
-            Object::User { id, role },
-            "user.delete",
-            "user",
-            Some((id, &row.username)),
-            ctx,
-        )
-        .await?;
+        let row = self
+            .authorized_user(actor, id, Action::DeleteUser, "user.delete", ctx)
+            .await?;
         let mut w = self.store().write().await?;
         let owned: i64 = sqlx::query_scalar(
             "SELECT (SELECT COUNT(*) FROM resources WHERE owner_id = $1) + (SELECT COUNT(*) FROM accounts WHERE owner_id = $1) \
