@@ -79,6 +79,42 @@ pub enum ShareLevel {
     Full,
 }
 
+impl ShareLevel {
+    /// Every level, lowest first.
+    pub const ALL: [ShareLevel; 4] = [
+        ShareLevel::Connect,
+        ShareLevel::View,
+        ShareLevel::Modify,
+        ShareLevel::Full,
+    ];
+
+    /// The stable id used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareLevel::Connect => "connect",
+            ShareLevel::View => "view",
+            ShareLevel::Modify => "modify",
+            ShareLevel::Full => "full",
+        }
+    }
+
+    /// Parses a level id.
+    pub fn parse(s: &str) -> Option<ShareLevel> {
+        ShareLevel::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// Whether an account's access-control policy lets the actor in right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// The account needs no access request.
+    Free,
+    /// The account needs a request and the actor holds a checked-out one whose window is open.
+    Open,
+    /// The account needs a request and the actor has no open window.
+    Closed,
+}
+
 /// What is acted on, with the facts the decision needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Object<'a> {
@@ -97,6 +133,8 @@ pub enum Object<'a> {
         owner_id: Option<&'a str>,
         /// The actor's share level on it, if any.
         share: Option<ShareLevel>,
+        /// The access-request window (only `Connect` and `RetrieveSecret` look at it).
+        access: Access,
     },
 }
 
@@ -145,6 +183,20 @@ pub enum Action {
     ViewSessions,
     /// Terminate a live session (object: System).
     TerminateSession,
+    /// Share or revoke a share of a resource, account or resource group (object: Owned).
+    Share,
+    /// Manage user groups and their members (object: System).
+    ManageUserGroups,
+    /// Create a resource group (object: System).
+    CreateResourceGroup,
+    /// Ask for access to an account under access control (object: Owned).
+    RequestAccess,
+    /// Approve or deny someone's access request (object: Owned = the account).
+    ApproveAccess,
+    /// Propose or edit a custom role (object: System).
+    ProposeRole,
+    /// Approve a custom role proposed by `author` (object: User = the author).
+    ApproveRole,
 }
 
 /// The answer.
@@ -257,7 +309,29 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
             Operation::SessionControl,
             "terminating sessions needs the Session control operation",
         ),
-        (action, Object::Owned { owner_id, share }) => owned(actor, action, owner_id, share),
+        (ManageUserGroups, _) => need(Operation::ManageUsers, "user groups need the Manage users operation"),
+        (CreateResourceGroup, _) => need(
+            Operation::ManageResources,
+            "resource groups need the Manage resources operation",
+        ),
+        (ProposeRole, _) => need(Operation::ManageUsers, "roles need the Manage users operation"),
+        (ApproveRole, Object::User { id, .. }) => {
+            if !has(actor, Operation::ManageUsers) {
+                return Deny("approving roles needs the Manage users operation");
+            }
+            if id == actor.id && !actor.is_system {
+                return Deny("a role change must be approved by another administrator");
+            }
+            Allow
+        }
+        (
+            action,
+            Object::Owned {
+                owner_id,
+                share,
+                access,
+            },
+        ) => owned(actor, action, owner_id, share, access),
         _ => Deny("this action does not apply to that object"),
     }
 }
@@ -276,10 +350,13 @@ fn may_manage_role(actor: &Actor, role: Role) -> Decision {
     }
 }
 
-fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<ShareLevel>) -> Decision {
+fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<ShareLevel>, access: Access) -> Decision {
     use Action::*;
     use Decision::*;
-    let full_control = actor.is_system || actor.super_admin || owner_id == Some(actor.id.as_str());
+    let is_owner = owner_id == Some(actor.id.as_str());
+    let full_control = actor.is_system || actor.super_admin || is_owner;
+    // Access control binds everyone but the owner and the local operator.
+    let window_shut = access == Access::Closed && !(actor.is_system || is_owner);
     let at_least = |lvl: ShareLevel| share.is_some_and(|s| s >= lvl);
     if !full_control && share.is_none() {
         // Not visible at all: same answer as a missing object.
@@ -290,19 +367,23 @@ fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<Sh
         Connect => {
             if !has(actor, Operation::RemoteAccess) {
                 Deny("remote access is not part of your role")
-            } else if full_control || at_least(ShareLevel::Connect) {
-                Allow
-            } else {
+            } else if !(full_control || at_least(ShareLevel::Connect)) {
                 Deny("not shared for sessions")
+            } else if window_shut {
+                Deny("this account needs an approved access request that is checked out now")
+            } else {
+                Allow
             }
         }
         RetrieveSecret => {
             if !has(actor, Operation::ViewPasswords) {
                 Deny("viewing passwords is not part of your role")
-            } else if full_control || at_least(ShareLevel::View) {
-                Allow
-            } else {
+            } else if !(full_control || at_least(ShareLevel::View)) {
                 Deny("shared for sessions only: the password cannot be retrieved")
+            } else if window_shut {
+                Deny("this account needs an approved access request that is checked out now")
+            } else {
+                Allow
             }
         }
         UpdateAccount | CreateAccount => {
@@ -331,6 +412,27 @@ fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<Sh
                 Allow
             } else {
                 Deny("deleting resources needs the Manage resources operation or a full share")
+            }
+        }
+        Share => {
+            if full_control || at_least(ShareLevel::Full) {
+                Allow
+            } else {
+                Deny("sharing needs ownership or a full share")
+            }
+        }
+        RequestAccess => {
+            if has(actor, Operation::RemoteAccess) || has(actor, Operation::ViewPasswords) {
+                Allow
+            } else {
+                Deny("access requests need the Remote access or View passwords operation")
+            }
+        }
+        ApproveAccess => {
+            if (full_control && has(actor, Operation::ManagePasswords)) || at_least(ShareLevel::Full) {
+                Allow
+            } else {
+                Deny("approving access needs ownership with the Manage passwords operation, or a full share")
             }
         }
         _ => Deny("this action does not apply to that object"),
@@ -392,10 +494,12 @@ mod tests {
         let own = Object::Owned {
             owner_id: Some("me"),
             share: None,
+            access: Access::Free,
         };
         let foreign = Object::Owned {
             owner_id: Some("x"),
             share: None,
+            access: Access::Free,
         };
         // (action, object, [Admin, PwdAdmin, PrivAdmin, PwdUser, Auditor])
         let rows: Vec<(Action, Object, [bool; 5])> = vec![
@@ -472,6 +576,7 @@ mod tests {
         let foreign = Object::Owned {
             owner_id: Some("x"),
             share: None,
+            access: Access::Free,
         };
         for action in [
             Action::ViewObject,
@@ -490,6 +595,7 @@ mod tests {
         let shared = |l| Object::Owned {
             owner_id: Some("x"),
             share: Some(l),
+            access: Access::Free,
         };
         use ShareLevel::*;
         assert!(authorize(&u, Action::Connect, shared(Connect)).is_allowed());
@@ -499,6 +605,91 @@ mod tests {
         assert!(authorize(&u, Action::UpdateAccount, shared(Modify)).is_allowed());
         assert!(!authorize(&u, Action::DeleteAccount, shared(Modify)).is_allowed());
         assert!(authorize(&u, Action::DeleteAccount, shared(Full)).is_allowed());
+    }
+
+    /// Share level × action: what each level allows a password user on a foreign account,
+    /// and what a shut access window takes away.
+    #[test]
+    fn share_level_action_matrix() {
+        use Action::*;
+        use ShareLevel as L;
+        let u = actor(PasswordUser);
+        // (action, [none, connect, view, modify, full])
+        let rows: [(Action, [bool; 5]); 10] = [
+            (ViewObject, [false, true, true, true, true]),
+            (Connect, [false, true, true, true, true]),
+            (RetrieveSecret, [false, false, true, true, true]),
+            (UpdateAccount, [false, false, false, true, true]),
+            (CreateAccount, [false, false, false, true, true]),
+            (UpdateResource, [false, false, false, true, true]),
+            (DeleteAccount, [false, false, false, false, true]),
+            (DeleteResource, [false, false, false, false, true]),
+            (Share, [false, false, false, false, true]),
+            (ApproveAccess, [false, false, false, false, true]),
+        ];
+        let levels = [None, Some(L::Connect), Some(L::View), Some(L::Modify), Some(L::Full)];
+        for (action, want) in rows {
+            for (level, w) in levels.into_iter().zip(want) {
+                let o = Object::Owned {
+                    owner_id: Some("x"),
+                    share: level,
+                    access: Access::Free,
+                };
+                assert_eq!(authorize(&u, action, o).is_allowed(), w, "{action:?} with {level:?}");
+                // A shut window refuses sessions and retrievals, nothing else.
+                let shut = Object::Owned {
+                    owner_id: Some("x"),
+                    share: level,
+                    access: Access::Closed,
+                };
+                let w_shut = w && !matches!(action, Connect | RetrieveSecret);
+                assert_eq!(
+                    authorize(&u, action, shut).is_allowed(),
+                    w_shut,
+                    "{action:?} shut {level:?}"
+                );
+                let open = Object::Owned {
+                    owner_id: Some("x"),
+                    share: level,
+                    access: Access::Open,
+                };
+                assert_eq!(authorize(&u, action, open).is_allowed(), w, "{action:?} open {level:?}");
+            }
+        }
+        // The owner is never bound by the window.
+        let own_shut = Object::Owned {
+            owner_id: Some("me"),
+            share: None,
+            access: Access::Closed,
+        };
+        assert!(authorize(&u, Connect, own_shut).is_allowed());
+        // Nor is the local operator; a super admin is.
+        assert!(authorize(&Actor::system(), RetrieveSecret, own_shut).is_allowed());
+        let mut sa = actor(Administrator);
+        sa.super_admin = true;
+        let foreign_shut = Object::Owned {
+            owner_id: Some("x"),
+            share: None,
+            access: Access::Closed,
+        };
+        assert!(!authorize(&sa, Connect, foreign_shut).is_allowed());
+        assert!(authorize(&sa, ViewObject, foreign_shut).is_allowed());
+    }
+
+    #[test]
+    fn role_approval_needs_another_administrator() {
+        let a = actor(Administrator);
+        let author_me = Object::User {
+            id: "me",
+            role: Administrator,
+        };
+        let author_other = Object::User {
+            id: "u2",
+            role: Administrator,
+        };
+        assert!(!authorize(&a, Action::ApproveRole, author_me).is_allowed());
+        assert!(authorize(&a, Action::ApproveRole, author_other).is_allowed());
+        assert!(!authorize(&actor(PasswordAdministrator), Action::ApproveRole, author_other).is_allowed());
     }
 
     #[test]
@@ -522,7 +713,8 @@ mod tests {
             Action::ViewObject,
             Object::Owned {
                 owner_id: Some("me"),
-                share: None
+                share: None,
+                access: Access::Free
             }
         )
         .is_allowed());

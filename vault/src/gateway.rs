@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, NewEvent, Outcome};
-use crate::authz::{authorize, Action, Object};
+use crate::authz::{authorize, Access, Action, Object};
 use crate::error::{Error, Result};
 use crate::model::{Account, Actor, RequestContext, Resource};
 use crate::store::{self, Db};
@@ -386,7 +386,16 @@ impl Vault {
         } else {
             account.owner_id.as_deref()
         };
-        Ok(authorize(actor, Action::Connect, Object::Owned { owner_id: owner, share }).is_allowed())
+        Ok(authorize(
+            actor,
+            Action::Connect,
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
+        )
+        .is_allowed())
     }
 
     /// Every account the actor may open a session with, for the picker.
@@ -456,6 +465,7 @@ impl Vault {
             Object::Owned {
                 owner_id: r.owner_id.as_deref(),
                 share: None,
+                access: Access::Free,
             },
             "resource.host_key_forget",
             "resource",

@@ -17,6 +17,7 @@ mod import;
 pub mod model;
 mod resources;
 pub mod secret;
+mod sharing;
 mod store;
 mod users;
 
@@ -25,13 +26,14 @@ use std::sync::Arc;
 
 pub use audit::{AuditEvent, AuditFilter, AuditVerification};
 pub use auth::AuthPolicy;
-pub use authz::{authorize, Action, Decision, Object, Operation, ShareLevel};
+pub use authz::{authorize, Access, Action, Decision, Object, Operation, ShareLevel};
 pub use error::{Error, MasterKeyProblem, Result};
 pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
 pub use import::{ImportReport, ImportRowError};
 pub use model::*;
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
 pub use secret::{Lease, SecretKind, SecretString};
+pub use sharing::{NewGroup, NewShare, Share};
 pub use store::{format_ts, now, parse_ts};
 pub use users::{IssuedToken, LoginRequest, NewUser, TotpEnrollment, UserPatch};
 
@@ -485,6 +487,51 @@ pub(crate) mod testutil {
             initial_admin_password_file: None,
         };
         Vault::open(opts).await.unwrap().0
+    }
+
+    /// A user (no password: fast) and its actor.
+    pub async fn user(v: &Vault, name: &str, role: Role) -> Actor {
+        let u = v
+            .create_user(
+                &Actor::system(),
+                NewUser {
+                    username: name.into(),
+                    role,
+                    email: None,
+                    password: None,
+                    super_admin: false,
+                    must_change_password: None,
+                },
+                &RequestContext::default(),
+            )
+            .await
+            .unwrap();
+        v.user_row(&u.id).await.unwrap().unwrap().to_actor().unwrap()
+    }
+
+    /// A Linux resource at 127.0.0.1.
+    pub fn linux(name: &str) -> NewResource {
+        NewResource {
+            name: name.into(),
+            resource_type: ResourceType::Linux,
+            host: "127.0.0.1".into(),
+            port: None,
+            description: None,
+            landing_chain: vec![],
+            extra: Default::default(),
+            allow_port_forwarding: false,
+            allow_agent_forwarding: false,
+        }
+    }
+
+    /// A password account.
+    pub fn account(login: &str, pw: &str) -> NewAccount {
+        NewAccount {
+            login: login.into(),
+            password: Some(pw.into()),
+            private_key: None,
+            notes: None,
+        }
     }
 }
 

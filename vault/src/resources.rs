@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sqlx::FromRow;
 
 use crate::audit::{self, NewEvent};
-use crate::authz::{Action, Object, ShareLevel};
+use crate::authz::{Access, Action, Object, ShareLevel};
 use crate::error::{Error, Result};
 use crate::model::{Account, Actor, RequestContext, Resource, ResourceType};
 use crate::secret::{Lease, SecretKind, SecretString};
@@ -309,17 +309,6 @@ impl Vault {
         )
     }
 
-    /// The actor's share level on a resource or account. The sharing workflows
-    /// fill this seam; until then nothing is shared.
-    pub(crate) async fn share_level_for(
-        &self,
-        _actor: &Actor,
-        _resource_id: &str,
-        _account_id: Option<&str>,
-    ) -> Result<Option<ShareLevel>> {
-        Ok(None)
-    }
-
     async fn resource_object(&self, actor: &Actor, id: &str) -> Result<(Resource, Option<ShareLevel>)> {
         let r = self
             .resource_by_id(id)
@@ -344,7 +333,7 @@ impl Vault {
         Ok((a, r, share))
     }
 
-    fn owner_for<'a>(actor: &Actor, a_owner: Option<&'a str>, r_owner: Option<&'a str>) -> Option<&'a str> {
+    pub(crate) fn owner_for<'a>(actor: &Actor, a_owner: Option<&'a str>, r_owner: Option<&'a str>) -> Option<&'a str> {
         if r_owner == Some(actor.id.as_str()) {
             r_owner
         } else {
@@ -360,7 +349,8 @@ impl Vault {
         let all = actor.is_system || actor.super_admin;
         let rows = sqlx::query_as::<Db, ResourceRow>(&format!(
             "SELECT {RES_COLS} FROM resources WHERE $1 OR owner_id = $2 \
-             OR id IN (SELECT resource_id FROM accounts WHERE owner_id = $2) ORDER BY name"
+             OR id IN (SELECT resource_id FROM accounts WHERE owner_id = $2) OR {} ORDER BY name",
+            Vault::SHARED_RESOURCES_SQL
         ))
         .bind(all)
         .bind(&actor.id)
@@ -378,7 +368,8 @@ impl Vault {
                 .bind(&actor.id)
                 .fetch_one(&self.store().pool)
                 .await?;
-        let owner = if owned_account {
+        let shared_account = share.is_none() && !self.shared_account_ids(actor, id).await?.is_empty();
+        let owner = if owned_account || shared_account {
             Some(actor.id.as_str())
         } else {
             r.owner_id.as_deref()
@@ -386,7 +377,11 @@ impl Vault {
         self.require(
             actor,
             Action::ViewObject,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             "resource.view",
             "resource",
             Some((id, &r.name)),
@@ -409,7 +404,11 @@ impl Vault {
             self.require(
                 actor,
                 Action::Connect,
-                Object::Owned { owner_id: owner, share },
+                Object::Owned {
+                    owner_id: owner,
+                    share,
+                    access: Access::Free,
+                },
                 "resource.landing_chain",
                 "account",
                 Some((&a.id, &a.login)),
@@ -502,6 +501,7 @@ impl Vault {
             Object::Owned {
                 owner_id: r.owner_id.as_deref(),
                 share,
+                access: Access::Free,
             },
             "resource.update",
             "resource",
@@ -591,6 +591,7 @@ impl Vault {
             Object::Owned {
                 owner_id: r.owner_id.as_deref(),
                 share,
+                access: Access::Free,
             },
             "resource.delete",
             "resource",
@@ -638,7 +639,12 @@ impl Vault {
         let (r, share) = self.resource_object(actor, resource_id).await?;
         let sees_all =
             actor.is_system || actor.super_admin || r.owner_id.as_deref() == Some(actor.id.as_str()) || share.is_some();
-        let rows = sqlx::query_as::<Db, AccountRow>(&format!(
+        let shared = if sees_all {
+            Vec::new()
+        } else {
+            self.shared_account_ids(actor, resource_id).await?
+        };
+        let rows: Vec<AccountRow> = sqlx::query_as::<Db, AccountRow>(&format!(
             "{ACC_SELECT} WHERE a.resource_id = $1 AND ($2 OR a.owner_id = $3) ORDER BY a.login"
         ))
         .bind(resource_id)
@@ -646,6 +652,18 @@ impl Vault {
         .bind(&actor.id)
         .fetch_all(&self.store().pool)
         .await?;
+        let mut rows = rows;
+        if !shared.is_empty() {
+            let all =
+                sqlx::query_as::<Db, AccountRow>(&format!("{ACC_SELECT} WHERE a.resource_id = $1 ORDER BY a.login"))
+                    .bind(resource_id)
+                    .fetch_all(&self.store().pool)
+                    .await?;
+            rows = all
+                .into_iter()
+                .filter(|a| a.owner_id.as_deref() == Some(actor.id.as_str()) || shared.contains(&a.id))
+                .collect();
+        }
         if rows.is_empty() && !sees_all {
             // Neither the resource nor any account on it is visible.
             self.require(
@@ -654,6 +672,7 @@ impl Vault {
                 Object::Owned {
                     owner_id: r.owner_id.as_deref(),
                     share,
+                    access: Access::Free,
                 },
                 "account.list",
                 "resource",
@@ -672,7 +691,11 @@ impl Vault {
         self.require(
             actor,
             Action::ViewObject,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             "account.view",
             "account",
             Some((id, &a.login)),
@@ -697,6 +720,7 @@ impl Vault {
             Object::Owned {
                 owner_id: r.owner_id.as_deref(),
                 share,
+                access: Access::Free,
             },
             "account.create",
             "resource",
@@ -779,7 +803,11 @@ impl Vault {
         self.require(
             actor,
             Action::UpdateAccount,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             "account.update",
             "account",
             Some((id, &a.login)),
@@ -855,7 +883,11 @@ impl Vault {
         self.require(
             actor,
             Action::DeleteAccount,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             "account.delete",
             "account",
             Some((id, &a.login)),
@@ -907,7 +939,11 @@ impl Vault {
         self.require(
             actor,
             action,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             audit_action,
             "account",
             Some((id, &a.login)),
