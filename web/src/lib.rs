@@ -96,6 +96,8 @@ impl std::fmt::Debug for AppState {
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "import", description = "Bulk import"),
         (name = "sessions", description = "Live gateway sessions"),
+        (name = "sharing", description = "Shares, user groups and resource groups"),
+        (name = "access-requests", description = "Access requests: approval, check-out and check-in"),
         (name = "meta", description = "The API description"),
     )
 )]
@@ -122,7 +124,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, import, resources, sessions, users};
+    use api::{accounts, audit, auth, import, resources, sessions, shares, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -156,6 +158,17 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::verify))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::terminate_session))
+        .routes(routes!(shares::list_shares, shares::create_share))
+        .routes(routes!(shares::revoke_share))
+        .routes(routes!(shares::list_user_groups, shares::create_user_group))
+        .routes(routes!(shares::delete_user_group))
+        .routes(routes!(shares::add_user_group_member, shares::remove_user_group_member))
+        .routes(routes!(shares::list_resource_groups, shares::create_resource_group))
+        .routes(routes!(shares::delete_resource_group))
+        .routes(routes!(
+            shares::add_resource_group_member,
+            shares::remove_resource_group_member
+        ))
         .merge(csv)
 }
 
@@ -286,6 +299,14 @@ mod tests {
             "/api/v1/audit/verify",
             "/api/v1/sessions",
             "/api/v1/sessions/{id}",
+            "/api/v1/shares",
+            "/api/v1/shares/{id}",
+            "/api/v1/user-groups",
+            "/api/v1/user-groups/{id}",
+            "/api/v1/user-groups/{id}/members/{user_id}",
+            "/api/v1/resource-groups",
+            "/api/v1/resource-groups/{id}",
+            "/api/v1/resource-groups/{id}/members/{resource_id}",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }

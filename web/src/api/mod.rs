@@ -10,6 +10,7 @@ pub mod auth;
 pub mod import;
 pub mod resources;
 pub mod sessions;
+pub mod shares;
 pub mod users;
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub(crate) mod tags {
     pub const AUDIT: &str = "audit";
     pub const IMPORT: &str = "import";
     pub const SESSIONS: &str = "sessions";
+    pub const SHARING: &str = "sharing";
+    pub const ACCESS: &str = "access-requests";
     pub const META: &str = "meta";
 }
 
