@@ -48,6 +48,9 @@ pub struct SessionTarget {
     pub account: Account,
     /// Landing servers, in order from the gateway: each hop's resource and account.
     pub hops: Vec<(Resource, Account)>,
+    /// End of the user's access window (RFC 3339) when the account is under access
+    /// control: the gateway warns 5 minutes before and ends the session then.
+    pub window_end: Option<String>,
 }
 
 /// A pinned target host key.
@@ -372,15 +375,18 @@ impl Vault {
             ctx,
         )
         .await?;
+        let window_end = self.access_for(actor, &account).await?.1.map(store::format_ts);
         Ok(SessionTarget {
             resource,
             account,
             hops,
+            window_end,
         })
     }
 
     async fn may_connect(&self, actor: &Actor, account: &Account, resource: &Resource) -> Result<bool> {
         let share = self.share_level_for(actor, &resource.id, Some(&account.id)).await?;
+        let (access, _) = self.access_for(actor, account).await?;
         let owner = if resource.owner_id.as_deref() == Some(actor.id.as_str()) {
             resource.owner_id.as_deref()
         } else {
@@ -392,7 +398,7 @@ impl Vault {
             Object::Owned {
                 owner_id: owner,
                 share,
-                access: Access::Free,
+                access,
             },
         )
         .is_allowed())

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod gateway;
 mod import;
 pub mod model;
+pub mod reset;
 mod resources;
 pub mod secret;
 mod sharing;
@@ -24,13 +26,18 @@ mod users;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use access::{
+    AccessPolicy, AccessRequest, ExclusiveMode, NewAccessRequest, RequestState, TicketCheck, TicketValidator,
+    VaultEvent,
+};
 pub use audit::{AuditEvent, AuditFilter, AuditVerification};
 pub use auth::AuthPolicy;
 pub use authz::{authorize, Access, Action, Decision, Object, Operation, ShareLevel};
-pub use error::{Error, MasterKeyProblem, Result};
+pub use error::{Error, MasterKeyProblem, ResetStage, Result};
 pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
 pub use import::{ImportReport, ImportRowError};
 pub use model::*;
+pub use reset::{PasswordPolicy, ResetResult, ResetTarget, Resetter};
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
 pub use secret::{Lease, SecretKind, SecretString};
 pub use sharing::{NewGroup, NewShare, Share};
@@ -105,6 +112,18 @@ struct Inner {
     initial_password_file: Option<PathBuf>,
     /// Bounds concurrent argon2 checks (19 MiB each): memory and CPU stay flat under a login storm.
     hash_slots: tokio::sync::Semaphore,
+    /// Password resetters by resource type (wired by the root).
+    resetters: std::sync::RwLock<reset::Resetters>,
+    /// Events for the rest of the server (bounded).
+    events: tokio::sync::broadcast::Sender<VaultEvent>,
+    /// Ticket validator for access requests (wired by the root).
+    tickets: std::sync::RwLock<Option<Arc<dyn TicketValidator>>>,
+}
+
+impl std::fmt::Debug for dyn TicketValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketValidator")
+    }
 }
 
 const META_KEY_ID: &str = "master_key_id";
@@ -215,6 +234,9 @@ impl Vault {
                 policy: opts.auth,
                 initial_password_file: opts.initial_admin_password_file,
                 hash_slots: tokio::sync::Semaphore::new(2),
+                resetters: Default::default(),
+                events: tokio::sync::broadcast::channel(256).0,
+                tickets: Default::default(),
             }),
         };
         Ok((vault, report))

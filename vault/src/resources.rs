@@ -320,7 +320,11 @@ impl Vault {
 
     /// Loads an account with its resource and decides with the account's facts.
     /// The effective owner is the resource owner when the actor owns the resource.
-    async fn account_object(&self, actor: &Actor, id: &str) -> Result<(Account, Resource, Option<ShareLevel>)> {
+    pub(crate) async fn account_object(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<(Account, Resource, Option<ShareLevel>)> {
         let a = self
             .account_by_id(id)
             .await?
@@ -936,13 +940,14 @@ impl Vault {
     ) -> Result<Lease> {
         let (a, r, share) = self.account_object(actor, id).await?;
         let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
+        let (access, _) = self.access_for(actor, &a).await?;
         self.require(
             actor,
             action,
             Object::Owned {
                 owner_id: owner,
                 share,
-                access: Access::Free,
+                access,
             },
             audit_action,
             "account",
