@@ -252,3 +252,265 @@ async fn connect_only_share_opens_a_session_but_never_retrieves_the_password() {
     drop(t);
     env.stop_and_verify_audit().await;
 }
+
+/// A port on 127.0.0.1 where nothing listens.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Logs in to the target directly (not through the gateway) with `password`.
+fn direct_login_works(t: &SshTarget, user: &str, password: &str) -> bool {
+    let c = SshClient::new().with_password(password);
+    let o = run(c.ssh(t.port, user, &["id -un"]));
+    o.status.success() && stdout(&o).trim() == user
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_request_dual_approval_checkout_and_checkin_resets_the_password_on_the_target() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    sshd::available().expect("real sshd targets are needed (run the suite with tests/run.sh as root)");
+    let env = Env::new().await;
+    let old = canary();
+    let t = target(vec![TargetUser::password("deploy", &old)]);
+    let (rid, aid) = env.add_target("db1", t.port, "deploy", &old).await;
+    // bob may open sessions only; carol is a second approver (full share).
+    for (who, level) in [(&env.bob_id, "connect"), (&env.carol_id, "full")] {
+        let r = env
+            .s
+            .req(
+                "POST",
+                "/api/v1/shares",
+                Some(&env.alice),
+                Some(json!({"user_id": who, "resource_id": rid, "level": level})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // bob connects once before access control: this pins the target's host key.
+    let bob_ssh = SshClient::new().with_password(BOB_PW);
+    let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@db1", &["true"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = env
+        .s
+        .req(
+            "PUT",
+            &format!("/api/v1/resources/{rid}/access-policy"),
+            Some(&env.alice),
+            Some(json!({"require_request": true, "dual_approval": true, "exclusive": true, "max_window_minutes": 30})),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    // Without a checked-out request the gateway refuses bob.
+    let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@db1", &["true"]));
+    assert!(!o.status.success());
+    // A reason is required.
+    let r = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/access-requests",
+            Some(&env.bob),
+            Some(json!({"account_id": aid, "reason": " "})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let r = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/access-requests",
+            Some(&env.bob),
+            Some(json!({"account_id": aid, "reason": "db patch", "ticket_id": "CHG-42", "window_minutes": 4})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let req = r.body["id"].as_str().unwrap().to_owned();
+    let step = |who: &str, what: &str| {
+        let (s, who, req) = (&env.s, who.to_owned(), req.clone());
+        let what = what.to_owned();
+        async move {
+            s.req(
+                "POST",
+                &format!("/api/v1/access-requests/{req}/{what}"),
+                Some(&who),
+                None,
+            )
+            .await
+        }
+    };
+    // The requester never approves; not yet approved: no check-out.
+    assert_eq!(step(&env.bob, "approve").await.status, 403);
+    assert_eq!(step(&env.bob, "checkout").await.status, 409);
+    // Dual approval: alice, alice again (refused), carol.
+    let a1 = step(&env.alice, "approve").await;
+    assert_eq!(
+        (a1.status, a1.body["state"].as_str()),
+        (200, Some("requested")),
+        "{}",
+        a1.text
+    );
+    assert_eq!(step(&env.alice, "approve").await.status, 403);
+    let a2 = step(&env.carol, "approve").await;
+    assert_eq!(a2.body["state"], "approved", "{}", a2.text);
+    let out = step(&env.bob, "checkout").await;
+    assert_eq!(out.body["state"], "checked_out", "{}", out.text);
+    // Inside the window: a session works, and (4 min left < 5) the warning comes at once.
+    let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@db1", &["id -un"]));
+    assert_eq!(stdout(&o).trim(), "deploy", "{}", stderr(&o));
+    let mut cmd = bob_ssh.ssh(env.ssh_port, "bob#deploy@db1", &["echo started; sleep 120"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut stderr_lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stderr_lines.iter().any(|l: &String| l.contains("access window ends")) {
+        assert!(Instant::now() < deadline, "no window warning: {stderr_lines:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            stderr_lines.push(l);
+        }
+    }
+    // bob never sees the password.
+    let r = env.retrieve(&env.bob, &aid).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    // Check-in: the session ends, the password is reset on the target.
+    let t0 = Instant::now();
+    let back = step(&env.bob, "checkin").await;
+    assert_eq!(back.status, 200, "{}", back.text);
+    assert_eq!(back.body["state"], "checked_in");
+    assert_eq!(back.body["reset_outcome"], "ok", "{}", back.text);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the session survived the check-in"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+        stderr_lines.push(l);
+    }
+    assert!(
+        stderr_lines.iter().any(|l| l.contains("checked in")),
+        "{stderr_lines:?}"
+    );
+    // The old password no longer logs in; the new (vaulted) one does.
+    assert!(!direct_login_works(&t, "deploy", &old), "the old password still works");
+    let new = env.retrieve(&env.alice, &aid).await; // the owner is exempt from access control
+    assert_eq!(new.status, 200, "{}", new.text);
+    let new_pw = new.body["password"].as_str().unwrap().to_owned();
+    assert_ne!(new_pw, old);
+    assert!(new_pw.len() >= 20);
+    assert!(
+        direct_login_works(&t, "deploy", &new_pw),
+        "the new password does not log in"
+    );
+    // After check-in bob is refused again.
+    let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@db1", &["true"]));
+    assert!(!o.status.success());
+    // A reset that fails (target unreachable) keeps the vaulted password usable.
+    let r = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/access-requests",
+            Some(&env.bob),
+            Some(json!({"account_id": aid, "reason": "again", "window_minutes": 10})),
+        )
+        .await;
+    let req2 = r.body["id"].as_str().unwrap().to_owned();
+    for who in [&env.alice, &env.carol] {
+        let a = env
+            .s
+            .req(
+                "POST",
+                &format!("/api/v1/access-requests/{req2}/approve"),
+                Some(who),
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.text);
+    }
+    let o2 = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/access-requests/{req2}/checkout"),
+            Some(&env.bob),
+            None,
+        )
+        .await;
+    assert_eq!(o2.body["state"], "checked_out", "{}", o2.text);
+    let port = dead_port();
+    let pt = env
+        .s
+        .req(
+            "PATCH",
+            &format!("/api/v1/resources/{rid}"),
+            Some(&env.alice),
+            Some(json!({"port": port})),
+        )
+        .await;
+    assert_eq!(pt.status, 200, "{}", pt.text);
+    let back = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/access-requests/{req2}/checkin"),
+            Some(&env.bob),
+            None,
+        )
+        .await;
+    assert_eq!(back.body["state"], "checked_in", "{}", back.text);
+    let outcome = back.body["reset_outcome"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        outcome.starts_with("failed") && outcome.contains("connecting"),
+        "{outcome}"
+    );
+    let pt = env
+        .s
+        .req(
+            "PATCH",
+            &format!("/api/v1/resources/{rid}"),
+            Some(&env.alice),
+            Some(json!({"port": t.port})),
+        )
+        .await;
+    assert_eq!(pt.status, 200);
+    let still = env.retrieve(&env.alice, &aid).await;
+    assert_eq!(still.body["password"].as_str(), Some(new_pw.as_str()));
+    assert!(direct_login_works(&t, "deploy", &new_pw));
+    // Every step is in the audit chain; the canary never appears in it.
+    let ev = env
+        .s
+        .req("GET", "/api/v1/audit?limit=1000", Some(&env.admin), None)
+        .await;
+    let acts = actions(&ev.body);
+    for want in [
+        "resource.access_policy:success",
+        "access_request.create:success",
+        "access_request.approve:denied",
+        "access_request.approve:success",
+        "access_request.checkout:success",
+        "access_request.checkin:success",
+        "account.reset:success",
+        "account.reset:failure",
+        "session.authorize:denied",
+    ] {
+        assert!(acts.iter().any(|a| a == want), "{want} missing: {acts:?}");
+    }
+    assert!(!ev.text.contains(&old) && !ev.text.contains(&new_pw));
+    drop(t);
+    env.stop_and_verify_audit().await;
+}

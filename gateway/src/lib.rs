@@ -11,6 +11,7 @@ pub mod error;
 pub mod hostkeys;
 pub mod login;
 pub mod registry;
+pub mod reset;
 pub mod ssh;
 
 pub use error::{Error, Side};

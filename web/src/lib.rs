@@ -124,7 +124,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, import, resources, sessions, shares, users};
+    use api::{access_requests, accounts, audit, auth, import, resources, sessions, shares, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -168,6 +168,18 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(
             shares::add_resource_group_member,
             shares::remove_resource_group_member
+        ))
+        .routes(routes!(
+            access_requests::list_access_requests,
+            access_requests::create_access_request
+        ))
+        .routes(routes!(access_requests::approve))
+        .routes(routes!(access_requests::deny))
+        .routes(routes!(access_requests::checkout))
+        .routes(routes!(access_requests::checkin))
+        .routes(routes!(
+            access_requests::get_access_policy,
+            access_requests::set_access_policy
         ))
         .merge(csv)
 }
@@ -307,6 +319,12 @@ mod tests {
             "/api/v1/resource-groups",
             "/api/v1/resource-groups/{id}",
             "/api/v1/resource-groups/{id}/members/{resource_id}",
+            "/api/v1/access-requests",
+            "/api/v1/access-requests/{id}/approve",
+            "/api/v1/access-requests/{id}/deny",
+            "/api/v1/access-requests/{id}/checkout",
+            "/api/v1/access-requests/{id}/checkin",
+            "/api/v1/resources/{id}/access-policy",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }

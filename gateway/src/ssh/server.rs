@@ -398,7 +398,7 @@ impl Shared {
             )
             .await;
         info!("session started");
-        Ok(Arc::new(Live {
+        let live = Arc::new(Live {
             conn,
             sink,
             target,
@@ -407,7 +407,46 @@ impl Shared {
             label,
             notices: std::sync::Mutex::new(Vec::new()),
             registration: std::sync::Mutex::new(Some(registration)),
-        }))
+        });
+        if let Some(end) = live.target.window_end.as_deref().and_then(postern_vault::parse_ts) {
+            self.watch_window(&live, end);
+        }
+        Ok(live)
+    }
+
+    /// Access window of an account under access control: a notice on every
+    /// channel 5 minutes before the end (at once when less is left), and the
+    /// session ends with the window.
+    fn watch_window(&self, live: &Arc<Live>, end: time::OffsetDateTime) {
+        const WARN_BEFORE: Duration = Duration::from_secs(5 * 60);
+        let left = Duration::try_from(end - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO);
+        let live = Arc::downgrade(live);
+        let registry = self.gw.registry.clone();
+        let (id, cancel) = (self.id.clone(), self.cancel.clone());
+        let end_text = postern_vault::format_ts(end);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            // Give the client a moment to open its channel when the notice is due at once.
+            let warn_at = left.saturating_sub(WARN_BEFORE).max(Duration::from_secs(1)).min(left);
+            tokio::select! {
+                _ = tokio::time::sleep(warn_at) => {}
+                _ = cancel.cancelled() => return,
+            }
+            if let Some(live) = live.upgrade() {
+                let mins = left.saturating_sub(warn_at).as_secs().div_ceil(60);
+                let msg = format!("\r\npostern: your access window ends at {end_text} (in {mins} min); the session will be closed then\r\n");
+                let chans = live.notices.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                for (h, ch) in chans {
+                    let _ = h.extended_data(ch, 1, bytes::Bytes::from(msg.clone())).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(start + left) => {
+                    registry.terminate(&id, "postern", "the access window ended");
+                }
+                _ = cancel.cancelled() => {}
+            }
+        });
     }
 
     /// Tells every open channel why the session ends.

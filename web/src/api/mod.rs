@@ -4,6 +4,7 @@
 //! [`ApiJson`] for JSON bodies, [`ApiQuery`] for query strings, [`Id`] (one)
 //! and [`Ids`] (two) for UUID path parameters (anything else is a 404).
 
+pub mod access_requests;
 pub mod accounts;
 pub mod audit;
 pub mod auth;
