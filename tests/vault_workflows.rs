@@ -514,3 +514,118 @@ async fn access_request_dual_approval_checkout_and_checkin_resets_the_password_o
     drop(t);
     env.stop_and_verify_audit().await;
 }
+
+#[tokio::test]
+async fn custom_role_needs_a_second_administrator_before_it_takes_effect() {
+    let env = Env::new().await;
+    // bob (password user) cannot read the audit trail.
+    assert_eq!(
+        env.s.req("GET", "/api/v1/audit", Some(&env.bob), None).await.status,
+        403
+    );
+    let cat = env.s.req("GET", "/api/v1/roles/catalogue", Some(&env.bob), None).await;
+    assert!(
+        cat.body.as_array().unwrap().iter().any(|o| o["id"] == "view_audit"),
+        "{}",
+        cat.text
+    );
+    let r = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/roles",
+            Some(&env.carol),
+            Some(json!({"name": "auditor-lite", "operations": ["view_audit", "view_passwords", "remote_access"]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rid = r.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(r.body["operations"].as_array().unwrap().len(), 0);
+    // Not approved: cannot be given to anyone.
+    let a = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/roles/{rid}/assign"),
+            Some(&env.carol),
+            Some(json!({"user_ids": [env.bob_id]})),
+        )
+        .await;
+    assert_eq!(a.status, 409, "{}", a.text);
+    // The author cannot approve; the other administrator can.
+    assert_eq!(
+        env.s
+            .req("POST", &format!("/api/v1/roles/{rid}/approve"), Some(&env.carol), None)
+            .await
+            .status,
+        403
+    );
+    let ok = env
+        .s
+        .req("POST", &format!("/api/v1/roles/{rid}/approve"), Some(&env.admin), None)
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(ok.body["operations"].as_array().unwrap().len(), 3);
+    let a = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/roles/{rid}/assign"),
+            Some(&env.carol),
+            Some(json!({"user_ids": [env.bob_id]})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body[0]["outcome"], "ok");
+    // Now bob reads the audit trail (the token resolves to the new role at once).
+    assert_eq!(
+        env.s.req("GET", "/api/v1/audit", Some(&env.bob), None).await.status,
+        200
+    );
+    // Unknown roles are 404; deleting moves users first.
+    let nf = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/roles/root/assign",
+            Some(&env.carol),
+            Some(json!({"user_ids": [env.bob_id]})),
+        )
+        .await;
+    assert_eq!(nf.status, 404);
+    assert_eq!(
+        env.s
+            .req("DELETE", &format!("/api/v1/roles/{rid}"), Some(&env.carol), None)
+            .await
+            .status,
+        409
+    );
+    let d = env
+        .s
+        .req(
+            "DELETE",
+            &format!("/api/v1/roles/{rid}?move_to=password_user"),
+            Some(&env.carol),
+            None,
+        )
+        .await;
+    assert_eq!(d.status, 200, "{}", d.text);
+    assert_eq!(
+        env.s.req("GET", "/api/v1/audit", Some(&env.bob), None).await.status,
+        403
+    );
+    let ev = env
+        .s
+        .req("GET", "/api/v1/audit?action=role.&limit=100", Some(&env.admin), None)
+        .await;
+    let acts = actions(&ev.body);
+    for want in [
+        "role.propose:success",
+        "role.approve:denied",
+        "role.approve:success",
+        "role.delete:success",
+    ] {
+        assert!(acts.iter().any(|a| a == want), "{want}: {acts:?}");
+    }
+    env.stop_and_verify_audit().await;
+}

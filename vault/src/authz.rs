@@ -49,6 +49,98 @@ impl Operation {
     ];
 }
 
+impl Operation {
+    /// The stable id used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::ManageUsers => "manage_users",
+            Operation::ManageResources => "manage_resources",
+            Operation::ManagePasswords => "manage_passwords",
+            Operation::ViewPasswords => "view_passwords",
+            Operation::PersonalPasswords => "personal_passwords",
+            Operation::ViewAudit => "view_audit",
+            Operation::PrivacySecurity => "privacy_security",
+            Operation::RemoteAccess => "remote_access",
+            Operation::SessionControl => "session_control",
+        }
+    }
+
+    /// Parses an operation id.
+    pub fn parse(s: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// The seed's category of the operation (Users, Password, Reports, Settings, Remote access).
+    pub fn category(self) -> &'static str {
+        match self {
+            Operation::ManageUsers => "users",
+            Operation::ManageResources
+            | Operation::ManagePasswords
+            | Operation::ViewPasswords
+            | Operation::PersonalPasswords => "password",
+            Operation::ViewAudit => "reports",
+            Operation::PrivacySecurity => "settings",
+            Operation::RemoteAccess | Operation::SessionControl => "remote_access",
+        }
+    }
+}
+
+/// A set of operations (a custom role's grant). Small and `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct OpSet(u16);
+
+impl OpSet {
+    /// No operation.
+    pub const EMPTY: OpSet = OpSet(0);
+
+    fn bit(op: Operation) -> u16 {
+        1 << Operation::ALL.iter().position(|o| *o == op).unwrap_or(15)
+    }
+
+    /// The set of `ops`.
+    pub fn of(ops: &[Operation]) -> OpSet {
+        OpSet(ops.iter().fold(0, |m, o| m | Self::bit(*o)))
+    }
+
+    /// The operations a built-in role grants.
+    pub fn of_role(role: Role) -> OpSet {
+        OpSet::of(
+            &Operation::ALL
+                .into_iter()
+                .filter(|o| role_grants(role, *o))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Is `op` in the set?
+    pub fn contains(self, op: Operation) -> bool {
+        self.0 & Self::bit(op) != 0
+    }
+
+    /// Every operation of `self` is in `other`.
+    pub fn is_subset(self, other: OpSet) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The operations, in catalogue order.
+    pub fn ops(self) -> Vec<Operation> {
+        Operation::ALL.into_iter().filter(|o| self.contains(*o)).collect()
+    }
+
+    /// A JSON list of operation ids.
+    pub fn to_json(self) -> String {
+        serde_json::to_string(&self.ops().iter().map(|o| o.as_str()).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Parses a JSON list of operation ids (None on anything else).
+    pub fn from_json(s: &str) -> Option<OpSet> {
+        let ids: Vec<String> = serde_json::from_str(s).ok()?;
+        let ops: Option<Vec<Operation>> = ids.iter().map(|i| Operation::parse(i)).collect();
+        ops.map(|o| OpSet::of(&o))
+    }
+}
+
 /// Does `role` include `op`? This is the seed's table.
 pub fn role_grants(role: Role, op: Operation) -> bool {
     use Operation::*;
@@ -193,10 +285,12 @@ pub enum Action {
     RequestAccess,
     /// Approve or deny someone's access request (object: Owned = the account).
     ApproveAccess,
-    /// Propose or edit a custom role (object: System).
-    ProposeRole,
-    /// Approve a custom role proposed by `author` (object: User = the author).
-    ApproveRole,
+    /// Propose or edit a custom role with these operations (object: System).
+    ProposeRole(OpSet),
+    /// Approve a custom role (with these operations) proposed by `author` (object: User = the author).
+    ApproveRole(OpSet),
+    /// Give users a custom role with these operations (object: User, or System for the role itself).
+    AssignCustomRole(OpSet),
 }
 
 /// The answer.
@@ -216,7 +310,20 @@ impl Decision {
 }
 
 fn has(actor: &Actor, op: Operation) -> bool {
-    actor.is_system || role_grants(actor.role, op)
+    actor.is_system
+        || match actor.custom_ops {
+            Some(ops) => ops.contains(op),
+            None => role_grants(actor.role, op),
+        }
+}
+
+/// The actor's operations (its custom role's, else its role's).
+fn actor_ops(actor: &Actor) -> OpSet {
+    if actor.is_system {
+        OpSet::of(&Operation::ALL)
+    } else {
+        actor.custom_ops.unwrap_or_else(|| OpSet::of_role(actor.role))
+    }
 }
 
 /// The single authorization decision used by CLI, web and gateway.
@@ -314,13 +421,41 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
             Operation::ManageResources,
             "resource groups need the Manage resources operation",
         ),
-        (ProposeRole, _) => need(Operation::ManageUsers, "roles need the Manage users operation"),
-        (ApproveRole, Object::User { id, .. }) => {
+        (ProposeRole(ops), _) => {
+            if !has(actor, Operation::ManageUsers) {
+                Deny("roles need the Manage users operation")
+            } else if !ops.is_subset(actor_ops(actor)) {
+                Deny("a role cannot grant operations you do not have")
+            } else {
+                Allow
+            }
+        }
+        (ApproveRole(ops), Object::User { id, .. }) => {
             if !has(actor, Operation::ManageUsers) {
                 return Deny("approving roles needs the Manage users operation");
             }
             if id == actor.id && !actor.is_system {
                 return Deny("a role change must be approved by another administrator");
+            }
+            if !ops.is_subset(actor_ops(actor)) {
+                return Deny("a role cannot grant operations you do not have");
+            }
+            Allow
+        }
+        (AssignCustomRole(ops), object) => {
+            if !has(actor, Operation::ManageUsers) {
+                return Deny("changing roles needs the Manage users operation");
+            }
+            if let Object::User { id, role } = object {
+                if id == actor.id && !actor.is_system {
+                    return Deny("users cannot change their own role");
+                }
+                if let Decision::Deny(d) = may_manage_role(actor, role) {
+                    return Deny(d);
+                }
+            }
+            if !ops.is_subset(actor_ops(actor)) {
+                return Deny("cannot give a role with operations you do not have");
             }
             Allow
         }
@@ -339,11 +474,7 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
 /// An actor may manage users of a role only if the actor's role grants at
 /// least every operation of that role (no privilege escalation).
 fn may_manage_role(actor: &Actor, role: Role) -> Decision {
-    if actor.is_system
-        || Operation::ALL
-            .iter()
-            .all(|&op| !role_grants(role, op) || role_grants(actor.role, op))
-    {
+    if actor.is_system || OpSet::of_role(role).is_subset(actor_ops(actor)) {
         Decision::Allow
     } else {
         Decision::Deny("cannot manage a user whose role has more rights than yours")
@@ -452,6 +583,7 @@ mod tests {
             super_admin: false,
             must_change_password: false,
             is_system: false,
+            custom_ops: None,
         }
     }
 
@@ -687,9 +819,32 @@ mod tests {
             id: "u2",
             role: Administrator,
         };
-        assert!(!authorize(&a, Action::ApproveRole, author_me).is_allowed());
-        assert!(authorize(&a, Action::ApproveRole, author_other).is_allowed());
-        assert!(!authorize(&actor(PasswordAdministrator), Action::ApproveRole, author_other).is_allowed());
+        let small = OpSet::of(&[Operation::ViewAudit]);
+        let big = OpSet::of(&[Operation::PrivacySecurity]);
+        assert!(!authorize(&a, Action::ApproveRole(small), author_me).is_allowed());
+        assert!(authorize(&a, Action::ApproveRole(small), author_other).is_allowed());
+        // Nobody approves or proposes operations they lack (administrator lacks privacy & security).
+        assert!(!authorize(&a, Action::ApproveRole(big), author_other).is_allowed());
+        assert!(!authorize(&a, Action::ProposeRole(big), Object::System).is_allowed());
+        assert!(authorize(&a, Action::ProposeRole(small), Object::System).is_allowed());
+        assert!(!authorize(&actor(PasswordAdministrator), Action::ApproveRole(small), author_other).is_allowed());
+        // A custom role replaces the built-in role's operations.
+        let mut c = actor(PasswordUser);
+        c.custom_ops = Some(OpSet::of(&[Operation::ViewAudit, Operation::ViewPasswords]));
+        assert!(authorize(&c, Action::ViewAudit, Object::System).is_allowed());
+        let own = Object::Owned {
+            owner_id: Some("me"),
+            share: None,
+            access: Access::Free,
+        };
+        assert!(!authorize(&c, Action::Connect, own).is_allowed());
+        c.custom_ops = Some(OpSet::EMPTY);
+        assert!(!authorize(&c, Action::ViewAudit, Object::System).is_allowed());
+        assert_eq!(
+            OpSet::from_json(&OpSet::of(&Operation::ALL).to_json()),
+            Some(OpSet::of(&Operation::ALL))
+        );
+        assert_eq!(OpSet::from_json("[\"root\"]"), None);
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{access_requests, accounts, audit, auth, import, resources, sessions, shares, users};
+    use api::{access_requests, accounts, audit, auth, import, resources, roles, sessions, shares, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -181,6 +181,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
             access_requests::get_access_policy,
             access_requests::set_access_policy
         ))
+        .routes(routes!(roles::list_roles, roles::propose_role))
+        .routes(routes!(roles::catalogue))
+        .routes(routes!(roles::edit_role, roles::delete_role))
+        .routes(routes!(roles::approve_role))
+        .routes(routes!(roles::assign_role))
         .merge(csv)
 }
 
@@ -325,6 +330,11 @@ mod tests {
             "/api/v1/access-requests/{id}/checkout",
             "/api/v1/access-requests/{id}/checkin",
             "/api/v1/resources/{id}/access-policy",
+            "/api/v1/roles",
+            "/api/v1/roles/catalogue",
+            "/api/v1/roles/{id}",
+            "/api/v1/roles/{id}/approve",
+            "/api/v1/roles/{id}/assign",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod import;
 pub mod resources;
+pub mod roles;
 pub mod sessions;
 pub mod shares;
 pub mod users;
