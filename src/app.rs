@@ -240,7 +240,8 @@ impl Running {
 /// Wires the vault's workflows to the rest of the server: the SSH resetter for
 /// Linux/Unix resources, the ticket webhook, a task that ends a user's gateway
 /// sessions on an account when their access request is checked in, and the
-/// periodic sweep that checks in expired check-outs.
+/// periodic sweep that checks in expired check-outs and rotates passwords past
+/// their policy's maximum age.
 fn wire_workflows(
     cfg: &Config,
     vault: &Vault,
@@ -301,6 +302,19 @@ fn wire_workflows(
                 Ok(0) => {}
                 Ok(n) => tracing::info!(checked_in = n, "expired check-outs checked in"),
                 Err(e) => tracing::warn!(error = %e, "checking in expired check-outs failed"),
+            }
+            let rotated = tokio::select! {
+                r = v.rotate_aged_passwords(time::OffsetDateTime::now_utc()) => r,
+                _ = token.cancelled() => break,
+            };
+            match rotated {
+                Ok(r) if r.is_empty() => {}
+                Ok(r) => tracing::info!(
+                    rotated = r.iter().filter(|x| x.outcome == "ok").count(),
+                    failed = r.iter().filter(|x| x.outcome != "ok").count(),
+                    "passwords past their maximum age rotated"
+                ),
+                Err(e) => tracing::warn!(error = %e, "rotating aged passwords failed"),
             }
         }
     });

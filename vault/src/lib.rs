@@ -38,7 +38,7 @@ pub use error::{Error, MasterKeyProblem, ResetStage, Result};
 pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
 pub use import::{ImportReport, ImportRowError};
 pub use model::*;
-pub use reset::{PasswordPolicy, ResetResult, ResetTarget, Resetter};
+pub use reset::{NewPasswordPolicy, PasswordPolicy, ResetResult, ResetTarget, Resetter, StoredPolicy};
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
 pub use roles::{CatalogueEntry, RoleChange, RoleInfo, RoleProposal};
 pub use secret::{Lease, SecretKind, SecretString};

@@ -482,3 +482,349 @@ mod tests {
         }
     }
 }
+
+/// A stored password policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoredPolicy {
+    /// Id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// The rules.
+    #[serde(flatten)]
+    pub policy: PasswordPolicy,
+}
+
+/// A policy to create.
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NewPasswordPolicy {
+    /// Unique name.
+    pub name: String,
+    /// The rules.
+    #[serde(flatten)]
+    pub policy: PasswordPolicy,
+}
+
+impl Vault {
+    /// Password policies (anyone who manages resources or passwords).
+    pub async fn list_password_policies(&self, actor: &Actor, ctx: &RequestContext) -> Result<Vec<StoredPolicy>> {
+        self.require(
+            actor,
+            crate::Action::CreateResource,
+            crate::Object::System,
+            "password_policy.list",
+            "password_policy",
+            None,
+            ctx,
+        )
+        .await?;
+        let rows: Vec<(String, String, u32, u32, bool, bool, bool, bool, String, Option<u32>)> = sqlx::query_as(
+            "SELECT id, name, min_length, max_length, lowercase, uppercase, digits, special, forbidden_chars, max_age_days \
+             FROM password_policies ORDER BY name",
+        )
+        .fetch_all(&self.store().pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    name,
+                    min_length,
+                    max_length,
+                    lowercase,
+                    uppercase,
+                    digits,
+                    special,
+                    forbidden_chars,
+                    max_age_days,
+                )| {
+                    StoredPolicy {
+                        id,
+                        name,
+                        policy: PasswordPolicy {
+                            min_length,
+                            max_length,
+                            lowercase,
+                            uppercase,
+                            digits,
+                            special,
+                            forbidden_chars,
+                            max_age_days,
+                        },
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Creates a password policy (Manage resources).
+    pub async fn create_password_policy(
+        &self,
+        actor: &Actor,
+        n: NewPasswordPolicy,
+        ctx: &RequestContext,
+    ) -> Result<StoredPolicy> {
+        self.require(
+            actor,
+            crate::Action::CreateResource,
+            crate::Object::System,
+            "password_policy.create",
+            "password_policy",
+            None,
+            ctx,
+        )
+        .await?;
+        let name = n.name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(Error::invalid("name", "must be 1 to 64 characters"));
+        }
+        n.policy.validate()?;
+        if n.policy.max_age_days == Some(0) {
+            return Err(Error::invalid(
+                "max_age_days",
+                "must be at least 1 (omit it for no maximum)",
+            ));
+        }
+        let p = &n.policy;
+        let id = store::new_id();
+        let mut w = self.store().write().await?;
+        let r = sqlx::query(
+            "INSERT INTO password_policies (id, name, min_length, max_length, lowercase, uppercase, digits, special, \
+             forbidden_chars, max_age_days, created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+        )
+        .bind(&id)
+        .bind(name)
+        .bind(p.min_length)
+        .bind(p.max_length)
+        .bind(p.lowercase)
+        .bind(p.uppercase)
+        .bind(p.digits)
+        .bind(p.special)
+        .bind(&p.forbidden_chars)
+        .bind(p.max_age_days)
+        .bind(store::now())
+        .execute(&mut *w.tx)
+        .await;
+        match r {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(Error::conflict(format!("a policy named {name:?} exists")))
+            }
+            r => {
+                r?;
+            }
+        }
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "password_policy.create", "password_policy")
+                .object(&id, name)
+                .detail(format!(
+                    "length {}-{}, max age {}",
+                    p.min_length,
+                    p.max_length,
+                    p.max_age_days
+                        .map(|d| format!("{d} days"))
+                        .unwrap_or_else(|| "none".into())
+                )),
+            ctx,
+        )
+        .await?;
+        w.commit().await?;
+        Ok(StoredPolicy {
+            id,
+            name: name.to_owned(),
+            policy: n.policy,
+        })
+    }
+
+    async fn policy_exists(&self, id: &str) -> Result<()> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM password_policies WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.store().pool)
+            .await?;
+        if n == 0 {
+            return Err(Error::invalid("policy_id", "no such password policy"));
+        }
+        Ok(())
+    }
+
+    /// Sets (or clears) an account's password policy (needs the right to change the account).
+    pub async fn set_account_policy(
+        &self,
+        actor: &Actor,
+        account_id: &str,
+        policy_id: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        let (a, r, share) = self.account_object(actor, account_id).await?;
+        let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
+        self.require(
+            actor,
+            crate::Action::UpdateAccount,
+            crate::Object::Owned {
+                owner_id: owner,
+                share,
+                access: crate::Access::Free,
+            },
+            "account.password_policy",
+            "account",
+            Some((account_id, &a.login)),
+            ctx,
+        )
+        .await?;
+        if let Some(p) = policy_id {
+            self.policy_exists(p).await?;
+        }
+        let mut w = self.store().write().await?;
+        sqlx::query("UPDATE accounts SET password_policy_id = $1 WHERE id = $2")
+            .bind(policy_id)
+            .bind(account_id)
+            .execute(&mut *w.tx)
+            .await?;
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "account.password_policy", "account")
+                .object(account_id, &a.login)
+                .detail(format!("policy {}", policy_id.unwrap_or("none (group's or default)"))),
+            ctx,
+        )
+        .await?;
+        w.commit().await
+    }
+
+    /// Sets (or clears) a resource group's password policy.
+    pub async fn set_group_policy(
+        &self,
+        actor: &Actor,
+        group_id: &str,
+        policy_id: Option<&str>,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        let g = self
+            .modifiable_resource_group(actor, group_id, "resource_group.password_policy", ctx)
+            .await?;
+        if let Some(p) = policy_id {
+            self.policy_exists(p).await?;
+        }
+        let mut w = self.store().write().await?;
+        sqlx::query("UPDATE resource_groups SET password_policy_id = $1 WHERE id = $2")
+            .bind(policy_id)
+            .bind(group_id)
+            .execute(&mut *w.tx)
+            .await?;
+        audit::append(
+            &mut w.tx,
+            NewEvent::by(actor, "resource_group.password_policy", "resource_group")
+                .object(group_id, &g.name)
+                .detail(format!("policy {}", policy_id.unwrap_or("none (default)"))),
+            ctx,
+        )
+        .await?;
+        w.commit().await
+    }
+
+    /// "Randomize now": resets every account of the group's resources that the
+    /// actor may change, one by one; returns each account's outcome.
+    pub async fn randomize_group(
+        &self,
+        actor: &Actor,
+        group_id: &str,
+        ctx: &RequestContext,
+    ) -> Result<Vec<ResetResult>> {
+        let g = self
+            .modifiable_resource_group(actor, group_id, "resource_group.randomize", ctx)
+            .await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT a.id FROM accounts a JOIN resource_group_members m ON m.resource_id = a.resource_id \
+             WHERE m.group_id = $1 ORDER BY a.id",
+        )
+        .bind(group_id)
+        .fetch_all(&self.store().pool)
+        .await?;
+        self.audit_alone(
+            NewEvent::by(actor, "resource_group.randomize", "resource_group")
+                .object(group_id, &g.name)
+                .detail(format!("{} accounts", ids.len())),
+            ctx,
+        )
+        .await?;
+        let mut out = Vec::new();
+        for id in ids {
+            let label = match self.account_by_id(&id).await? {
+                Some(a) => match self.resource_by_id(&a.resource_id).await? {
+                    Some(r) => format!("{}@{}", a.login, r.name),
+                    None => a.login,
+                },
+                None => continue,
+            };
+            let r = self.reset_account_password(actor, &id, ctx).await;
+            out.push(ResetResult {
+                account_id: id,
+                account: label,
+                outcome: if r.is_ok() { "ok" } else { "failed" }.into(),
+                error: r.err().map(|e| e.to_string()),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Rotates passwords older than their policy's maximum age (the root's
+    /// sweep calls this). Accounts checked out right now, of types without a
+    /// resetter, or whose last reset failed less than an hour ago are skipped.
+    pub async fn rotate_aged_passwords(&self, now: time::OffsetDateTime) -> Result<Vec<ResetResult>> {
+        let rows: Vec<(String, Option<String>, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT a.id, a.password_changed_at, r.resource_type, a.reset_status, a.reset_at FROM accounts a \
+             JOIN resources r ON r.id = a.resource_id \
+             WHERE NOT EXISTS (SELECT 1 FROM access_requests q WHERE q.account_id = a.id AND q.state = 'checked_out')",
+        )
+        .fetch_all(&self.store().pool)
+        .await?;
+        let hour_ago = store::format_ts(now - time::Duration::hours(1));
+        let mut due = Vec::new();
+        for (id, changed, rtype, status, at) in rows {
+            let Some(t) = ResourceType::parse(&rtype) else { continue };
+            if self.resetter(t).is_none() {
+                continue;
+            }
+            if status.as_deref() == Some("failed") && at.as_deref().is_some_and(|a| a > hour_ago.as_str()) {
+                continue;
+            }
+            let Some(days) = self.password_policy_for(&id).await?.max_age_days else {
+                continue;
+            };
+            let limit = now - time::Duration::days(i64::from(days));
+            let old = changed.as_deref().and_then(store::parse_ts).is_none_or(|c| c <= limit);
+            if old {
+                due.push(id);
+            }
+        }
+        let ctx = RequestContext {
+            client_ip: None,
+            reason: Some("password older than its policy's maximum age".into()),
+        };
+        Ok(self.reset_accounts(&due, &ctx).await)
+    }
+
+    /// After a share of `level` is revoked: resets the covered accounts the
+    /// principal could have seen (`view` or more), where a resetter exists.
+    pub(crate) async fn reset_after_revoke(&self, accounts: Vec<String>, ctx: &RequestContext) -> Vec<ResetResult> {
+        let mut due = Vec::new();
+        for id in accounts {
+            if let Ok(Some(a)) = self.account_by_id(&id).await {
+                if let Ok(Some(r)) = self.resource_by_id(&a.resource_id).await {
+                    if a.has_password && self.resetter(r.resource_type).is_some() {
+                        due.push(id);
+                    }
+                }
+            }
+        }
+        let ctx = RequestContext {
+            client_ip: ctx.client_ip,
+            reason: Some("a share that could see the password was revoked".into()),
+        };
+        self.reset_accounts(&due, &ctx).await
+    }
+}

@@ -426,8 +426,8 @@ impl Vault {
         Ok(out)
     }
 
-    /// Revokes a share. The vault reports which accounts lost a `view` (or
-    /// higher) share so the caller can reset their passwords.
+    /// Revokes a share. When it was `view` or more, the passwords it covered are
+    /// reset on their targets (where a resetter exists; each outcome is audited).
     pub async fn revoke_share(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<Share> {
         if actor.must_change_password {
             return Err(Error::PasswordChangeRequired);
@@ -471,6 +471,11 @@ impl Vault {
         )
         .await?;
         w.commit().await?;
+        // Whoever could see the password no longer should know it.
+        if ShareLevel::parse(&s.level).is_some_and(|l| l >= ShareLevel::View) {
+            let accounts = self.share_account_ids(&s).await?;
+            self.reset_after_revoke(accounts, ctx).await;
+        }
         Ok(s)
     }
 
@@ -705,6 +710,33 @@ impl Vault {
         Ok(g)
     }
 
+    /// A resource group the actor may change (owner, super admin, or a `modify` share); refusals audited as `what`.
+    pub(crate) async fn modifiable_resource_group(
+        &self,
+        actor: &Actor,
+        id: &str,
+        what: &str,
+        ctx: &RequestContext,
+    ) -> Result<ResourceGroup> {
+        let g = self.visible_resource_group(actor, id, ctx).await?;
+        let share = self.group_share_level(actor, id).await?;
+        self.require(
+            actor,
+            Action::UpdateResource,
+            Object::Owned {
+                owner_id: g.owner_id.as_deref(),
+                share,
+                access: Access::Free,
+            },
+            what,
+            "resource_group",
+            Some((id, &g.name)),
+            ctx,
+        )
+        .await?;
+        Ok(g)
+    }
+
     /// Resource groups the actor owns or that are shared with them (all for super admins).
     pub async fn list_resource_groups(&self, actor: &Actor, _ctx: &RequestContext) -> Result<Vec<ResourceGroup>> {
         if actor.must_change_password {
@@ -785,22 +817,7 @@ impl Vault {
         } else {
             "resource_group.member_remove"
         };
-        let g = self.visible_resource_group(actor, group_id, ctx).await?;
-        let gshare = self.group_share_level(actor, group_id).await?;
-        self.require(
-            actor,
-            Action::UpdateResource,
-            Object::Owned {
-                owner_id: g.owner_id.as_deref(),
-                share: gshare,
-                access: Access::Free,
-            },
-            what,
-            "resource_group",
-            Some((group_id, &g.name)),
-            ctx,
-        )
-        .await?;
+        let g = self.modifiable_resource_group(actor, group_id, what, ctx).await?;
         let r = self.get_resource(actor, resource_id, ctx).await?;
         let rshare = self.share_level_for(actor, resource_id, None).await?;
         self.require(

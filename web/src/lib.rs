@@ -124,7 +124,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{access_requests, accounts, audit, auth, import, resources, roles, sessions, shares, users};
+    use api::{access_requests, accounts, audit, auth, import, passwords, resources, roles, sessions, shares, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -186,6 +186,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(roles::edit_role, roles::delete_role))
         .routes(routes!(roles::approve_role))
         .routes(routes!(roles::assign_role))
+        .routes(routes!(passwords::list_policies, passwords::create_policy))
+        .routes(routes!(passwords::set_account_policy))
+        .routes(routes!(passwords::set_group_policy))
+        .routes(routes!(passwords::reset_account))
+        .routes(routes!(passwords::randomize_group))
         .merge(csv)
 }
 
@@ -335,6 +340,11 @@ mod tests {
             "/api/v1/roles/{id}",
             "/api/v1/roles/{id}/approve",
             "/api/v1/roles/{id}/assign",
+            "/api/v1/password-policies",
+            "/api/v1/accounts/{id}/password-policy",
+            "/api/v1/resource-groups/{id}/password-policy",
+            "/api/v1/accounts/{id}/reset",
+            "/api/v1/resource-groups/{id}/randomize",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }

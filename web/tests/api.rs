@@ -209,6 +209,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/roles/{id}"),
     ("POST", "/api/v1/roles/{id}/approve"),
     ("POST", "/api/v1/roles/{id}/assign"),
+    ("GET", "/api/v1/password-policies"),
+    ("POST", "/api/v1/password-policies"),
+    ("PUT", "/api/v1/accounts/{id}/password-policy"),
+    ("PUT", "/api/v1/resource-groups/{id}/password-policy"),
+    ("POST", "/api/v1/accounts/{id}/reset"),
+    ("POST", "/api/v1/resource-groups/{id}/randomize"),
 ];
 
 const PUBLIC: &[&str] = &["/api/v1/openapi.json", "/api/v1/auth/login"];

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod import;
+pub mod passwords;
 pub mod resources;
 pub mod roles;
 pub mod sessions;
