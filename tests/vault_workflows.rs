@@ -629,3 +629,132 @@ async fn custom_role_needs_a_second_administrator_before_it_takes_effect() {
     }
     env.stop_and_verify_audit().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn window_end_checks_in_ends_the_session_and_resets_through_root_with_chpasswd() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    sshd::available().expect("real sshd targets are needed (run the suite with tests/run.sh as root)");
+    let env = Env::new().await;
+    let old = canary();
+    let root_pw = canary();
+    let t = SshTarget::start(TargetOptions {
+        users: vec![TargetUser::password("deploy", &old)],
+        allow_tcp_forwarding: false,
+        extra_config: "PermitRootLogin yes\n".into(),
+    });
+    t.set_password("root", &root_pw);
+    let (rid, aid) = env.add_target("app1", t.port, "deploy", &old).await;
+    let a = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/resources/{rid}/accounts"),
+            Some(&env.alice),
+            Some(json!({"login": "root", "password": root_pw})),
+        )
+        .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    // Resets of this resource go through root (chpasswd, new password on stdin).
+    let p = env
+        .s
+        .req(
+            "PATCH",
+            &format!("/api/v1/resources/{rid}"),
+            Some(&env.alice),
+            Some(json!({"extra": {"reset_with": "root"}})),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    let s = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/shares",
+            Some(&env.alice),
+            Some(json!({"user_id": env.bob_id, "account_id": aid, "level": "connect"})),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.text);
+    let p = env
+        .s
+        .req(
+            "PUT",
+            &format!("/api/v1/resources/{rid}/access-policy"),
+            Some(&env.alice),
+            Some(json!({"require_request": true, "max_window_minutes": 60})),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    let r = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/access-requests",
+            Some(&env.bob),
+            Some(json!({"account_id": aid, "reason": "deploy"})),
+        )
+        .await;
+    let req = r.body["id"].as_str().unwrap().to_owned();
+    let ok = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/access-requests/{req}/approve"),
+            Some(&env.alice),
+            None,
+        )
+        .await;
+    assert_eq!(ok.body["state"], "approved", "{}", ok.text);
+    let out = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/access-requests/{req}/checkout"),
+            Some(&env.bob),
+            None,
+        )
+        .await;
+    assert_eq!(out.body["state"], "checked_out", "{}", out.text);
+    let bob_ssh = SshClient::new().with_password(BOB_PW);
+    let mut cmd = bob_ssh.ssh(env.ssh_port, "bob#deploy@app1", &["echo started; sleep 120"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"started\n");
+    // The window ends (the sweep's work, run here with a clock two hours ahead).
+    let vault = env.s.running.as_ref().unwrap().vault.clone();
+    assert_eq!(
+        vault
+            .expire_checkouts(time::OffsetDateTime::now_utc() + time::Duration::hours(2))
+            .await
+            .unwrap(),
+        1
+    );
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the session survived the end of the window"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = env.s.req("GET", "/api/v1/access-requests", Some(&env.bob), None).await;
+    let mine = &list.body[0];
+    assert_eq!(
+        (mine["state"].as_str(), mine["checked_in_by"].as_str()),
+        (Some("checked_in"), Some("system"))
+    );
+    assert_eq!(mine["reset_outcome"], "ok", "{}", list.text);
+    assert!(!direct_login_works(&t, "deploy", &old));
+    let new = env.retrieve(&env.alice, &aid).await.body["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(direct_login_works(&t, "deploy", &new));
+    // Only deploy's password changed: root's still logs in.
+    assert!(direct_login_works(&t, "root", &root_pw));
+    drop(t);
+    env.stop_and_verify_audit().await;
+}
