@@ -1579,4 +1579,86 @@ mod tests {
         assert_ne!(now_pw.expose_str(), Some(seen.as_str()));
         assert!(v.verify_audit().await.unwrap().first_broken.is_none());
     }
+
+    /// A ticket system that knows ticket `CHG-1` only, and is down for `DOWN`.
+    struct Tickets;
+
+    impl TicketValidator for Tickets {
+        fn validate<'a>(&'a self, t: &'a TicketCheck) -> BoxFuture<'a, std::result::Result<bool, String>> {
+            Box::pin(async move {
+                match t.ticket_id.as_str() {
+                    "DOWN" => Err("unreachable".into()),
+                    id => Ok(id == "CHG-1" && t.requester == "bob" && t.account == "root@h1"),
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn ticket_ids_are_checked_by_the_validator() {
+        use crate::model::Role;
+        use crate::testutil::{account, linux, user, vault};
+        use crate::NewShare;
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let ctx = RequestContext::default();
+        let owner = user(&v, "owner", Role::PasswordAdministrator).await;
+        let bob = user(&v, "bob", Role::PasswordUser).await;
+        let r = v.create_resource(&owner, linux("h1"), &ctx).await.unwrap();
+        let a = v
+            .create_account(&owner, &r.id, account("root", "pw"), &ctx)
+            .await
+            .unwrap();
+        v.create_share(
+            &owner,
+            NewShare {
+                user_id: Some(bob.id.clone()),
+                group_id: None,
+                account_id: Some(a.id.clone()),
+                resource_id: None,
+                resource_group_id: None,
+                level: "connect".into(),
+            },
+            &ctx,
+        )
+        .await
+        .unwrap();
+        let policy = AccessPolicy {
+            require_request: true,
+            dual_approval: false,
+            exclusive: false,
+            exclusive_mode: ExclusiveMode::Refuse,
+            max_window_minutes: 60,
+            reset_on_checkin: false,
+        };
+        v.set_access_policy(&owner, &r.id, policy, &ctx).await.unwrap();
+        let req = |t: &str| NewAccessRequest {
+            account_id: a.id.clone(),
+            reason: "fix".into(),
+            ticket_id: Some(t.into()),
+            window_minutes: None,
+        };
+        // Without a validator any ticket id is recorded.
+        assert!(v.create_access_request(&bob, req("ANY-1"), &ctx).await.is_ok());
+        v.set_ticket_validator(std::sync::Arc::new(Tickets));
+        let ok = v.create_access_request(&bob, req("CHG-1"), &ctx).await.unwrap();
+        assert_eq!(ok.ticket_id.as_deref(), Some("CHG-1"));
+        assert_eq!(ok.window_minutes, 60);
+        for bad in ["CHG-2", "DOWN"] {
+            assert!(
+                matches!(
+                    v.create_access_request(&bob, req(bad), &ctx).await,
+                    Err(Error::Invalid { field: "ticket_id", .. })
+                ),
+                "{bad}"
+            );
+        }
+        let denied: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'access_request.create' AND outcome = 'denied'",
+        )
+        .fetch_one(&v.store().pool)
+        .await
+        .unwrap();
+        assert_eq!(denied, 2);
+    }
 }
