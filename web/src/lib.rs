@@ -191,6 +191,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(passwords::set_group_policy))
         .routes(routes!(passwords::reset_account))
         .routes(routes!(passwords::randomize_group))
+        .routes(routes!(users::transfer_ownership))
+        .routes(routes!(users::exit_report))
+        .routes(routes!(users::reset_all))
         .merge(csv)
 }
 
@@ -345,6 +348,9 @@ mod tests {
             "/api/v1/resource-groups/{id}/password-policy",
             "/api/v1/accounts/{id}/reset",
             "/api/v1/resource-groups/{id}/randomize",
+            "/api/v1/users/{id}/transfer",
+            "/api/v1/users/{id}/exit-report",
+            "/api/v1/users/{id}/reset-all",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }

@@ -215,6 +215,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/resource-groups/{id}/password-policy"),
     ("POST", "/api/v1/accounts/{id}/reset"),
     ("POST", "/api/v1/resource-groups/{id}/randomize"),
+    ("POST", "/api/v1/users/{id}/transfer"),
+    ("GET", "/api/v1/users/{id}/exit-report"),
+    ("POST", "/api/v1/users/{id}/reset-all"),
 ];
 
 const PUBLIC: &[&str] = &["/api/v1/openapi.json", "/api/v1/auth/login"];

@@ -160,3 +160,48 @@ pub async fn delete_user_key(
     state.vault.delete_user_key(&auth.actor, &id, &key_id, &ctx).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Transfers everything the user owns (resources, accounts, resource groups, and with them the
+/// approval of access requests) to another user (Manage users; the new owner must manage resources or passwords).
+#[utoipa::path(post, path = "/api/v1/users/{id}/transfer", tag = tags::USERS, security(("bearer" = [])), request_body = postern_vault::TransferRequest,
+    params(("id" = String, Path, description = "User id (UUID) of the current owner")),
+    responses((status = 200, description = "What moved", body = postern_vault::TransferReport), AuthErrors, ForbiddenError, NotFoundError, BodyErrors))]
+pub async fn transfer_ownership(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+    ApiJson(body): ApiJson<postern_vault::TransferRequest>,
+) -> ApiResult<Json<postern_vault::TransferReport>> {
+    Ok(Json(
+        state.vault.transfer_ownership(&auth.actor, &id, body, &ctx).await?,
+    ))
+}
+
+/// Exit report: every account the user could reach, how, whether they could see the password, and
+/// when they last retrieved it (Manage users and View audit).
+#[utoipa::path(get, path = "/api/v1/users/{id}/exit-report", tag = tags::USERS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses((status = 200, description = "Reachable accounts", body = Vec<postern_vault::ExitEntry>), AuthErrors, ForbiddenError, NotFoundError))]
+pub async fn exit_report(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<Json<Vec<postern_vault::ExitEntry>>> {
+    Ok(Json(state.vault.exit_report(&auth.actor, &id, &ctx).await?))
+}
+
+/// Resets every password the user could see (the exit report's `could_see_password` accounts) on its
+/// target; one result per account.
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset-all", tag = tags::USERS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses((status = 200, description = "Per-account outcome", body = Vec<postern_vault::ResetResult>), AuthErrors, ForbiddenError, NotFoundError))]
+pub async fn reset_all(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<Json<Vec<postern_vault::ResetResult>>> {
+    Ok(Json(state.vault.reset_all_for_user(&auth.actor, &id, &ctx).await?))
+}
