@@ -14,6 +14,7 @@ pub mod resources;
 pub mod roles;
 pub mod sessions;
 pub mod shares;
+pub mod terminal;
 pub mod users;
 
 use std::sync::Arc;
