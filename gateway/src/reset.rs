@@ -199,10 +199,8 @@ impl SshResetter {
         let run = async {
             while let Some(msg) = ch.wait().await {
                 match msg {
-                    ChannelMsg::ExtendedData { data, .. } | ChannelMsg::Data { data } => {
-                        if errs.len() < 4096 {
-                            errs.push_str(&String::from_utf8_lossy(&data));
-                        }
+                    ChannelMsg::ExtendedData { data, .. } | ChannelMsg::Data { data } if errs.len() < 4096 => {
+                        errs.push_str(&String::from_utf8_lossy(&data));
                     }
                     ChannelMsg::ExitStatus { exit_status: 0 } => return Ok(()),
                     ChannelMsg::ExitStatus { exit_status } => {

@@ -796,6 +796,7 @@ impl Vault {
         Ok((row, a, r))
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
         actor: &Actor,

@@ -247,8 +247,8 @@ impl Vault {
 
     /// The policy for an account: its own, else its resource's first group's, else the default.
     pub async fn password_policy_for(&self, account_id: &str) -> Result<PasswordPolicy> {
-        let row: Option<(u32, u32, bool, bool, bool, bool, String, Option<u32>)> = sqlx::query_as(
-            "SELECT min_length, max_length, lowercase, uppercase, digits, special, forbidden_chars, max_age_days \
+        let row: Option<PolicyRow> = sqlx::query_as(
+            "SELECT id, name, min_length, max_length, lowercase, uppercase, digits, special, forbidden_chars, max_age_days \
              FROM password_policies WHERE id = COALESCE( \
                (SELECT password_policy_id FROM accounts WHERE id = $1), \
                (SELECT g.password_policy_id FROM resource_groups g JOIN resource_group_members m ON m.group_id = g.id \
@@ -258,21 +258,7 @@ impl Vault {
         .bind(account_id)
         .fetch_optional(&self.store().pool)
         .await?;
-        Ok(match row {
-            Some((min_length, max_length, lowercase, uppercase, digits, special, forbidden_chars, max_age_days)) => {
-                PasswordPolicy {
-                    min_length,
-                    max_length,
-                    lowercase,
-                    uppercase,
-                    digits,
-                    special,
-                    forbidden_chars,
-                    max_age_days,
-                }
-            }
-            None => PasswordPolicy::default(),
-        })
+        Ok(row.map(|r| r.into_stored().policy).unwrap_or_default())
     }
 
     async fn open_password(&self, account_id: &str) -> Result<Option<SecretString>> {
@@ -483,6 +469,48 @@ mod tests {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct PolicyRow {
+    id: String,
+    name: String,
+    min_length: u32,
+    max_length: u32,
+    lowercase: bool,
+    uppercase: bool,
+    digits: bool,
+    special: bool,
+    forbidden_chars: String,
+    max_age_days: Option<u32>,
+}
+
+impl PolicyRow {
+    fn into_stored(self) -> StoredPolicy {
+        StoredPolicy {
+            id: self.id,
+            name: self.name,
+            policy: PasswordPolicy {
+                min_length: self.min_length,
+                max_length: self.max_length,
+                lowercase: self.lowercase,
+                uppercase: self.uppercase,
+                digits: self.digits,
+                special: self.special,
+                forbidden_chars: self.forbidden_chars,
+                max_age_days: self.max_age_days,
+            },
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AgedRow {
+    id: String,
+    changed: Option<String>,
+    rtype: String,
+    status: Option<String>,
+    at: Option<String>,
+}
+
 /// A stored password policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -521,44 +549,13 @@ impl Vault {
             ctx,
         )
         .await?;
-        let rows: Vec<(String, String, u32, u32, bool, bool, bool, bool, String, Option<u32>)> = sqlx::query_as(
+        let rows: Vec<PolicyRow> = sqlx::query_as(
             "SELECT id, name, min_length, max_length, lowercase, uppercase, digits, special, forbidden_chars, max_age_days \
              FROM password_policies ORDER BY name",
         )
         .fetch_all(&self.store().pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    id,
-                    name,
-                    min_length,
-                    max_length,
-                    lowercase,
-                    uppercase,
-                    digits,
-                    special,
-                    forbidden_chars,
-                    max_age_days,
-                )| {
-                    StoredPolicy {
-                        id,
-                        name,
-                        policy: PasswordPolicy {
-                            min_length,
-                            max_length,
-                            lowercase,
-                            uppercase,
-                            digits,
-                            special,
-                            forbidden_chars,
-                            max_age_days,
-                        },
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(PolicyRow::into_stored).collect())
     }
 
     /// Creates a password policy (Manage resources).
@@ -775,8 +772,9 @@ impl Vault {
     /// sweep calls this). Accounts checked out right now, of types without a
     /// resetter, or whose last reset failed less than an hour ago are skipped.
     pub async fn rotate_aged_passwords(&self, now: time::OffsetDateTime) -> Result<Vec<ResetResult>> {
-        let rows: Vec<(String, Option<String>, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT a.id, a.password_changed_at, r.resource_type, a.reset_status, a.reset_at FROM accounts a \
+        let rows: Vec<AgedRow> = sqlx::query_as(
+            "SELECT a.id, a.password_changed_at AS changed, r.resource_type AS rtype, a.reset_status AS status, \
+             a.reset_at AS at FROM accounts a \
              JOIN resources r ON r.id = a.resource_id \
              WHERE NOT EXISTS (SELECT 1 FROM access_requests q WHERE q.account_id = a.id AND q.state = 'checked_out')",
         )
@@ -784,7 +782,14 @@ impl Vault {
         .await?;
         let hour_ago = store::format_ts(now - time::Duration::hours(1));
         let mut due = Vec::new();
-        for (id, changed, rtype, status, at) in rows {
+        for AgedRow {
+            id,
+            changed,
+            rtype,
+            status,
+            at,
+        } in rows
+        {
             let Some(t) = ResourceType::parse(&rtype) else { continue };
             if self.resetter(t).is_none() {
                 continue;
