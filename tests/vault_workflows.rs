@@ -758,3 +758,60 @@ async fn window_end_checks_in_ends_the_session_and_resets_through_root_with_chpa
     drop(t);
     env.stop_and_verify_audit().await;
 }
+
+#[tokio::test]
+async fn exclusive_checkout_with_two_users_is_refused_then_queued() {
+    let env = Env::new().await;
+    // No target needed: nothing is reset here.
+    let (rid, aid) = env.add_target("db9", 22, "oracle", "pw").await;
+    for who in [&env.bob_id, &env.carol_id] {
+        let r = env
+            .s
+            .req("POST", "/api/v1/shares", Some(&env.alice), Some(json!({"user_id": who, "account_id": aid, "level": "connect"})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let policy = |mode: &str| json!({"require_request": true, "exclusive": true, "exclusive_mode": mode, "reset_on_checkin": false});
+    let p = env
+        .s
+        .req("PUT", &format!("/api/v1/resources/{rid}/access-policy"), Some(&env.alice), Some(policy("refuse")))
+        .await;
+    assert_eq!(p.status, 200, "{}", p.text);
+    let mut ids = Vec::new();
+    for who in [&env.bob, &env.carol] {
+        let r = env
+            .s
+            .req("POST", "/api/v1/access-requests", Some(who), Some(json!({"account_id": aid, "reason": "maintenance"})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        let a = env.s.req("POST", &format!("/api/v1/access-requests/{id}/approve"), Some(&env.alice), None).await;
+        assert_eq!(a.body["state"], "approved", "{}", a.text);
+        ids.push(id);
+    }
+    let go = |who: &str, id: &str, what: &str| {
+        let (s, who, path) = (&env.s, who.to_owned(), format!("/api/v1/access-requests/{id}/{what}"));
+        async move { s.req("POST", &path, Some(&who), None).await }
+    };
+    assert_eq!(go(&env.bob, &ids[0], "checkout").await.body["state"], "checked_out");
+    // Refuse mode: carol gets 409.
+    let r = go(&env.carol, &ids[1], "checkout").await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    // Queue mode: carol waits, and gets the account when bob checks in.
+    env.s
+        .req("PUT", &format!("/api/v1/resources/{rid}/access-policy"), Some(&env.alice), Some(policy("queue")))
+        .await;
+    assert_eq!(go(&env.carol, &ids[1], "checkout").await.body["state"], "queued");
+    // Nobody checks in someone else's request without being an approver.
+    assert_eq!(go(&env.carol, &ids[0], "checkin").await.status, 404);
+    assert_eq!(go(&env.bob, &ids[0], "checkin").await.body["state"], "checked_in");
+    let list = env.s.req("GET", "/api/v1/access-requests", Some(&env.carol), None).await;
+    let carol_req = list.body.as_array().unwrap().iter().find(|r| r["id"] == ids[1].as_str()).unwrap().clone();
+    assert_eq!(carol_req["state"], "checked_out", "{}", list.text);
+    assert!(carol_req["window_end"].is_string());
+    // Invalid transitions are 409 problems.
+    let again = go(&env.bob, &ids[0], "checkout").await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.body["type"], "urn:postern:problem:invalid-transition");
+    env.stop_and_verify_audit().await;
+}

@@ -176,6 +176,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/accounts/{id}"),
     ("DELETE", "/api/v1/accounts/{id}"),
     ("POST", "/api/v1/accounts/{id}/retrieve"),
+    ("GET", "/api/v1/accounts/{id}/terminal"),
     ("POST", "/api/v1/import/resources"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/audit/verify"),
