@@ -257,6 +257,7 @@ fn wire_workflows(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> Result<()> {
+    vault.set_tasks(tracker.clone(), shutdown.clone());
     let resetter = Arc::new(postern_gateway::reset::SshResetter {
         timeout: cfg.ssh.connect_timeout.max(Duration::from_secs(10)),
     });

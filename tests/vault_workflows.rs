@@ -755,6 +755,86 @@ async fn window_end_checks_in_ends_the_session_and_resets_through_root_with_chpa
     assert!(direct_login_works(&t, "deploy", &new));
     // Only deploy's password changed: root's still logs in.
     assert!(direct_login_works(&t, "root", &root_pw));
+    // "Randomize now" for a resource group: a job with progress and one result per account.
+    let g = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/resource-groups",
+            Some(&env.alice),
+            Some(json!({"name": "apps"})),
+        )
+        .await;
+    let gid = g.body["id"].as_str().unwrap().to_owned();
+    let m = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/resource-groups/{gid}/members/{rid}"),
+            Some(&env.alice),
+            None,
+        )
+        .await;
+    assert_eq!(m.status, 200, "{}", m.text);
+    let job = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/resource-groups/{gid}/randomize"),
+            Some(&env.alice),
+            None,
+        )
+        .await;
+    assert_eq!(job.status, 202, "{}", job.text);
+    assert_eq!(job.body["total"], 2);
+    let jid = job.body["id"].as_str().unwrap().to_owned();
+    // bob may not watch alice's job.
+    assert_eq!(
+        env.s
+            .req("GET", &format!("/api/v1/jobs/{jid}"), Some(&env.bob), None)
+            .await
+            .status,
+        404
+    );
+    let t0 = Instant::now();
+    let done = loop {
+        let j = env
+            .s
+            .req("GET", &format!("/api/v1/jobs/{jid}"), Some(&env.alice), None)
+            .await;
+        if j.body["finished"] == true {
+            break j;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "job did not finish: {}", j.text);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let outcomes: Vec<(String, String)> = done.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["account"].as_str().unwrap().to_owned(),
+                r["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("deploy@app1".to_string(), "ok".to_string()),
+            ("root@app1".to_string(), "ok".to_string())
+        ],
+        "{}",
+        done.text
+    );
+    let newest = env.retrieve(&env.alice, &aid).await.body["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(newest, new);
+    assert!(direct_login_works(&t, "deploy", &newest));
+    assert!(!direct_login_works(&t, "root", &root_pw));
     drop(t);
     env.stop_and_verify_audit().await;
 }
@@ -767,25 +847,48 @@ async fn exclusive_checkout_with_two_users_is_refused_then_queued() {
     for who in [&env.bob_id, &env.carol_id] {
         let r = env
             .s
-            .req("POST", "/api/v1/shares", Some(&env.alice), Some(json!({"user_id": who, "account_id": aid, "level": "connect"})))
+            .req(
+                "POST",
+                "/api/v1/shares",
+                Some(&env.alice),
+                Some(json!({"user_id": who, "account_id": aid, "level": "connect"})),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
     }
     let policy = |mode: &str| json!({"require_request": true, "exclusive": true, "exclusive_mode": mode, "reset_on_checkin": false});
     let p = env
         .s
-        .req("PUT", &format!("/api/v1/resources/{rid}/access-policy"), Some(&env.alice), Some(policy("refuse")))
+        .req(
+            "PUT",
+            &format!("/api/v1/resources/{rid}/access-policy"),
+            Some(&env.alice),
+            Some(policy("refuse")),
+        )
         .await;
     assert_eq!(p.status, 200, "{}", p.text);
     let mut ids = Vec::new();
     for who in [&env.bob, &env.carol] {
         let r = env
             .s
-            .req("POST", "/api/v1/access-requests", Some(who), Some(json!({"account_id": aid, "reason": "maintenance"})))
+            .req(
+                "POST",
+                "/api/v1/access-requests",
+                Some(who),
+                Some(json!({"account_id": aid, "reason": "maintenance"})),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         let id = r.body["id"].as_str().unwrap().to_owned();
-        let a = env.s.req("POST", &format!("/api/v1/access-requests/{id}/approve"), Some(&env.alice), None).await;
+        let a = env
+            .s
+            .req(
+                "POST",
+                &format!("/api/v1/access-requests/{id}/approve"),
+                Some(&env.alice),
+                None,
+            )
+            .await;
         assert_eq!(a.body["state"], "approved", "{}", a.text);
         ids.push(id);
     }
@@ -799,14 +902,29 @@ async fn exclusive_checkout_with_two_users_is_refused_then_queued() {
     assert_eq!(r.status, 409, "{}", r.text);
     // Queue mode: carol waits, and gets the account when bob checks in.
     env.s
-        .req("PUT", &format!("/api/v1/resources/{rid}/access-policy"), Some(&env.alice), Some(policy("queue")))
+        .req(
+            "PUT",
+            &format!("/api/v1/resources/{rid}/access-policy"),
+            Some(&env.alice),
+            Some(policy("queue")),
+        )
         .await;
     assert_eq!(go(&env.carol, &ids[1], "checkout").await.body["state"], "queued");
     // Nobody checks in someone else's request without being an approver.
     assert_eq!(go(&env.carol, &ids[0], "checkin").await.status, 404);
     assert_eq!(go(&env.bob, &ids[0], "checkin").await.body["state"], "checked_in");
-    let list = env.s.req("GET", "/api/v1/access-requests", Some(&env.carol), None).await;
-    let carol_req = list.body.as_array().unwrap().iter().find(|r| r["id"] == ids[1].as_str()).unwrap().clone();
+    let list = env
+        .s
+        .req("GET", "/api/v1/access-requests", Some(&env.carol), None)
+        .await;
+    let carol_req = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == ids[1].as_str())
+        .unwrap()
+        .clone();
     assert_eq!(carol_req["state"], "checked_out", "{}", list.text);
     assert!(carol_req["window_end"].is_string());
     // Invalid transitions are 409 problems.

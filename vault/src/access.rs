@@ -1508,7 +1508,11 @@ mod tests {
         assert_eq!(v.password_policy_for(&a1.id).await.unwrap().min_length, 10);
         assert_eq!(v.password_policy_for(&a2.id).await.unwrap().min_length, 30);
         // Randomize now: one result per account, each new password under its policy.
-        let res = v.randomize_group(&owner, &g.id, &ctx).await.unwrap();
+        let job = v.randomize_group(&owner, &g.id, &ctx).await.unwrap();
+        assert!(job.finished && job.done == 2 && job.total == 2, "{job:?}");
+        assert_eq!(v.job(&owner, &job.id).unwrap(), job);
+        assert!(matches!(v.job(&bob, &job.id), Err(Error::NotFound { .. })));
+        let res = job.results;
         assert_eq!(res.len(), 2);
         assert!(res.iter().all(|r| r.outcome == "ok"), "{res:?}");
         let p1 = v

@@ -15,6 +15,7 @@ pub mod crypto;
 pub mod error;
 pub mod gateway;
 mod import;
+mod jobs;
 pub mod model;
 mod ownership;
 pub mod reset;
@@ -38,6 +39,7 @@ pub use authz::{authorize, Access, Action, Decision, Object, OpSet, Operation, S
 pub use error::{Error, MasterKeyProblem, ResetStage, Result};
 pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
 pub use import::{ImportReport, ImportRowError};
+pub use jobs::{Job, MAX_JOBS};
 pub use model::*;
 pub use ownership::{ExitEntry, TransferReport, TransferRequest};
 pub use reset::{NewPasswordPolicy, PasswordPolicy, ResetResult, ResetTarget, Resetter, StoredPolicy};
@@ -120,6 +122,8 @@ struct Inner {
     resetters: std::sync::RwLock<reset::Resetters>,
     /// Events for the rest of the server (bounded).
     events: tokio::sync::broadcast::Sender<VaultEvent>,
+    /// Background password jobs.
+    jobs: jobs::Jobs,
     /// Ticket validator for access requests (wired by the root).
     tickets: std::sync::RwLock<Option<Arc<dyn TicketValidator>>>,
 }
@@ -241,6 +245,7 @@ impl Vault {
                 resetters: Default::default(),
                 events: tokio::sync::broadcast::channel(256).0,
                 tickets: Default::default(),
+                jobs: Default::default(),
             }),
         };
         Ok((vault, report))

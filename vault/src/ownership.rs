@@ -8,7 +8,6 @@ use crate::audit::{self, NewEvent};
 use crate::authz::{Action, OpSet, Operation};
 use crate::error::{Error, Result};
 use crate::model::{Actor, RequestContext};
-use crate::reset::ResetResult;
 use crate::Vault;
 
 /// Where a user's resources go.
@@ -180,25 +179,17 @@ impl Vault {
     }
 
     /// Resets every password the user could see (the exit report's
-    /// `could_see_password` accounts), one by one; per-account results.
-    pub async fn reset_all_for_user(
-        &self,
-        actor: &Actor,
-        user_id: &str,
-        ctx: &RequestContext,
-    ) -> Result<Vec<ResetResult>> {
+    /// `could_see_password` accounts) as a background job with progress.
+    pub async fn reset_all_for_user(&self, actor: &Actor, user_id: &str, ctx: &RequestContext) -> Result<crate::Job> {
         let report = self.exit_report(actor, user_id, ctx).await?;
-        let mut out = Vec::new();
-        for e in report.into_iter().filter(|e| e.could_see_password) {
-            let r = self.reset_account_password(actor, &e.account_id, ctx).await;
-            out.push(ResetResult {
-                account_id: e.account_id,
-                account: e.account,
-                outcome: if r.is_ok() { "ok" } else { "failed" }.into(),
-                error: r.err().map(|e| e.to_string()),
-            });
-        }
-        Ok(out)
+        let name = self.user_row(user_id).await?.map(|u| u.username).unwrap_or_default();
+        let ids = report
+            .into_iter()
+            .filter(|e| e.could_see_password)
+            .map(|e| (e.account_id, e.account))
+            .collect();
+        self.start_reset_job(actor, "reset_all", format!("user {name}"), ids, ctx)
+            .await
     }
 }
 

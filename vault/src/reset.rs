@@ -723,49 +723,21 @@ impl Vault {
         w.commit().await
     }
 
-    /// "Randomize now": resets every account of the group's resources that the
-    /// actor may change, one by one; returns each account's outcome.
-    pub async fn randomize_group(
-        &self,
-        actor: &Actor,
-        group_id: &str,
-        ctx: &RequestContext,
-    ) -> Result<Vec<ResetResult>> {
+    /// "Randomize now": resets every account of the group's resources as a
+    /// background job with progress ([`Vault::job`]); each outcome is audited.
+    pub async fn randomize_group(&self, actor: &Actor, group_id: &str, ctx: &RequestContext) -> Result<crate::Job> {
         let g = self
             .modifiable_resource_group(actor, group_id, "resource_group.randomize", ctx)
             .await?;
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT a.id FROM accounts a JOIN resource_group_members m ON m.resource_id = a.resource_id \
-             WHERE m.group_id = $1 ORDER BY a.id",
+        let ids: Vec<(String, String)> = sqlx::query_as(
+            "SELECT a.id, a.login || '@' || r.name FROM accounts a JOIN resources r ON r.id = a.resource_id \
+             JOIN resource_group_members m ON m.resource_id = a.resource_id WHERE m.group_id = $1 ORDER BY r.name, a.login",
         )
         .bind(group_id)
         .fetch_all(&self.store().pool)
         .await?;
-        self.audit_alone(
-            NewEvent::by(actor, "resource_group.randomize", "resource_group")
-                .object(group_id, &g.name)
-                .detail(format!("{} accounts", ids.len())),
-            ctx,
-        )
-        .await?;
-        let mut out = Vec::new();
-        for id in ids {
-            let label = match self.account_by_id(&id).await? {
-                Some(a) => match self.resource_by_id(&a.resource_id).await? {
-                    Some(r) => format!("{}@{}", a.login, r.name),
-                    None => a.login,
-                },
-                None => continue,
-            };
-            let r = self.reset_account_password(actor, &id, ctx).await;
-            out.push(ResetResult {
-                account_id: id,
-                account: label,
-                outcome: if r.is_ok() { "ok" } else { "failed" }.into(),
-                error: r.err().map(|e| e.to_string()),
-            });
-        }
-        Ok(out)
+        self.start_reset_job(actor, "randomize", format!("resource group {}", g.name), ids, ctx)
+            .await
     }
 
     /// Rotates passwords older than their policy's maximum age (the root's

@@ -204,6 +204,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(passwords::set_group_policy))
         .routes(routes!(passwords::reset_account))
         .routes(routes!(passwords::randomize_group))
+        .routes(routes!(passwords::get_job))
         .routes(routes!(users::transfer_ownership))
         .routes(routes!(users::exit_report))
         .routes(routes!(users::reset_all))
@@ -364,6 +365,7 @@ mod tests {
             "/api/v1/users/{id}/transfer",
             "/api/v1/users/{id}/exit-report",
             "/api/v1/users/{id}/reset-all",
+            "/api/v1/jobs/{id}",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }

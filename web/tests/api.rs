@@ -219,6 +219,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/users/{id}/transfer"),
     ("GET", "/api/v1/users/{id}/exit-report"),
     ("POST", "/api/v1/users/{id}/reset-all"),
+    ("GET", "/api/v1/jobs/{id}"),
 ];
 
 const PUBLIC: &[&str] = &["/api/v1/openapi.json", "/api/v1/auth/login"];

@@ -4,9 +4,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use postern_vault::{NewPasswordPolicy, ResetResult, StoredPolicy};
+use postern_vault::{Job, NewPasswordPolicy, StoredPolicy};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -102,15 +102,35 @@ pub async fn reset_account(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// "Randomize now": resets every account of the group's resources; one result per account.
+/// "Randomize now": resets every account of the group's resources in a background job;
+/// follow its progress and per-account results at `GET /api/v1/jobs/{id}`.
 #[utoipa::path(post, path = "/api/v1/resource-groups/{id}/randomize", tag = tags::ACCESS, security(("bearer" = [])),
     params(("id" = String, Path, description = "Resource group id (UUID)")),
-    responses((status = 200, description = "Per-account outcome", body = Vec<ResetResult>), AuthErrors, ForbiddenError, NotFoundError))]
+    responses((status = 202, description = "Started", body = Job, headers(("Location" = String, description = "URL of the job"))),
+        AuthErrors, ForbiddenError, NotFoundError))]
 pub async fn randomize_group(
     State(state): State<AppState>,
     auth: Authenticated,
     Id(id): Id,
     ClientContext(ctx): ClientContext,
-) -> ApiResult<Json<Vec<ResetResult>>> {
-    Ok(Json(state.vault.randomize_group(&auth.actor, &id, &ctx).await?))
+) -> ApiResult<Response> {
+    let job = state.vault.randomize_group(&auth.actor, &id, &ctx).await?;
+    Ok(accepted(job))
+}
+
+/// A password job's progress and per-account results (the user who started it, or a super admin).
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = tags::ACCESS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Job id (UUID)")),
+    responses((status = 200, description = "The job", body = Job), AuthErrors, NotFoundError))]
+pub async fn get_job(State(state): State<AppState>, auth: Authenticated, Id(id): Id) -> ApiResult<Json<Job>> {
+    Ok(Json(state.vault.job(&auth.actor, &id)?))
+}
+
+/// `202 Accepted` with the job and its URL.
+pub(crate) fn accepted(job: Job) -> Response {
+    let mut resp = (StatusCode::ACCEPTED, Json(&job)).into_response();
+    if let Ok(v) = axum::http::HeaderValue::try_from(format!("/api/v1/jobs/{}", job.id)) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    resp
 }

@@ -192,16 +192,18 @@ pub async fn exit_report(
     Ok(Json(state.vault.exit_report(&auth.actor, &id, &ctx).await?))
 }
 
-/// Resets every password the user could see (the exit report's `could_see_password` accounts) on its
-/// target; one result per account.
+/// Resets every password the user could see (the exit report's `could_see_password` accounts) in a
+/// background job; follow it at `GET /api/v1/jobs/{id}`.
 #[utoipa::path(post, path = "/api/v1/users/{id}/reset-all", tag = tags::USERS, security(("bearer" = [])),
     params(("id" = String, Path, description = "User id (UUID)")),
-    responses((status = 200, description = "Per-account outcome", body = Vec<postern_vault::ResetResult>), AuthErrors, ForbiddenError, NotFoundError))]
+    responses((status = 202, description = "Started", body = postern_vault::Job, headers(("Location" = String, description = "URL of the job"))),
+        AuthErrors, ForbiddenError, NotFoundError))]
 pub async fn reset_all(
     State(state): State<AppState>,
     auth: Authenticated,
     Id(id): Id,
     ClientContext(ctx): ClientContext,
-) -> ApiResult<Json<Vec<postern_vault::ResetResult>>> {
-    Ok(Json(state.vault.reset_all_for_user(&auth.actor, &id, &ctx).await?))
+) -> ApiResult<Response> {
+    let job = state.vault.reset_all_for_user(&auth.actor, &id, &ctx).await?;
+    Ok(super::passwords::accepted(job))
 }
