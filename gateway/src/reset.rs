@@ -133,7 +133,10 @@ impl SshResetter {
                             } else if prompt.contains("new") || prompt.contains("retype") {
                                 new
                             } else {
-                                return Err(changing(format!("unexpected prompt: {}", last_line(&pending))));
+                                return Err(changing(format!(
+                                    "unexpected prompt: {}",
+                                    last_line(&redact(&pending, &[current, new]))
+                                )));
                             };
                             answers += 1;
                             if answers > 4 {
@@ -152,7 +155,7 @@ impl SshResetter {
                         } else {
                             Err(changing(format!(
                                 "passwd exited with status {exit_status}: {}",
-                                last_line(&seen)
+                                last_line(&redact(&seen, &[current, new]))
                             )))
                         };
                     }
@@ -206,7 +209,7 @@ impl SshResetter {
                     ChannelMsg::ExitStatus { exit_status } => {
                         return Err(changing(format!(
                             "{cmd} exited with status {exit_status}: {}",
-                            last_line(&errs)
+                            last_line(&redact(&errs, &[admin_pw, new]))
                         )))
                     }
                     _ => {}
@@ -239,6 +242,17 @@ impl Resetter for SshResetter {
             Ok(())
         })
     }
+}
+
+/// `s` with every occurrence of the secrets replaced (a target that echoes must not leak them into errors).
+fn redact(s: &str, secrets: &[&SecretString]) -> String {
+    let mut out = s.to_owned();
+    for sec in secrets {
+        if !sec.is_empty() {
+            out = out.replace(sec.expose(), "***");
+        }
+    }
+    out
 }
 
 /// The last non-empty line of a command's output (prompts and messages only:
@@ -277,6 +291,11 @@ mod tests {
             "passwd: Authentication token manipulation error"
         );
         assert_eq!(last_line(""), "");
+        let pw = SecretString::from("s3cr3t");
+        assert_eq!(
+            last_line(&redact("Current password: s3cr3t\r\nbad s3cr3t", &[&pw])),
+            "bad ***"
+        );
         assert_eq!(last_line("x\x1b[0m\n"), "x[0m");
     }
 }
