@@ -577,6 +577,28 @@ async fn custom_role_needs_a_second_administrator_before_it_takes_effect() {
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.body[0]["outcome"], "ok");
+    // The role filter finds bob under the custom role, not under password_user.
+    let by_role = env
+        .s
+        .req("GET", &format!("/api/v1/users?role={rid}"), Some(&env.carol), None)
+        .await;
+    let names: Vec<&str> = by_role
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["bob"], "{}", by_role.text);
+    let pus = env
+        .s
+        .req("GET", "/api/v1/users?role=password_user", Some(&env.carol), None)
+        .await;
+    assert!(
+        pus.body.as_array().unwrap().iter().all(|u| u["username"] != "bob"),
+        "{}",
+        pus.text
+    );
     // Now bob reads the audit trail (the token resolves to the new role at once).
     assert_eq!(
         env.s.req("GET", "/api/v1/audit", Some(&env.bob), None).await.status,

@@ -7,7 +7,7 @@ use axum::Json;
 use postern_vault::{NewUser, NewUserKey, Role, SecretString, User, UserKey, UserPatch};
 use serde::Deserialize;
 
-use super::{created, tags, ApiJson, Id, Ids};
+use super::{created, tags, ApiJson, ApiQuery, Id, Ids};
 use crate::auth::{Authenticated, ClientContext};
 use crate::error::{ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError};
 use crate::AppState;
@@ -42,15 +42,31 @@ impl From<StrictNewUser> for NewUser {
     }
 }
 
-/// Lists users.
-#[utoipa::path(get, path = "/api/v1/users", tag = tags::USERS, security(("bearer" = [])),
-    responses((status = 200, description = "Users", body = Vec<User>), AuthErrors, ForbiddenError))]
+/// The role filter of the user list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserFilter {
+    /// Only users holding this role: a built-in role id (without a custom role) or a custom role id.
+    pub role: Option<String>,
+}
+
+/// Lists users, optionally only those holding one role.
+#[utoipa::path(get, path = "/api/v1/users", tag = tags::USERS, security(("bearer" = [])), params(UserFilter),
+    responses((status = 200, description = "Users", body = Vec<User>), AuthErrors, ForbiddenError, BodyErrors))]
 pub async fn list_users(
     State(state): State<AppState>,
     auth: Authenticated,
     ClientContext(ctx): ClientContext,
+    ApiQuery(filter): ApiQuery<UserFilter>,
 ) -> ApiResult<Json<Vec<User>>> {
-    Ok(Json(state.vault.list_users(&auth.actor, &ctx).await?))
+    let mut users = state.vault.list_users(&auth.actor, &ctx).await?;
+    if let Some(role) = filter.role.as_deref() {
+        users.retain(|u| match Role::parse(role) {
+            Some(r) => u.role == r && u.custom_role_id.is_none(),
+            None => u.custom_role_id.as_deref() == Some(role),
+        });
+    }
+    Ok(Json(users))
 }
 
 /// Creates a user. Role ids: `administrator`, `password_administrator`,
