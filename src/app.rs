@@ -258,6 +258,7 @@ fn wire_workflows(
     shutdown: &CancellationToken,
 ) -> Result<()> {
     vault.set_tasks(tracker.clone(), shutdown.clone());
+    vault.set_require_reason(cfg.vault.require_reason);
     let resetter = Arc::new(postern_gateway::reset::SshResetter {
         timeout: cfg.ssh.connect_timeout.max(Duration::from_secs(10)),
     });

@@ -89,6 +89,11 @@ pub struct VaultConfig {
     /// `{"ticket_id", "requester", "account", "reason"}` and expects
     /// `{"valid": true}`.
     pub ticket_webhook_url: String,
+    /// A reason is mandatory for every password retrieval and every gateway
+    /// session (`require_reason`, default false). Sessions take it from the
+    /// user's checked-out access request (approved at once for accounts that
+    /// need no approval); the reason is in the audit.
+    pub require_reason: bool,
 }
 
 /// `[auth]` section.
@@ -427,6 +432,7 @@ enum Setting {
     VaultDatabaseUrl,
     VaultSweepInterval,
     VaultTicketWebhookUrl,
+    VaultRequireReason,
     AuthLockoutThreshold,
     AuthLockoutDuration,
     AuthTokenTtl,
@@ -447,13 +453,14 @@ enum Setting {
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 24] = [
+const ALL_KEYS: [Setting; 25] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
     Setting::VaultDatabaseUrl,
     Setting::VaultSweepInterval,
     Setting::VaultTicketWebhookUrl,
+    Setting::VaultRequireReason,
     Setting::AuthLockoutThreshold,
     Setting::AuthLockoutDuration,
     Setting::AuthTokenTtl,
@@ -484,6 +491,7 @@ impl Setting {
             Setting::VaultDatabaseUrl => "vault.database_url",
             Setting::VaultSweepInterval => "vault.sweep_interval",
             Setting::VaultTicketWebhookUrl => "vault.ticket_webhook_url",
+            Setting::VaultRequireReason => "vault.require_reason",
             Setting::AuthLockoutThreshold => "auth.lockout_threshold",
             Setting::AuthLockoutDuration => "auth.lockout_duration",
             Setting::AuthTokenTtl => "auth.token_ttl",
@@ -793,6 +801,7 @@ struct Partial {
     database_url: Option<Slot<String>>,
     sweep_interval: Option<Slot<Duration>>,
     ticket_webhook_url: Option<Slot<String>>,
+    require_reason: Option<Slot<bool>>,
     lockout_threshold: Option<Slot<u32>>,
     lockout_duration: Option<Slot<Duration>>,
     token_ttl: Option<Slot<Duration>>,
@@ -836,6 +845,7 @@ impl Partial {
             Setting::VaultDatabaseUrl => self.database_url = slot(c.database_url()?, origin),
             Setting::VaultSweepInterval => self.sweep_interval = slot(c.duration(false)?, origin),
             Setting::VaultTicketWebhookUrl => self.ticket_webhook_url = slot(c.webhook_url()?, origin),
+            Setting::VaultRequireReason => self.require_reason = slot(c.boolean()?, origin),
             Setting::AuthLockoutThreshold => {
                 let n = c.integer(1, u64::from(u32::MAX))?;
                 self.lockout_threshold = slot(u32::try_from(n).unwrap_or(u32::MAX), origin);
@@ -968,6 +978,7 @@ impl Partial {
                 database_url: value_or(&self.database_url, default_db),
                 sweep_interval: value_or(&self.sweep_interval, Duration::from_secs(30)),
                 ticket_webhook_url: value_or(&self.ticket_webhook_url, String::new()),
+                require_reason: value_or(&self.require_reason, false),
             },
             auth: AuthConfig {
                 lockout_threshold: value_or(&self.lockout_threshold, 5),
@@ -1160,6 +1171,7 @@ impl Config {
                     Setting::VaultDatabaseUrl => toml_string(&self.vault.database_url),
                     Setting::VaultSweepInterval => dur(self.vault.sweep_interval),
                     Setting::VaultTicketWebhookUrl => toml_string(&self.vault.ticket_webhook_url),
+                    Setting::VaultRequireReason => self.vault.require_reason.to_string(),
                     Setting::AuthLockoutThreshold => self.auth.lockout_threshold.to_string(),
                     Setting::AuthLockoutDuration => dur(self.auth.lockout_duration),
                     Setting::AuthTokenTtl => dur(self.auth.token_ttl),
@@ -1793,6 +1805,7 @@ format = "json"
                 "ssh.dangerous.accept_any_target_host_key",
                 "vault.database_url",
                 "vault.master_key_file",
+                "vault.require_reason",
                 "vault.sweep_interval",
                 "vault.ticket_webhook_url",
                 "web.listen",
@@ -1812,11 +1825,13 @@ format = "json"
 
     #[test]
     fn vault_workflow_keys() {
-        let (_f, r) =
-            load_text("[vault]\nticket_webhook_url = \"https://tickets.example/check\"\nsweep_interval = \"5s\"\n");
+        let (_f, r) = load_text(
+            "[vault]\nticket_webhook_url = \"https://tickets.example/check\"\nsweep_interval = \"5s\"\nrequire_reason = true\n",
+        );
         let c = r.unwrap();
         assert_eq!(c.vault.ticket_webhook_url, "https://tickets.example/check");
         assert_eq!(c.vault.sweep_interval, Duration::from_secs(5));
+        assert!(c.vault.require_reason);
         for bad in [
             "[vault]\nticket_webhook_url = \"ftp://x\"\n",
             "[vault]\nticket_webhook_url = \"https://a b\"\n",

@@ -955,3 +955,87 @@ async fn exclusive_checkout_with_two_users_is_refused_then_queued() {
     assert_eq!(again.body["type"], "urn:postern:problem:invalid-transition");
     env.stop_and_verify_audit().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn require_reason_makes_sessions_and_retrievals_state_a_reason() {
+    sshd::available().expect("real sshd targets are needed (run the suite with tests/run.sh as root)");
+    let env = Env::new().await;
+    let secret = canary();
+    let t = target(vec![TargetUser::password("deploy", &secret)]);
+    let (_rid, aid) = env.add_target("web7", t.port, "deploy", &secret).await;
+    let s = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/shares",
+            Some(&env.alice),
+            Some(json!({"user_id": env.bob_id, "account_id": aid, "level": "view"})),
+        )
+        .await;
+    assert_eq!(s.status, 201, "{}", s.text);
+    let bob_ssh = SshClient::new().with_password(BOB_PW);
+    // Off: a session needs no stated reason.
+    let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@web7", &["true"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // On (as `[vault] require_reason = true` wires it).
+    let vault = env.s.running.as_ref().unwrap().vault.clone();
+    vault.set_require_reason(true);
+    let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@web7", &["true"]));
+    assert!(!o.status.success(), "a session without a reason was let in");
+    // The reason is stated with a request, approved at once on an account without access control.
+    let r = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/access-requests",
+            Some(&env.bob),
+            Some(json!({"account_id": aid, "reason": "INC-7 disk full", "window_minutes": 30})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["state"], "approved");
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let c = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/access-requests/{id}/checkout"),
+            Some(&env.bob),
+            None,
+        )
+        .await;
+    assert_eq!(c.body["state"], "checked_out", "{}", c.text);
+    let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@web7", &["id -un"]));
+    assert_eq!(stdout(&o).trim(), "deploy", "{}", stderr(&o));
+    // The session's lease carries the reason in the audit.
+    let ev = env
+        .s
+        .req(
+            "GET",
+            "/api/v1/audit?action=session.lease&limit=10",
+            Some(&env.admin),
+            None,
+        )
+        .await;
+    assert_eq!(ev.body[0]["reason"], "INC-7 disk full", "{}", ev.text);
+    // Retrieval always states a reason on the web; the reason is in the audit too.
+    let ret = env.retrieve(&env.bob, &aid).await;
+    assert_eq!(ret.status, 200, "{}", ret.text);
+    // Check-in: no access control, so no reset; the session gate closes again.
+    let back = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/access-requests/{id}/checkin"),
+            Some(&env.bob),
+            None,
+        )
+        .await;
+    assert_eq!(back.body["state"], "checked_in");
+    assert!(back.body["reset_outcome"].is_null(), "{}", back.text);
+    let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@web7", &["true"]));
+    assert!(!o.status.success());
+    assert!(direct_login_works(&t, "deploy", &secret));
+    drop(t);
+    env.stop_and_verify_audit().await;
+}

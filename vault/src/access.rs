@@ -25,6 +25,15 @@ use crate::model::{Account, Actor, RequestContext, Resource};
 use crate::store::{self, format_ts, parse_ts};
 use crate::Vault;
 
+/// The access window of an actor on an account, as `authorize()` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AccessInfo {
+    pub access: Access,
+    pub window_end: Option<OffsetDateTime>,
+    /// The reason of the checked-out request behind an open window.
+    pub reason: Option<String>,
+}
+
 /// Something the vault tells the rest of the server (the root subscribes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VaultEvent {
@@ -554,31 +563,56 @@ impl Vault {
 
     /// The access window of `actor` on an account: `Free` without access
     /// control, `Open` (with its end) during a checked-out window, else `Closed`.
-    pub(crate) async fn access_for(
-        &self,
-        actor: &Actor,
-        account: &Account,
-    ) -> Result<(Access, Option<OffsetDateTime>)> {
-        let Some(p) = self.access_policy(&account.resource_id).await? else {
-            return Ok((Access::Free, None));
-        };
-        if !p.require_request {
-            return Ok((Access::Free, None));
-        }
+    ///
+    /// With `[vault] require_reason`, a session (`for_session`) also needs an
+    /// open window: the checked-out request is where the user states the reason.
+    /// The open window's request reason is returned for the audit.
+    pub(crate) async fn access_for(&self, actor: &Actor, account: &Account, for_session: bool) -> Result<AccessInfo> {
+        let controlled = self
+            .access_policy(&account.resource_id)
+            .await?
+            .is_some_and(|p| p.require_request);
+        let gated = controlled || (for_session && self.require_reason());
         let now = store::now();
-        let end: Option<String> = sqlx::query_scalar(
-            "SELECT window_end FROM access_requests WHERE account_id = $1 AND requester_id = $2 AND state = 'checked_out' \
-             AND window_end > $3 ORDER BY window_end DESC LIMIT 1",
+        let open: Option<(String, String)> = sqlx::query_as(
+            "SELECT window_end, reason FROM access_requests WHERE account_id = $1 AND requester_id = $2 \
+             AND state = 'checked_out' AND window_end > $3 ORDER BY window_end DESC LIMIT 1",
         )
         .bind(&account.id)
         .bind(&actor.id)
         .bind(&now)
         .fetch_optional(&self.store().pool)
         .await?;
-        Ok(match end.as_deref().and_then(parse_ts) {
-            Some(t) => (Access::Open, Some(t)),
-            None => (Access::Closed, None),
+        let open = open.and_then(|(end, reason)| parse_ts(&end).map(|t| (t, reason)));
+        Ok(match (gated, open) {
+            (_, Some((end, reason))) => AccessInfo {
+                access: Access::Open,
+                window_end: Some(end),
+                reason: Some(reason),
+            },
+            (true, None) => AccessInfo {
+                access: Access::Closed,
+                window_end: None,
+                reason: None,
+            },
+            (false, None) => AccessInfo {
+                access: Access::Free,
+                window_end: None,
+                reason: None,
+            },
         })
+    }
+
+    /// `[vault] require_reason` is on.
+    pub fn require_reason(&self) -> bool {
+        self.inner.require_reason.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Makes a reason mandatory for every retrieval and every session (`[vault] require_reason`).
+    pub fn set_require_reason(&self, on: bool) {
+        self.inner
+            .require_reason
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     async fn request_row(&self, id: &str) -> Result<Row> {
@@ -629,19 +663,22 @@ impl Vault {
                 "is required: 1 to 1000 characters without control characters",
             ));
         }
-        let p = self
-            .access_policy(&r.id)
-            .await?
-            .filter(|p| p.require_request)
-            .ok_or_else(|| Error::conflict("this account is not under access control: no request is needed"))?;
-        let window = n.window_minutes.unwrap_or(p.max_window_minutes);
-        if window == 0 || window > p.max_window_minutes {
+        let controlled = self.access_policy(&r.id).await?.filter(|p| p.require_request);
+        let (max_window, needed) = match &controlled {
+            Some(p) => (p.max_window_minutes, if p.dual_approval { 2 } else { 1 }),
+            // With require_reason, a request states the reason for sessions; no approval needed.
+            None if self.require_reason() => (480, 0),
+            None => {
+                return Err(Error::conflict(
+                    "this account is not under access control: no request is needed",
+                ))
+            }
+        };
+        let window = n.window_minutes.unwrap_or(max_window);
+        if window == 0 || window > max_window {
             return Err(Error::invalid(
                 "window_minutes",
-                format!(
-                    "must be between 1 and {} (the resource's maximum)",
-                    p.max_window_minutes
-                ),
+                format!("must be between 1 and {max_window} (the resource's maximum)"),
             ));
         }
         let label = format!("{}@{}", a.login, r.name);
@@ -678,11 +715,11 @@ impl Vault {
         }
         let id = store::new_id();
         let now = store::now();
-        let needed = if p.dual_approval { 2 } else { 1 };
+        let state = if needed == 0 { "approved" } else { "requested" };
         let mut w = self.store().write().await?;
         sqlx::query(
             "INSERT INTO access_requests (id, account_id, requester_id, reason, ticket_id, window_minutes, state, approvals, \
-             needed, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,'requested','[]',$7,$8,$8)",
+             needed, created_at, updated_at) VALUES ($1,$2,$3,$4,$5,$6,$9,'[]',$7,$8,$8)",
         )
         .bind(&id)
         .bind(&a.id)
@@ -692,6 +729,7 @@ impl Vault {
         .bind(i64::from(window))
         .bind(needed)
         .bind(&now)
+        .bind(state)
         .execute(&mut *w.tx)
         .await?;
         let mut ctx2 = ctx.clone();
@@ -701,8 +739,13 @@ impl Vault {
             NewEvent::by(actor, "access_request.create", "account")
                 .object(&a.id, &label)
                 .detail(format!(
-                    "request {id}: {window} min window, {needed} approval(s) needed{}",
-                    ticket.map(|t| format!(", ticket {t}")).unwrap_or_default()
+                    "request {id}: {window} min window, {needed} approval(s) needed{}{}",
+                    ticket.map(|t| format!(", ticket {t}")).unwrap_or_default(),
+                    if needed == 0 {
+                        "; approved at once (reason only)"
+                    } else {
+                        ""
+                    }
                 )),
             &ctx2,
         )
@@ -971,7 +1014,7 @@ impl Vault {
             username,
         });
         let p = self.access_policy(&r.id).await?;
-        if p.as_ref().is_some_and(|p| p.reset_on_checkin) {
+        if p.as_ref().is_some_and(|p| p.require_request && p.reset_on_checkin) {
             let rctx = RequestContext {
                 client_ip: ctx.client_ip,
                 reason: Some(format!("check-in of access request {}", row.id)),
@@ -1665,5 +1708,59 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(denied, 2);
+    }
+
+    #[tokio::test]
+    async fn require_reason_for_retrievals_and_sessions() {
+        use crate::model::Role;
+        use crate::testutil::{account, linux, user, vault};
+        use crate::SecretKind;
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let ctx = RequestContext::default();
+        let owner = user(&v, "owner", Role::PasswordAdministrator).await;
+        let r = v.create_resource(&owner, linux("h1"), &ctx).await.unwrap();
+        let a = v
+            .create_account(&owner, &r.id, account("root", "pw"), &ctx)
+            .await
+            .unwrap();
+        // Off: no reason needed, and no request possible on a free account.
+        assert!(v
+            .retrieve_secret(&owner, &a.id, SecretKind::Password, &ctx)
+            .await
+            .is_ok());
+        let req = NewAccessRequest {
+            account_id: a.id.clone(),
+            reason: "why".into(),
+            ticket_id: None,
+            window_minutes: Some(10),
+        };
+        assert!(matches!(
+            v.create_access_request(&owner, req.clone(), &ctx).await,
+            Err(Error::Conflict { .. })
+        ));
+        v.set_require_reason(true);
+        assert!(matches!(
+            v.retrieve_secret(&owner, &a.id, SecretKind::Password, &ctx).await,
+            Err(Error::Invalid { field: "reason", .. })
+        ));
+        let with = RequestContext {
+            client_ip: None,
+            reason: Some("audit".into()),
+        };
+        assert!(v
+            .retrieve_secret(&owner, &a.id, SecretKind::Password, &with)
+            .await
+            .is_ok());
+        // A reason-only request is approved at once.
+        let q = v.create_access_request(&owner, req, &ctx).await.unwrap();
+        assert_eq!((q.state.as_str(), q.needed), ("approved", 0));
+        let reason: Option<String> = sqlx::query_scalar(
+            "SELECT reason FROM audit_events WHERE action = 'account.retrieve' AND outcome = 'success' ORDER BY seq DESC LIMIT 1",
+        )
+        .fetch_one(&v.store().pool)
+        .await
+        .unwrap();
+        assert_eq!(reason.as_deref(), Some("audit"));
     }
 }

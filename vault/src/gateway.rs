@@ -333,7 +333,7 @@ impl Vault {
             .await?;
             return Err(not_found);
         };
-        if !self.may_connect(actor, &account, &resource).await? {
+        if !self.may_connect(actor, &account, &resource, true).await? {
             self.audit_alone(
                 NewEvent::by(actor, "session.authorize", "account")
                     .object(&account.id, &label)
@@ -355,7 +355,7 @@ impl Vault {
                 .resource_by_id(&a.resource_id)
                 .await?
                 .ok_or(Error::NotFound { kind: "resource" })?;
-            if !self.may_connect(actor, &a, &r).await? {
+            if !self.may_connect(actor, &a, &r, false).await? {
                 self.audit_alone(
                     NewEvent::by(actor, "session.authorize", "account")
                         .object(&account.id, &label)
@@ -375,7 +375,11 @@ impl Vault {
             ctx,
         )
         .await?;
-        let window_end = self.access_for(actor, &account).await?.1.map(store::format_ts);
+        let window_end = self
+            .access_for(actor, &account, true)
+            .await?
+            .window_end
+            .map(store::format_ts);
         Ok(SessionTarget {
             resource,
             account,
@@ -384,9 +388,11 @@ impl Vault {
         })
     }
 
-    async fn may_connect(&self, actor: &Actor, account: &Account, resource: &Resource) -> Result<bool> {
+    /// `target`: the session's own account (with `[vault] require_reason` it needs a stated
+    /// reason, i.e. an open window); landing servers only need their own access control.
+    async fn may_connect(&self, actor: &Actor, account: &Account, resource: &Resource, target: bool) -> Result<bool> {
         let share = self.share_level_for(actor, &resource.id, Some(&account.id)).await?;
-        let (access, _) = self.access_for(actor, account).await?;
+        let access = self.access_for(actor, account, target).await?.access;
         let owner = if resource.owner_id.as_deref() == Some(actor.id.as_str()) {
             resource.owner_id.as_deref()
         } else {
@@ -409,7 +415,7 @@ impl Vault {
         let mut out = Vec::new();
         for r in self.list_resources(actor, ctx).await? {
             for a in self.list_accounts(actor, &r.id, ctx).await? {
-                if self.may_connect(actor, &a, &r).await? {
+                if self.may_connect(actor, &a, &r, true).await? {
                     out.push((r.clone(), a));
                 }
             }

@@ -126,6 +126,8 @@ struct Inner {
     events: tokio::sync::broadcast::Sender<VaultEvent>,
     /// Background password jobs.
     jobs: jobs::Jobs,
+    /// `[vault] require_reason`: reasons are mandatory for retrievals and sessions.
+    require_reason: std::sync::atomic::AtomicBool,
     /// Ticket validator for access requests (wired by the root).
     tickets: std::sync::RwLock<Option<Arc<dyn TicketValidator>>>,
 }
@@ -249,6 +251,7 @@ impl Vault {
                 events: tokio::sync::broadcast::channel(256).0,
                 tickets: Default::default(),
                 jobs: Default::default(),
+                require_reason: Default::default(),
             }),
         };
         Ok((vault, report))

@@ -940,7 +940,21 @@ impl Vault {
     ) -> Result<Lease> {
         let (a, r, share) = self.account_object(actor, id).await?;
         let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
-        let (access, _) = self.access_for(actor, &a).await?;
+        // Sessions are gated by require_reason in resolve_target (the target only, not landing servers).
+        let info = self.access_for(actor, &a, false).await?;
+        let access = info.access;
+        // The checked-out request's reason goes into the audit of the lease.
+        let with_reason;
+        let ctx = match (&ctx.reason, info.reason) {
+            (None, Some(r)) => {
+                with_reason = RequestContext {
+                    client_ip: ctx.client_ip,
+                    reason: Some(r),
+                };
+                &with_reason
+            }
+            _ => ctx,
+        };
         self.require(
             actor,
             action,
@@ -993,6 +1007,9 @@ impl Vault {
     ) -> Result<Lease> {
         if let Some(r) = &ctx.reason {
             clean_text("reason", r, 1000)?;
+        }
+        if self.require_reason() && ctx.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(Error::invalid("reason", "is required: say why you need the secret"));
         }
         self.lease(actor, account_id, kind, Action::RetrieveSecret, "account.retrieve", ctx)
             .await
