@@ -186,7 +186,19 @@ impl App {
         if cfg.ssh.dangerous.accept_any_target_host_key {
             tracing::warn!("[ssh.dangerous] accept_any_target_host_key is on: changed target host keys are accepted");
         }
-        let state = postern_web::AppState::new(vault.clone()).with_live(Arc::new(LiveRegistry(registry.clone())));
+        let state = postern_web::AppState::new(vault.clone())
+            .with_live(Arc::new(LiveRegistry(registry.clone())))
+            .with_options(postern_web::WebOptions {
+                session_idle_timeout: cfg.web.session_idle_timeout,
+                ui: postern_web::IpRules {
+                    allow: cfg.web.ui_allow.clone(),
+                    deny: cfg.web.ui_deny.clone(),
+                },
+                api: postern_web::IpRules {
+                    allow: cfg.web.api_allow.clone(),
+                    deny: cfg.web.api_deny.clone(),
+                },
+            });
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = postern_web::serve(listener, tls, state, token).await {

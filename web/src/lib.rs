@@ -3,7 +3,11 @@
 //!
 //! * [`router`] builds the whole application (no TLS): `/api/v1/…` JSON
 //!   routes, `/api/v1/openapi.json` (which documents every `/api/` route), and
-//!   the `/healthz` probe (not part of the API document).
+//!   the `/healthz` probe (not part of the API document), and the web
+//!   console ([`ui`], a single-page application embedded at build time) for
+//!   every other path.
+//! * [`auth`] authenticates API requests (Bearer token or browser session
+//!   cookie + CSRF token, see [`websession`]) and applies the IP lists.
 //! * [`load_tls`] and [`serve`] terminate TLS and run the accept loop with
 //!   graceful shutdown.
 //!
@@ -24,12 +28,14 @@ pub mod auth;
 pub mod error;
 pub mod live;
 mod tls;
+pub mod ui;
+pub mod websession;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -42,6 +48,9 @@ use utoipa_axum::routes;
 pub use error::{ApiError, Error};
 pub use live::{LiveSession, LiveSessions, NoLiveSessions};
 pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
+pub use websession::{parse_network, IpRules, WebOptions, WebSessions};
+/// A network in CIDR notation (re-exported for the configuration).
+pub use ipnet::IpNet;
 
 /// Largest JSON request body.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
@@ -53,6 +62,26 @@ pub struct AppState {
     pub vault: postern_vault::Vault,
     /// The gateway's live sessions ([`NoLiveSessions`] unless the root sets them).
     pub live: Arc<dyn LiveSessions>,
+    /// Web settings and the browser sessions.
+    pub web: Arc<WebState>,
+}
+
+/// The web layer's own state: its settings and the browser sessions.
+#[derive(Debug)]
+pub struct WebState {
+    /// Settings from `[web]`.
+    pub options: WebOptions,
+    /// Browser sessions (cookie + CSRF token).
+    pub sessions: WebSessions,
+}
+
+impl WebState {
+    fn new(options: WebOptions) -> Self {
+        WebState {
+            sessions: WebSessions::new(options.session_idle_timeout),
+            options,
+        }
+    }
 }
 
 impl AppState {
@@ -61,6 +90,15 @@ impl AppState {
         AppState {
             vault,
             live: Arc::new(NoLiveSessions),
+            web: Arc::new(WebState::new(WebOptions::default())),
+        }
+    }
+
+    /// The same state with these web settings (and a fresh browser-session table).
+    pub fn with_options(self, options: WebOptions) -> Self {
+        AppState {
+            web: Arc::new(WebState::new(options)),
+            ..self
         }
     }
 
@@ -83,7 +121,9 @@ impl std::fmt::Debug for AppState {
     info(
         title = "Postern API",
         description = "REST API of Postern, the privileged session gateway. Authenticate with \
-                       `POST /api/v1/auth/login`, then send `Authorization: Bearer pst_…`. Errors are RFC 9457 \
+                       `POST /api/v1/auth/login`, then send `Authorization: Bearer pst_…`. Browsers use \
+                       `POST /api/v1/auth/web-login` instead: the token goes into an HttpOnly cookie and \
+                       every state-changing request needs the `X-CSRF-Token` header it returns. Errors are RFC 9457 \
                        problem details (`application/problem+json`) whose `type` is `urn:postern:problem:<slug>`."
     ),
     modifiers(&BearerScheme),
@@ -122,7 +162,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, import, resources, sessions, users};
+    use api::{accounts, audit, auth, browser, import, resources, sessions, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -130,6 +170,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::openapi_json))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
+        .routes(routes!(browser::web_login))
+        .routes(routes!(browser::current_session, browser::end_session))
         .routes(routes!(auth::me))
         .routes(routes!(auth::change_password))
         .routes(routes!(auth::totp_begin))
@@ -178,15 +220,22 @@ pub fn router(state: AppState) -> axum::Router {
     });
     routes
         .route("/healthz", axum::routing::get(api::healthz))
-        .fallback(api::not_found)
+        .fallback(ui::fallback)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(Extension(api::OpenApiJson(Arc::from(doc_json))))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn(finish_response))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
 }
+
+/// The Content-Security-Policy of every response: scripts, styles, images,
+/// fonts and connections (fetch, WebSocket) from this origin only; no inline
+/// script or style, no `eval`, no plugins, no framing, no `<base>` tricks.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self'; font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
 /// Adds the security headers, `Cache-Control: no-store` under `/api/`, and
 /// turns any error response that is not a problem yet into one.
@@ -213,12 +262,14 @@ async fn finish_response(req: Request, next: Next) -> Response {
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000"),
     );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     if is_api {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -267,6 +318,8 @@ mod tests {
             "/api/v1/openapi.json",
             "/api/v1/auth/login",
             "/api/v1/auth/logout",
+            "/api/v1/auth/web-login",
+            "/api/v1/auth/session",
             "/api/v1/me",
             "/api/v1/me/password",
             "/api/v1/me/totp",

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod browser;
 pub mod import;
 pub mod resources;
 pub mod sessions;

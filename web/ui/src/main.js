@@ -1,0 +1,109 @@
+// Postern web console: session handling, layout and routes.
+import { render } from 'preact';
+import { useEffect, useState } from 'preact/hooks';
+import { api, setCsrf, onUnauthorized } from './api.js';
+import { html, usePath, Link, navigate } from './ui.js';
+import { Login, ForcedPasswordChange, MyAccount } from './auth.js';
+import {
+  Dashboard, Sessions, Resources, ResourceDetail, Import, Users, Audit, Shares, Roles, AccessRequests, Recordings,
+  NotFoundPage,
+} from './pages.js';
+
+const NAV = [
+  ['/', 'Dashboard'],
+  ['/resources', 'Resources'],
+  ['/import', 'Import'],
+  ['/users', 'Users'],
+  ['/shares', 'Shares'],
+  ['/roles', 'Roles'],
+  ['/access-requests', 'Access requests'],
+  ['/sessions', 'Live sessions'],
+  ['/recordings', 'Recordings'],
+  ['/audit', 'Audit'],
+  ['/account', 'My account'],
+];
+
+function route(path, session, setSession) {
+  const m = path.match(/^\/resources\/([0-9a-fA-F-]{36})$/);
+  if (m) return html`<${ResourceDetail} id=${m[1]} />`;
+  switch (path) {
+    case '/': return html`<${Dashboard} />`;
+    case '/resources': return html`<${Resources} />`;
+    case '/import': return html`<${Import} />`;
+    case '/users': return html`<${Users} />`;
+    case '/shares': return html`<${Shares} />`;
+    case '/roles': return html`<${Roles} />`;
+    case '/access-requests': return html`<${AccessRequests} />`;
+    case '/sessions': return html`<${Sessions} />`;
+    case '/recordings': return html`<${Recordings} />`;
+    case '/audit': return html`<${Audit} />`;
+    case '/account':
+      return html`<${MyAccount} session=${session} onChanged=${async (s) => {
+        if (s) setSession(s);
+        else setSession(await api('GET', '/api/v1/auth/session'));
+      }} />`;
+    default: return html`<${NotFoundPage} />`;
+  }
+}
+
+function App() {
+  const [session, setSession] = useState(undefined); // undefined: checking; null: logged out
+  const [notice, setNotice] = useState(null);
+  const [knownPassword, setKnownPassword] = useState(null);
+  const path = usePath();
+
+  useEffect(() => {
+    onUnauthorized(() => {
+      setCsrf(null);
+      setSession(null);
+      setNotice('Your session ended. Log in again.');
+    });
+    api('GET', '/api/v1/auth/session', undefined, { noRedirect: true })
+      .then((s) => {
+        setCsrf(s.csrf_token);
+        setSession(s);
+      })
+      .catch(() => setSession(null));
+  }, []);
+
+  if (session === undefined) return html`<p class="muted center">Loading…</p>`;
+  if (session === null) {
+    return html`<${Login} notice=${notice} onLogin=${(s, pw) => {
+      setNotice(null);
+      setKnownPassword(pw);
+      setSession(s);
+    }} />`;
+  }
+  if (session.must_change_password) {
+    return html`<${ForcedPasswordChange} session=${session} knownPassword=${knownPassword} onDone=${(s) => {
+      setKnownPassword(null);
+      setSession(s);
+      navigate(s.user.totp_enabled ? '/' : '/account');
+    }} />`;
+  }
+  const logout = async () => {
+    try {
+      await api('DELETE', '/api/v1/auth/session', undefined, { noRedirect: true });
+    } finally {
+      setCsrf(null);
+      setSession(null);
+      navigate('/');
+    }
+  };
+  return html`<div class="shell">
+    <nav>
+      <div class="brand">Postern</div>
+      ${NAV.map(([href, label]) => html`<${Link} href=${href} class=${path === href ? 'active' : ''}>${label}<//>`)}
+    </nav>
+    <div class="main">
+      <header class="top">
+        ${!session.user.totp_enabled && html`<${Link} class="warn" href="/account">Set up two-factor authentication<//>`}
+        <span data-testid="whoami">${session.user.username}</span>
+        <button onClick=${logout} data-testid="logout">Log out</button>
+      </header>
+      ${route(path, session, setSession)}
+    </div>
+  </div>`;
+}
+
+render(html`<${App} />`, document.getElementById('app'));
