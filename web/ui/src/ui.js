@@ -71,7 +71,8 @@ export function useForm(initial) {
 }
 
 export function Field({ label, children, hint }) {
-  return html`<label class="field"><span>${label}</span>${children}${hint && html`<small>${hint}</small>`}</label>`;
+  // The hint stays outside the <label> so that it is not part of the input's accessible name.
+  return html`<div class="field"><label><span>${label}</span>${children}</label>${hint && html`<small>${hint}</small>`}</div>`;
 }
 
 // Submits with busy/error state; `action` returns a promise.

@@ -1,0 +1,153 @@
+// End-to-end flow of the Postern web console in real Chromium (headless),
+// driven by tests/web_ui.rs, which starts the server and passes:
+//   POSTERN_URL            https://127.0.0.1:PORT
+//   POSTERN_INITIAL_PW     the generated first admin password
+//   POSTERN_NEW_PW         the password to change it to
+//   POSTERN_SCREENSHOTS    directory for screenshots
+//   CHROMIUM               browser binary (default /usr/bin/chromium)
+//   POSTERN_CANARY         a secret that must never appear in the page except where retrieved
+// Prints one line `RESULT {json}` at the end; exits non-zero on failure.
+import { chromium } from 'playwright-core';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const base = process.env.POSTERN_URL;
+const initialPw = process.env.POSTERN_INITIAL_PW;
+const newPw = process.env.POSTERN_NEW_PW;
+const shots = process.env.POSTERN_SCREENSHOTS;
+const canary = process.env.POSTERN_CANARY;
+const steps = [];
+const cspViolations = [];
+const pageErrors = [];
+
+function base32(s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of s.replace(/=+$/, '').toUpperCase()) {
+    const v = alphabet.indexOf(c);
+    if (v < 0) throw new Error('bad base32');
+    bits += v.toString(2).padStart(5, '0');
+  }
+  const out = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) out.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(out);
+}
+
+// RFC 6238 TOTP (SHA-1, 30 s, 6 digits).
+function totp(secret, now = Date.now()) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(now / 1000 / 30)));
+  const mac = createHmac('sha1', base32(secret)).update(counter).digest();
+  const off = mac[mac.length - 1] & 0xf;
+  const code = (mac.readUInt32BE(off) & 0x7fffffff) % 1000000;
+  return String(code).padStart(6, '0');
+}
+
+async function shot(page, name) {
+  const path = join(shots, `${String(steps.length + 1).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  steps.push({ step: name, screenshot: path });
+}
+
+const userDataDir = mkdtempSync(join(tmpdir(), 'postern-chromium-'));
+let context;
+let result = { ok: false };
+try {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    ignoreHTTPSErrors: true,
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+    viewport: { width: 1280, height: 860 },
+    timeout: 60000,
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(15000);
+  page.on('console', (m) => {
+    if (/Content[- ]Security[- ]Policy/i.test(m.text())) cspViolations.push(m.text());
+  });
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
+  // Reasons asked with prompt(): answer them.
+  page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'e2e test: checking the console' : undefined));
+
+  // 1. First login with the generated password.
+  await page.goto(base + '/');
+  await page.getByLabel('User name', { exact: true }).fill('admin');
+  await page.getByLabel('Password', { exact: true }).fill(initialPw);
+  await shot(page, 'login');
+  await page.getByRole('button', { name: 'Log in' }).click();
+
+  // 2. Forced password change.
+  await page.getByTestId('password-change-form').waitFor();
+  await shot(page, 'forced-password-change');
+  await page.getByLabel('New password', { exact: true }).fill(newPw);
+  await page.getByLabel('New password again', { exact: true }).fill(newPw);
+  await page.getByRole('button', { name: 'Change password' }).click();
+
+  // 3. TOTP enrolment (the console goes to My account after the change).
+  await page.getByTestId('totp-begin').click();
+  await page.getByTestId('totp-qr').waitFor();
+  const secret = (await page.getByTestId('totp-secret').textContent()).trim();
+  await shot(page, 'totp-enrolment');
+  await page.getByLabel('Code', { exact: true }).fill(totp(secret));
+  await page.getByRole('button', { name: 'Confirm' }).click();
+  await page.getByTestId('totp-enabled').waitFor();
+  await shot(page, 'totp-enabled');
+
+  // 4. Add a resource.
+  await page.getByRole('link', { name: 'Resources' }).click();
+  await page.getByTestId('add-resource').click();
+  await page.getByLabel('Name', { exact: true }).fill('e2e-linux-01');
+  await page.getByLabel('Host', { exact: true }).fill('127.0.0.1');
+  await page.getByLabel('Port', { exact: true }).fill('22');
+  await page.getByLabel('Description', { exact: true }).fill('added by the browser test');
+  await shot(page, 'resource-form');
+  await page.getByRole('button', { name: 'Save resource' }).click();
+  await page.getByRole('heading', { name: 'e2e-linux-01' }).waitFor();
+
+  // 5. Add an account to it.
+  const form = page.getByTestId('account-form');
+  await form.getByLabel('Login', { exact: true }).fill('deploy');
+  await form.getByLabel('Password', { exact: true }).fill(canary);
+  await form.getByRole('button', { name: 'Save account' }).click();
+  await page.getByTestId('accounts').getByRole('cell', { name: 'deploy', exact: true }).waitFor();
+  const listed = await page.content();
+  if (listed.includes(canary)) throw new Error('the account password appears in the page before retrieval');
+  await shot(page, 'account-added');
+
+  // 6. Retrieve it with a reason; it is shown, then hidden on request.
+  await page.getByRole('button', { name: 'Retrieve' }).click();
+  const shown = (await page.getByTestId('secret').textContent()).trim();
+  if (shown !== canary) throw new Error('retrieved password differs');
+  await page.getByRole('button', { name: 'Hide' }).click();
+  await page.getByTestId('secret').waitFor({ state: 'detached' });
+
+  // 7. The audit trail shows what happened.
+  await page.getByRole('link', { name: 'Audit' }).click();
+  await page.getByTestId('audit').getByRole('cell', { name: 'account.retrieve' }).first().waitFor();
+  await shot(page, 'audit');
+  const audit = await page.content();
+  if (audit.includes(canary)) throw new Error('the password appears in the audit page');
+
+  result = { ok: cspViolations.length === 0 && pageErrors.length === 0, steps, cspViolations, pageErrors };
+} catch (e) {
+  result = { ok: false, error: String(e && e.stack ? e.stack : e), steps, cspViolations, pageErrors };
+  try {
+    const p = context && context.pages()[0];
+    if (p) {
+      const path = join(shots, 'failure.png');
+      await p.screenshot({ path, fullPage: true });
+      result.failureScreenshot = path;
+    }
+  } catch {}
+} finally {
+  if (context) await context.close().catch(() => {});
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+console.log('RESULT ' + JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);
