@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::sshd::{self, SshTarget, TargetOptions, TargetUser};
 use common::{TestServer, ADMIN_PW};
 use serde_json::{json, Value};
 
@@ -391,7 +392,7 @@ fn ensure_e2e_deps() {
     std::fs::write(&stamp, &lock).unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn console_end_to_end_in_chromium() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -399,16 +400,24 @@ async fn console_end_to_end_in_chromium() {
         "{chromium} is missing: the browser tests need Debian's chromium (tests/run.sh installs it: apt-get install chromium)"
     );
     ensure_e2e_deps();
+    sshd::available().expect("real sshd targets are needed (run the suite with tests/run.sh as root)");
+    let canary = common::canary();
+    let target = SshTarget::start(TargetOptions {
+        users: vec![TargetUser::password("deploy", &canary)],
+        allow_tcp_forwarding: false,
+        extra_config: String::new(),
+    });
     let mut s = TestServer::builder().start().await;
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-screenshots");
     let _ = std::fs::remove_dir_all(&shots);
     std::fs::create_dir_all(&shots).unwrap();
     println!("screenshots: {}", shots.display());
-    let canary = "CANARY-e2e-7f3a9c-password";
     let new_pw = "a new admin passphrase for the browser test";
     let script = e2e_dir().join("console.mjs");
     let base = s.base.clone();
     let initial = s.initial_password();
+    let port = target.port.to_string();
+    let canary2 = canary.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
@@ -416,7 +425,8 @@ async fn console_end_to_end_in_chromium() {
             .env("POSTERN_INITIAL_PW", initial)
             .env("POSTERN_NEW_PW", new_pw)
             .env("POSTERN_SCREENSHOTS", &shots)
-            .env("POSTERN_CANARY", canary)
+            .env("POSTERN_CANARY", &canary2)
+            .env("POSTERN_TARGET_PORT", port)
             .env("CHROMIUM", chromium)
             .output()
     })
@@ -439,7 +449,17 @@ async fn console_end_to_end_in_chromium() {
         .iter()
         .map(|s| s["step"].as_str().unwrap())
         .collect();
-    for want in ["login", "forced-password-change", "totp-enrolment", "totp-enabled", "account-added", "audit"] {
+    for want in [
+        "login",
+        "forced-password-change",
+        "totp-enrolment",
+        "totp-enabled",
+        "account-added",
+        "terminal",
+        "live-sessions",
+        "terminal-terminated",
+        "audit",
+    ] {
         assert!(steps.contains(&want), "step {want} missing: {steps:?}");
     }
     for s in result["steps"].as_array().unwrap() {
@@ -458,10 +478,23 @@ async fn console_end_to_end_in_chromium() {
         .await;
     assert_eq!(r.status, 401, "TOTP is now required: {}", r.text);
     assert_eq!(r.body["type"], "urn:postern:problem:totp-required");
-    let db = std::fs::read(s.data_dir().join("postern.db")).expect("the database file");
-    assert!(
-        !db.windows(canary.len()).any(|w| w == canary.as_bytes()),
-        "the password is stored sealed"
-    );
+    let r = s
+        .req(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": new_pw, "totp": "000000"})),
+        )
+        .await;
+    assert_eq!(r.status, 401, "a wrong code is refused: {}", r.text);
+    // The account password is stored sealed (database and its write-ahead log).
+    for f in ["postern.db", "postern.db-wal"] {
+        let bytes = std::fs::read(s.data_dir().join(f)).unwrap_or_default();
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "the password is in {f} in clear"
+        );
+    }
+    drop(target);
     s.stop().await;
 }

@@ -18,6 +18,7 @@ const initialPw = process.env.POSTERN_INITIAL_PW;
 const newPw = process.env.POSTERN_NEW_PW;
 const shots = process.env.POSTERN_SCREENSHOTS;
 const canary = process.env.POSTERN_CANARY;
+const targetPort = process.env.POSTERN_TARGET_PORT;
 const steps = [];
 const cspViolations = [];
 const pageErrors = [];
@@ -68,10 +69,24 @@ try {
   });
   const page = context.pages()[0] || (await context.newPage());
   page.setDefaultTimeout(15000);
-  page.on('console', (m) => {
+  context.on('console', (m) => {
     if (/Content[- ]Security[- ]Policy/i.test(m.text())) cspViolations.push(m.text());
   });
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  // terminalText(): the xterm.js buffer as text (for waitForFunction/evaluate).
+  await context.addInitScript(() => {
+    window.terminalText = () => {
+      const t = window.__posternTerminal;
+      if (!t) return '';
+      const b = t.buffer.active;
+      let s = '';
+      for (let i = 0; i < b.length; i++) {
+        const l = b.getLine(i);
+        if (l) s += l.translateToString(true) + '\n';
+      }
+      return s;
+    };
+  });
   // Reasons asked with prompt(): answer them.
   page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'e2e test: checking the console' : undefined));
 
@@ -104,7 +119,7 @@ try {
   await page.getByTestId('add-resource').click();
   await page.getByLabel('Name', { exact: true }).fill('e2e-linux-01');
   await page.getByLabel('Host', { exact: true }).fill('127.0.0.1');
-  await page.getByLabel('Port', { exact: true }).fill('22');
+  await page.getByLabel('Port', { exact: true }).fill(targetPort || '22');
   await page.getByLabel('Description', { exact: true }).fill('added by the browser test');
   await shot(page, 'resource-form');
   await page.getByRole('button', { name: 'Save resource' }).click();
@@ -127,9 +142,43 @@ try {
   await page.getByRole('button', { name: 'Hide' }).click();
   await page.getByTestId('secret').waitFor({ state: 'detached' });
 
-  // 7. The audit trail shows what happened.
+  // 7. One-click logon: a terminal in the browser through the gateway to a real sshd.
+  if (targetPort) {
+    const termPage = page;
+    await termPage.getByRole('button', { name: 'Connect' }).click();
+    await termPage.getByTestId('terminal-status').filter({ hasText: 'connected' }).waitFor();
+    await termPage.waitForFunction(() => window.__posternTerminal && terminalText().length > 0, null, { timeout: 20000 })
+      .catch(() => {});
+    await termPage.locator('.xterm-helper-textarea').focus();
+    await termPage.keyboard.type('id; echo done-$((6*7))\n');
+    await termPage.waitForFunction(() => /uid=\d+\(deploy\)/.test(terminalText()) && terminalText().includes('done-42'), null, { timeout: 20000 });
+    await shot(termPage, 'terminal');
+    const termText = await termPage.evaluate(() => terminalText());
+    if (termText.includes(canary)) throw new Error('the account password reached the browser terminal');
+
+    // 8. An administrator sees it live and ends it with a reason.
+    const admin = await context.newPage();
+    admin.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'e2e test: ending the session' : undefined));
+    admin.on('pageerror', (e) => pageErrors.push(String(e)));
+    await admin.goto(base + '/sessions');
+    const row = admin.getByTestId('sessions').getByRole('row').filter({ hasText: 'deploy' });
+    await row.waitFor();
+    await shot(admin, 'live-sessions');
+    await row.getByRole('button', { name: 'Terminate' }).click();
+    await admin.getByText('No live sessions.').waitFor();
+    await termPage.getByTestId('terminal-status').filter({ hasText: /ended|closed/ }).waitFor();
+    await shot(termPage, 'terminal-terminated');
+    await admin.close();
+    await page.goto(base + '/resources');
+  }
+
+  // 9. The audit trail shows what happened.
   await page.getByRole('link', { name: 'Audit' }).click();
   await page.getByTestId('audit').getByRole('cell', { name: 'account.retrieve' }).first().waitFor();
+  if (targetPort) {
+    await page.getByTestId('audit').getByRole('cell', { name: 'session.start' }).first().waitFor();
+    await page.getByTestId('audit').getByRole('cell', { name: /session\.terminate/ }).first().waitFor();
+  }
   await shot(page, 'audit');
   const audit = await page.content();
   if (audit.includes(canary)) throw new Error('the password appears in the audit page');

@@ -23,9 +23,23 @@ const NAV = [
   ['/account', 'My account'],
 ];
 
+// The terminal screens (xterm.js) are a separate chunk, loaded when used.
+function Lazy({ name, ...props }) {
+  const [C, setC] = useState(null);
+  useEffect(() => {
+    import('./terminal.js').then((m) => setC(() => m[name]));
+  }, [name]);
+  return C ? html`<${C} ...${props} />` : html`<p class="muted">Loading…</p>`;
+}
+
+const UUID = '([0-9a-fA-F-]{36})';
 function route(path, session, setSession) {
-  const m = path.match(/^\/resources\/([0-9a-fA-F-]{36})$/);
+  let m = path.match(new RegExp(`^/resources/${UUID}$`));
   if (m) return html`<${ResourceDetail} id=${m[1]} />`;
+  m = path.match(new RegExp(`^/terminal/${UUID}$`));
+  if (m) return html`<${Lazy} key=${m[1]} name="AccountTerminal" id=${m[1]} />`;
+  m = path.match(new RegExp(`^/sessions/${UUID}/watch$`));
+  if (m) return html`<${Lazy} key=${m[1]} name="WatchSession" id=${m[1]} />`;
   switch (path) {
     case '/': return html`<${Dashboard} />`;
     case '/resources': return html`<${Resources} />`;

@@ -49,7 +49,9 @@ function SessionsTable({ rows, onChange }) {
       { key: 'protocol', label: 'Protocol' },
       { key: 'client', label: 'Client' },
       { key: 'started_at', label: 'Started' },
-      { label: '', render: (s) => html`<button class="danger" onClick=${() => terminate(s)}>Terminate</button>` },
+      { label: '', render: (s) => html`<div class="row-actions">
+          <button onClick=${() => navigate(`/sessions/${s.id}/watch`)}>Watch</button>
+          <button class="danger" onClick=${() => terminate(s)}>Terminate</button></div>` },
     ]} />`;
 }
 
@@ -244,6 +246,7 @@ function AccountActions({ account, onChange }) {
       : html`<span class="secret"><code data-testid="secret">${secret}</code>
           <button onClick=${copy}>Copy</button><button onClick=${hide}>Hide</button>
           <small>hides in ${left}s</small></span>`}
+    <button onClick=${() => navigate(`/terminal/${account.id}`)}>Connect</button>
     <button onClick=${() => setEditing(!editing)}>Edit</button>
     <button class="danger" onClick=${remove}>Delete</button>
     ${editing &&
