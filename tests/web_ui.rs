@@ -458,6 +458,8 @@ async fn console_end_to_end_in_chromium() {
         "terminal",
         "live-sessions",
         "terminal-terminated",
+        "import",
+        "users",
         "audit",
     ] {
         assert!(steps.contains(&want), "step {want} missing: {steps:?}");

@@ -90,6 +90,18 @@ try {
   // Reasons asked with prompt(): answer them.
   page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'e2e test: checking the console' : undefined));
 
+  // 0. Positive control: the browser enforces the CSP and this script sees violations.
+  await page.goto(base + '/');
+  await page.evaluate(() => {
+    const d = document.createElement('div');
+    d.setAttribute('style', 'color: red');
+    document.body.appendChild(d);
+    d.remove();
+  });
+  for (let i = 0; i < 50 && cspViolations.length === 0; i++) await page.waitForTimeout(100);
+  if (cspViolations.length === 0) throw new Error('no CSP violation seen for an inline style: CSP not enforced or not observed');
+  cspViolations.length = 0;
+
   // 1. First login with the generated password.
   await page.goto(base + '/');
   await page.getByLabel('User name', { exact: true }).fill('admin');
@@ -115,7 +127,7 @@ try {
   await shot(page, 'totp-enabled');
 
   // 4. Add a resource.
-  await page.getByRole('link', { name: 'Resources' }).click();
+  await page.getByRole('link', { name: 'Resources', exact: true }).click();
   await page.getByTestId('add-resource').click();
   await page.getByLabel('Name', { exact: true }).fill('e2e-linux-01');
   await page.getByLabel('Host', { exact: true }).fill('127.0.0.1');
@@ -172,14 +184,57 @@ try {
     await page.goto(base + '/resources');
   }
 
-  // 9. The audit trail shows what happened.
-  await page.getByRole('link', { name: 'Audit' }).click();
+  // 9. CSV import: preview with a locally flagged row, then the server's per-row errors.
+  await page.getByRole('link', { name: 'Import', exact: true }).click();
+  const csv = [
+    'name,type,host,port,account,password',
+    'imp-ok-1,linux,192.0.2.21,22,root,' + canary + '-imp',
+    'imp-bad-port,linux,192.0.2.22,99999,root,x',
+    'imp-bad-type,toaster,192.0.2.23,22,root,x',
+  ].join('\n') + '\n';
+  await page.getByLabel('CSV text', { exact: true }).fill(csv);
+  const preview = page.getByTestId('import-preview');
+  await preview.waitFor();
+  await preview.getByRole('row').filter({ hasText: 'imp-bad-port' }).getByText('port is not 1–65535').waitFor();
+  if ((await preview.textContent()).includes(canary)) throw new Error('the preview shows a password');
+  await page.getByTestId('import-submit').click();
+  const report = page.getByTestId('import-report');
+  await report.waitFor();
+  const reportText = await report.textContent();
+  if (!/3 rows: 1 resources and 1 accounts created,\s*2 rows refused/.test(reportText)) throw new Error('import report: ' + reportText);
+  await preview.getByRole('row').filter({ hasText: 'imp-bad-type' }).getByText(/type/).last().waitFor();
+  await shot(page, 'import');
+
+  // 10. Users: add one.
+  await page.getByRole('link', { name: 'Users', exact: true }).click();
+  await page.getByRole('button', { name: 'Add user' }).click();
+  await page.getByLabel('User name', { exact: true }).fill('carol');
+  await page.getByLabel('Initial password', { exact: true }).fill('carol initial passphrase');
+  await page.getByRole('button', { name: 'Create user' }).click();
+  await page.getByTestId('users').getByRole('cell', { name: 'carol', exact: true }).waitFor();
+  await shot(page, 'users');
+
+  // 11. The audit trail shows what happened; filter and export it.
+  await page.getByRole('link', { name: 'Audit', exact: true }).click();
   await page.getByTestId('audit').getByRole('cell', { name: 'account.retrieve' }).first().waitFor();
   if (targetPort) {
     await page.getByTestId('audit').getByRole('cell', { name: 'session.start' }).first().waitFor();
     await page.getByTestId('audit').getByRole('cell', { name: /session\.terminate/ }).first().waitFor();
   }
   await shot(page, 'audit');
+  await page.getByLabel('Action', { exact: true }).fill('account.');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.getByTestId('audit').getByRole('cell', { name: 'resource.create' }).first().waitFor({ state: 'detached' });
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('audit-export').click()]);
+  const exported = await (async () => {
+    const chunks = [];
+    for await (const c of await download.createReadStream()) chunks.push(c);
+    return Buffer.concat(chunks).toString('utf8');
+  })();
+  if (!exported.startsWith('seq,at,actor_name,action') || !exported.includes('account.retrieve') || exported.includes('resource.create,')) {
+    throw new Error('audit CSV export: ' + exported.slice(0, 300));
+  }
+  if (exported.includes(canary)) throw new Error('the password is in the audit export');
   const audit = await page.content();
   if (audit.includes(canary)) throw new Error('the password appears in the audit page');
 

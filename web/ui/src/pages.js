@@ -315,8 +315,7 @@ export function Import() {
     <${ErrorBox} error=${a.error} />
     ${report &&
     html`<p class=${report.errors.length ? 'error' : 'ok'} data-testid="import-report">
-      ${report.rows} rows: ${report.resources_created} resources and ${report.accounts_created} accounts created,
-      ${report.errors.length} rows refused (marked above).</p>`}
+      ${`${report.rows} rows: ${report.resources_created} resources and ${report.accounts_created} accounts created, ${report.errors.length} rows refused (marked above).`}</p>`}
   <//>`;
 }
 
