@@ -21,6 +21,9 @@ declare -A needed=(
   [/usr/sbin/useradd]=passwd
   [/usr/sbin/chpasswd]=passwd
   [asciinema]=asciinema
+  [/usr/bin/chromium]=chromium
+  [node]=nodejs
+  [npm]=npm
 )
 missing=()
 for cmd in "${!needed[@]}"; do
@@ -33,6 +36,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Browser tests (tests/web_ui.rs): playwright-core from the lockfile, driving
+# Debian's chromium (no browser download). The web console itself is built by
+# web/build.rs during cargo build.
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.postern-lock)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postern-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
