@@ -1188,7 +1188,10 @@ impl Config {
         let nets = |v: &[IpNet]| {
             format!(
                 "[{}]",
-                v.iter().map(|n| toml_string(&n.to_string())).collect::<Vec<_>>().join(", ")
+                v.iter()
+                    .map(|n| toml_string(&n.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         };
         let mut lines: Vec<(&str, String)> = ALL_KEYS
@@ -1914,9 +1917,7 @@ format = "json"
         assert!(c.web.ui_allow.is_empty() && c.web.ui_deny.is_empty());
         assert!(c.web.api_allow.is_empty() && c.web.api_deny.is_empty());
 
-        let f = file(
-            "[web]\nsession_idle_timeout = \"5m\"\nui_allow = [\"10.1.2.3/8\", \"::1\"]\napi_deny = []\n",
-        );
+        let f = file("[web]\nsession_idle_timeout = \"5m\"\nui_allow = [\"10.1.2.3/8\", \"::1\"]\napi_deny = []\n");
         let c = load(
             Some(f.path()),
             &[("POSTERN_WEB_API_ALLOW", "192.0.2.0/24, 198.51.100.7")],
@@ -1939,7 +1940,13 @@ format = "json"
         let e = errs(load(Some(f.path()), &[("POSTERN_WEB_API_DENY", "example.com")], &[]));
         assert_eq!(e.len(), 5, "{e:?}");
         let msg = e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
-        for k in ["web.ui_allow", "web.ui_deny", "web.api_allow", "web.session_idle_timeout", "POSTERN_WEB_API_DENY"] {
+        for k in [
+            "web.ui_allow",
+            "web.ui_deny",
+            "web.api_allow",
+            "web.session_idle_timeout",
+            "POSTERN_WEB_API_DENY",
+        ] {
             assert!(msg.contains(k), "{k} missing from: {msg}");
         }
         assert!(msg.contains("CIDR"), "{msg}");

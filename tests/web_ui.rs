@@ -165,8 +165,20 @@ async fn cookie_sessions_need_the_csrf_token_to_change_anything() {
     let r = browser(&s, "DELETE", "/api/v1/auth/session", Some(&cookie), None, None).await;
     assert_problem(&r, 403, "csrf-failed");
     let list = s.req("GET", "/api/v1/resources", Some(&bearer), None).await;
-    assert_eq!(list.body.as_array().unwrap().len(), 0, "nothing was created without the token");
-    let r = browser(&s, "POST", "/api/v1/resources", Some(&cookie), Some(&csrf), Some(res.clone())).await;
+    assert_eq!(
+        list.body.as_array().unwrap().len(),
+        0,
+        "nothing was created without the token"
+    );
+    let r = browser(
+        &s,
+        "POST",
+        "/api/v1/resources",
+        Some(&cookie),
+        Some(&csrf),
+        Some(res.clone()),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
 
     // Bearer requests need no CSRF token.
@@ -184,7 +196,15 @@ async fn cookie_sessions_need_the_csrf_token_to_change_anything() {
     let r = s.req("GET", "/api/v1/me", Some(&cookie), None).await;
     assert_eq!(r.status, 401, "{}", r.text);
     let (cookie2, csrf2, _) = web_login(&s, "admin", ADMIN_PW).await;
-    let r = browser(&s, "POST", "/api/v1/resources", Some(&cookie), Some(&csrf2), Some(res.clone())).await;
+    let r = browser(
+        &s,
+        "POST",
+        "/api/v1/resources",
+        Some(&cookie),
+        Some(&csrf2),
+        Some(res.clone()),
+    )
+    .await;
     assert_problem(&r, 403, "csrf-failed");
     // With a Bearer token there is no browser session to describe.
     let r = s.req("GET", "/api/v1/auth/session", Some(&bearer), None).await;
@@ -238,7 +258,15 @@ async fn idle_browser_sessions_end_and_their_token_is_revoked() {
     }
     // ...inactivity ends it.
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    let r = browser(&s, "POST", "/api/v1/resources", Some(&cookie), Some(&csrf), Some(json!({}))).await;
+    let r = browser(
+        &s,
+        "POST",
+        "/api/v1/resources",
+        Some(&cookie),
+        Some(&csrf),
+        Some(json!({})),
+    )
+    .await;
     assert_problem(&r, 401, "invalid-token");
     assert!(r.body["detail"].as_str().unwrap().contains("inactivity"), "{}", r.text);
     assert!(header(&r, "set-cookie").contains("Max-Age=0"));
@@ -253,10 +281,7 @@ async fn idle_browser_sessions_end_and_their_token_is_revoked() {
 #[tokio::test]
 async fn ip_lists_apply_separately_to_the_console_and_the_api() {
     // The API denies loopback: the console still answers.
-    let mut s = TestServer::builder()
-        .set("web.api_deny", "127.0.0.0/8")
-        .start()
-        .await;
+    let mut s = TestServer::builder().set("web.api_deny", "127.0.0.0/8").start().await;
     for path in ["/api/v1/openapi.json", "/api/v1/me"] {
         let r = browser(&s, "GET", path, None, None, None).await;
         assert_problem(&r, 403, "ip-refused");
@@ -276,10 +301,7 @@ async fn ip_lists_apply_separately_to_the_console_and_the_api() {
     s.stop().await;
 
     // The console allows only 10/8: the API still answers.
-    let mut s = TestServer::builder()
-        .set("web.ui_allow", "10.0.0.0/8")
-        .start()
-        .await;
+    let mut s = TestServer::builder().set("web.ui_allow", "10.0.0.0/8").start().await;
     assert_problem(&browser(&s, "GET", "/", None, None, None).await, 403, "ip-refused");
     assert_problem(
         &browser(&s, "GET", "/resources", None, None, None).await,
@@ -287,7 +309,9 @@ async fn ip_lists_apply_separately_to_the_console_and_the_api() {
         "ip-refused",
     );
     assert_eq!(
-        browser(&s, "GET", "/api/v1/openapi.json", None, None, None).await.status,
+        browser(&s, "GET", "/api/v1/openapi.json", None, None, None)
+            .await
+            .status,
         200
     );
     assert!(s.login("admin", &s.initial_password()).await.status == 200);
@@ -344,11 +368,13 @@ async fn every_openapi_route_refuses_anonymous_callers() {
             }
             uri.push_str(rest);
             let bogus = format!("pst_{}", "0".repeat(40));
-            let reqs: [(Option<&str>, Option<&str>); 3] = [(None, None), (Some(bogus.as_str()), None), (None, Some(bogus.as_str()))];
+            let reqs: [(Option<&str>, Option<&str>); 3] =
+                [(None, None), (Some(bogus.as_str()), None), (None, Some(bogus.as_str()))];
             for (bearer, cookie) in reqs {
-                let mut rb = s
-                    .client
-                    .request(reqwest::Method::from_bytes(m.as_bytes()).unwrap(), format!("{}{uri}", s.base));
+                let mut rb = s.client.request(
+                    reqwest::Method::from_bytes(m.as_bytes()).unwrap(),
+                    format!("{}{uri}", s.base),
+                );
                 if let Some(t) = bearer {
                     rb = rb.bearer_auth(t);
                 }
@@ -359,7 +385,11 @@ async fn every_openapi_route_refuses_anonymous_callers() {
                     rb = rb.json(&json!({}));
                 }
                 let r = rb.send().await.unwrap();
-                assert_eq!(r.status().as_u16(), 401, "{m} {uri} (bearer {bearer:?}, cookie {cookie:?})");
+                assert_eq!(
+                    r.status().as_u16(),
+                    401,
+                    "{m} {uri} (bearer {bearer:?}, cookie {cookie:?})"
+                );
                 let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
                 assert_eq!(ct, "application/problem+json", "{m} {uri}");
             }

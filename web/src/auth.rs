@@ -34,11 +34,7 @@ use crate::websession::{self, CookieRefusal, CSRF_HEADER};
 use crate::AppState;
 
 /// `/api/` paths that need no authentication.
-pub const PUBLIC_API_PATHS: [&str; 3] = [
-    "/api/v1/auth/login",
-    "/api/v1/auth/web-login",
-    "/api/v1/openapi.json",
-];
+pub const PUBLIC_API_PATHS: [&str; 3] = ["/api/v1/auth/login", "/api/v1/auth/web-login", "/api/v1/openapi.json"];
 
 /// How a request was authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +96,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let path = req.uri().path();
     let is_api = path.starts_with("/api/");
     if path != "/healthz" {
-        let rules = if is_api { &state.web.options.api } else { &state.web.options.ui };
+        let rules = if is_api {
+            &state.web.options.api
+        } else {
+            &state.web.options.ui
+        };
         if !rules.admits(peer_ip(&req)) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -147,8 +147,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
         }
     } else {
-        return ApiError::invalid_token("this endpoint needs an `Authorization: Bearer pst_…` header or a session cookie")
-            .into_response();
+        return ApiError::invalid_token(
+            "this endpoint needs an `Authorization: Bearer pst_…` header or a session cookie",
+        )
+        .into_response();
     };
     match state.vault.authenticate_token(token.expose()).await {
         Ok(actor) => {

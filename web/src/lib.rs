@@ -47,12 +47,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, Error};
+/// A network in CIDR notation (re-exported for the configuration).
+pub use ipnet::IpNet;
 pub use live::{LiveSession, LiveSessions, NoLiveSessions};
 pub use terminal::{NoTerminals, TerminalError, TerminalInput, TerminalIo, TerminalOutput, Terminals};
 pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
 pub use websession::{parse_network, IpRules, WebOptions, WebSessions};
-/// A network in CIDR notation (re-exported for the configuration).
-pub use ipnet::IpNet;
 
 /// Largest JSON request body.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
@@ -273,7 +273,10 @@ async fn finish_response(req: Request, next: Next) -> Response {
         header::STRICT_TRANSPORT_SECURITY,
         HeaderValue::from_static("max-age=31536000"),
     );
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -100,7 +100,10 @@ mod tests {
     async fn fallback_serves_files_spa_routes_and_api_404s() {
         let r = fallback(Method::GET, Uri::from_static("/")).await;
         assert_eq!(r.status(), StatusCode::OK);
-        assert!(r.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        assert!(r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
         let r = fallback(Method::GET, Uri::from_static("/resources/abc")).await;
         assert_eq!(r.status(), StatusCode::OK, "SPA route gets index.html");
         let r = fallback(Method::GET, Uri::from_static("/assets/nope.js")).await;

@@ -351,7 +351,13 @@ mod tests {
         assert_eq!(session_cookie(&h), None, "the __Host- prefix is required");
         let c = set_cookie("pst_abc");
         let c = c.to_str().unwrap();
-        for part in ["__Host-postern_session=pst_abc", "Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        for part in [
+            "__Host-postern_session=pst_abc",
+            "Path=/",
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+        ] {
             assert!(c.contains(part), "{c}");
         }
         assert!(clear_cookie().to_str().unwrap().contains("Max-Age=0"));
