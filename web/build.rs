@@ -19,6 +19,7 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let ui = manifest.join("ui");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    // Only existing paths: Cargo reruns the script every time for a missing one.
     for p in [
         "src",
         "public",
@@ -27,7 +28,10 @@ fn main() {
         "package-lock.json",
         "vite.config.js",
     ] {
-        println!("cargo:rerun-if-changed={}", ui.join(p).display());
+        let path = ui.join(p);
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
     println!("cargo:rerun-if-env-changed=POSTERN_NPM");
 
