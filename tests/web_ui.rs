@@ -126,13 +126,13 @@ async fn console_and_api_carry_the_security_headers() {
         assert_eq!(header(&r, "strict-transport-security"), "max-age=31536000", "{path}");
         let csp = header(&r, "content-security-policy");
         assert!(
-            csp.contains("script-src 'self'")
+            csp.contains("script-src 'self' 'wasm-unsafe-eval';")
                 && csp.contains("style-src 'self'")
                 && csp.contains("frame-ancestors 'none'")
                 && csp.contains("default-src 'none'"),
             "{path}: {csp}"
         );
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"), "{csp}");
         assert_eq!(header(&r, "x-content-type-options"), "nosniff", "{path}");
         assert_eq!(header(&r, "referrer-policy"), "no-referrer", "{path}");
         assert_eq!(header(&r, "x-frame-options"), "DENY", "{path}");

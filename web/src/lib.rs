@@ -243,8 +243,11 @@ pub fn router(state: AppState) -> axum::Router {
 
 /// The Content-Security-Policy of every response: scripts, styles, images,
 /// fonts and connections (fetch, WebSocket) from this origin only; no inline
-/// script or style, no `eval`, no plugins, no framing, no `<base>` tricks.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+/// script or style, no JavaScript `eval`, no plugins, no framing, no `<base>`
+/// tricks. `'wasm-unsafe-eval'` lets the recording player (asciinema-player)
+/// compile its bundled WebAssembly terminal emulator; it does not allow
+/// JavaScript `eval` or inline code.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
      img-src 'self'; font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 

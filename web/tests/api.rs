@@ -766,9 +766,9 @@ async fn security_headers_on_every_response() {
         );
         let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
         assert_eq!(csp, postern_web::CONTENT_SECURITY_POLICY);
-        assert!(csp.contains("script-src 'self';") && csp.contains("style-src 'self';"));
+        assert!(csp.contains("script-src 'self' 'wasm-unsafe-eval';") && csp.contains("style-src 'self';"));
         assert!(csp.contains("frame-ancestors 'none'"));
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"));
         assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(r.headers[header::REFERRER_POLICY], "no-referrer");
         if api {

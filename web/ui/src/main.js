@@ -24,11 +24,12 @@ const NAV = [
 ];
 
 // The terminal screens (xterm.js) are a separate chunk, loaded when used.
-function Lazy({ name, ...props }) {
+const CHUNKS = { terminal: () => import('./terminal.js'), player: () => import('./player.js') };
+function Lazy({ chunk = 'terminal', name, ...props }) {
   const [C, setC] = useState(null);
   useEffect(() => {
-    import('./terminal.js').then((m) => setC(() => m[name]));
-  }, [name]);
+    CHUNKS[chunk]().then((m) => setC(() => m[name]));
+  }, [chunk, name]);
   return C ? html`<${C} ...${props} />` : html`<p class="muted">Loading…</p>`;
 }
 
@@ -38,6 +39,8 @@ function route(path, session, setSession) {
   if (m) return html`<${ResourceDetail} id=${m[1]} />`;
   m = path.match(new RegExp(`^/terminal/${UUID}$`));
   if (m) return html`<${Lazy} key=${m[1]} name="AccountTerminal" id=${m[1]} />`;
+  m = path.match(new RegExp(`^/recordings/${UUID}$`));
+  if (m) return html`<${Lazy} key=${m[1]} chunk="player" name="RecordingDetail" id=${m[1]} />`;
   m = path.match(new RegExp(`^/sessions/${UUID}/watch$`));
   if (m) return html`<${Lazy} key=${m[1]} name="WatchSession" id=${m[1]} />`;
   switch (path) {

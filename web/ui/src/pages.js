@@ -488,18 +488,66 @@ export function AccessRequests() {
   <//>`;
 }
 
+function clock(seconds) {
+  const t = Math.max(0, Math.floor(seconds || 0));
+  return `${Math.floor(t / 60)}:${String(t % 60).padStart(2, '0')}`;
+}
+
 export function Recordings() {
+  const f = useForm({ user: '', target: '', protocol: '', from: '', to: '' });
+  const [filter, setFilter] = useState('limit=100');
   const [q, setQ] = useState('');
   const [search, setSearch] = useState('');
-  const list = useApi(search ? `/api/v1/recordings/search?q=${enc(search)}` : '/api/v1/recordings', [search]);
-  if (list.missing && !search) return html`<${Page} title="Recordings"><${NotOffered} what="recordings" /><//>`;
+  const list = useApi(`/api/v1/recordings?${filter}`, [filter]);
+  const hits = useApi(search ? `/api/v1/recordings/search?q=${enc(search)}` : null, [search]);
+  const applyFilter = (e) => {
+    e.preventDefault();
+    const p = new URLSearchParams({ limit: '100' });
+    for (const [k, v] of Object.entries(f.values)) {
+      if (!String(v).trim()) continue;
+      p.set(k, k === 'from' || k === 'to' ? new Date(v).toISOString().replace(/\.\d{3}Z$/, 'Z') : String(v).trim());
+    }
+    setFilter(p.toString());
+  };
+  if (list.missing) return html`<${Page} title="Recordings"><${NotOffered} what="recordings" /><//>`;
   return html`<${Page} title="Recordings">
     <form class="inline-form" onSubmit=${(e) => { e.preventDefault(); setSearch(q.trim()); }}>
-      <input value=${q} onInput=${(e) => setQ(e.currentTarget.value)} placeholder="search typed text and output" aria-label="Search" />
+      <input value=${q} onInput=${(e) => setQ(e.currentTarget.value)} placeholder="a word typed or shown in a session"
+        aria-label="Search recordings" size="40" />
       <button type="submit">Search</button>
+      ${search && html`<button type="button" onClick=${() => { setQ(''); setSearch(''); }}>Clear</button>`}
+    </form>
+    ${search &&
+    html`<h2>Sessions containing “${search}”</h2>
+      <${ErrorBox} error=${hits.error} />
+      ${hits.data && hits.data.length === 0 && html`<p class="muted" data-testid="search-empty">No recording contains it (recent sessions may still be indexing).</p>`}
+      <ul class="hits" data-testid="search-results">
+        ${(hits.data || []).map((r) => html`<li>
+          <b>${r.recording.user} → ${r.recording.target}</b> <span class="muted">${r.recording.started_at}</span>
+          <ul>${r.hits.map((h) => html`<li>
+            <${Link} href=${`/recordings/${r.recording.id}?t=${h.offset}`}>${clock(h.offset)}<//>
+            <span class="muted"> ${h.kind} </span><code>${h.snippet}</code></li>`)}</ul>
+        </li>`)}
+      </ul>`}
+    <h2>All recordings</h2>
+    <form class="filters" onSubmit=${applyFilter}>
+      <${Field} label="User"><input ...${f.bind('user')} /><//>
+      <${Field} label="Target" hint="ACCOUNT@RESOURCE"><input ...${f.bind('target')} /><//>
+      <${Field} label="Protocol"><input ...${f.bind('protocol')} placeholder="ssh" /><//>
+      <${Field} label="From"><input ...${f.bind('from', 'datetime-local')} /><//>
+      <${Field} label="To"><input ...${f.bind('to', 'datetime-local')} /><//>
+      <button type="submit">Filter</button>
     </form>
     <${ErrorBox} error=${list.error} />
-    <${AutoTable} rows=${list.data} actions=${(r) => html`<a href=${`/api/v1/recordings/${enc(r.id || r.session_id)}/cast`} download>Download .cast</a>`} />
+    <${Table} testid="recordings" rows=${list.data} columns=${[
+      { label: 'Started', render: (r) => html`<${Link} href=${`/recordings/${r.id}`}>${r.started_at}<//>` },
+      { key: 'user', label: 'User' },
+      { key: 'target', label: 'Target' },
+      { key: 'protocol', label: 'Protocol' },
+      { label: 'Status', render: (r) => fmt(r.status) },
+      { label: 'Size', render: (r) => (r.size == null ? '' : `${Math.ceil(r.size / 1024)} KiB`) },
+      { label: '', render: (r) => html`<a href=${`/api/v1/recordings/${r.id}/cast`} download=${`${r.id}.cast`}>.cast</a>` },
+    ]} />
   <//>`;
 }
 
