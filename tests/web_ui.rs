@@ -494,6 +494,21 @@ async fn console_end_to_end_in_chromium() {
     ] {
         assert!(steps.contains(&want), "step {want} missing: {steps:?}");
     }
+    // Screens of routes other issues add are checked as soon as the server offers them.
+    let routes: Vec<&str> = result["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    if routes.contains(&"/api/v1/sessions/{id}/watch") {
+        assert_eq!(result["watched"], true, "live watch was not exercised");
+        assert!(steps.contains(&"watching"));
+    }
+    if routes.contains(&"/api/v1/recordings/search") {
+        assert_eq!(result["played"], true, "recording search and playback were not exercised");
+        assert!(steps.contains(&"recording-player"));
+    }
     for s in result["steps"].as_array().unwrap() {
         let p = s["screenshot"].as_str().unwrap();
         assert!(std::fs::metadata(p).unwrap().len() > 1000, "{p}");

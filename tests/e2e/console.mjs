@@ -20,6 +20,8 @@ const shots = process.env.POSTERN_SCREENSHOTS;
 const canary = process.env.POSTERN_CANARY;
 const targetPort = process.env.POSTERN_TARGET_PORT;
 const steps = [];
+let watched = false;
+let played = false;
 const cspViolations = [];
 const pageErrors = [];
 
@@ -102,6 +104,9 @@ try {
   if (cspViolations.length === 0) throw new Error('no CSP violation seen for an inline style: CSP not enforced or not observed');
   cspViolations.length = 0;
 
+  // Routes this server offers (screens of routes still being built elsewhere are checked when present).
+  const routes = await page.evaluate(async () => Object.keys((await (await fetch('/api/v1/openapi.json')).json()).paths));
+
   // 1. First login with the generated password.
   await page.goto(base + '/');
   await page.getByLabel('User name', { exact: true }).fill('admin');
@@ -176,11 +181,44 @@ try {
     const row = admin.getByTestId('sessions').getByRole('row').filter({ hasText: 'deploy' });
     await row.waitFor();
     await shot(admin, 'live-sessions');
+    if (routes.includes('/api/v1/sessions/{id}/watch')) {
+      // Watch it live: the recent screen first, then what follows.
+      await row.getByRole('button', { name: 'Watch' }).click();
+      await admin.getByTestId('terminal-status').filter({ hasText: 'connected' }).waitFor();
+      await admin.waitForFunction(() => terminalText().includes('done-42'), null, { timeout: 20000 });
+      await termPage.locator('.xterm-helper-textarea').focus();
+      await termPage.keyboard.type('echo reviewmarker-$((5*5))\n');
+      await admin.waitForFunction(() => terminalText().includes('reviewmarker-25'), null, { timeout: 20000 });
+      await shot(admin, 'watching');
+      watched = true;
+      await admin.goto(base + '/sessions');
+      await row.waitFor();
+    }
     await row.getByRole('button', { name: 'Terminate' }).click();
     await admin.getByText('No live sessions.').waitFor();
     await termPage.getByTestId('terminal-status').filter({ hasText: /ended|closed/ }).waitFor();
     await shot(termPage, 'terminal-terminated');
     await admin.close();
+
+    if (routes.includes('/api/v1/recordings/search')) {
+      // 8b. A reviewer finds the session by a word typed in it and plays it.
+      await page.goto(base + '/recordings');
+      const word = watched ? 'reviewmarker' : 'done';
+      await page.getByLabel('Search recordings', { exact: true }).fill(word);
+      const results = page.getByTestId('search-results').getByRole('link');
+      for (let i = 0; i < 60 && (await results.count()) === 0; i++) {
+        await page.getByRole('button', { name: 'Search', exact: true }).click();
+        await page.waitForTimeout(500);
+      }
+      await shot(page, 'recording-search');
+      await results.first().click();
+      await page.getByTestId('verification').waitFor();
+      const verdict = await page.getByTestId('verification').textContent();
+      if (!/verified/.test(verdict) || /NOT/.test(verdict)) throw new Error('recording verification: ' + verdict);
+      await page.getByTestId('player').getByText(watched ? 'reviewmarker-25' : 'done-42').first().waitFor({ timeout: 20000 });
+      await shot(page, 'recording-player');
+      played = true;
+    }
     await page.goto(base + '/resources');
   }
 
@@ -238,7 +276,7 @@ try {
   const audit = await page.content();
   if (audit.includes(canary)) throw new Error('the password appears in the audit page');
 
-  result = { ok: cspViolations.length === 0 && pageErrors.length === 0, steps, cspViolations, pageErrors };
+  result = { ok: cspViolations.length === 0 && pageErrors.length === 0, steps, watched, played, routes, cspViolations, pageErrors };
 } catch (e) {
   result = { ok: false, error: String(e && e.stack ? e.stack : e), steps, cspViolations, pageErrors };
   try {
