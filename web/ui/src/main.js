@@ -5,7 +5,7 @@ import { api, setCsrf, onUnauthorized } from './api.js';
 import { html, usePath, Link, navigate } from './ui.js';
 import { Login, ForcedPasswordChange, MyAccount } from './auth.js';
 import {
-  Dashboard, Sessions, Resources, ResourceDetail, Import, Users, Audit, Shares, Roles, AccessRequests, Recordings,
+  Dashboard, Sessions, Resources, ResourceDetail, Import, Users, Audit, Shares, Groups, Roles, AccessRequests, Recordings,
   NotFoundPage,
 } from './pages.js';
 
@@ -15,6 +15,7 @@ const NAV = [
   ['/import', 'Import'],
   ['/users', 'Users'],
   ['/shares', 'Shares'],
+  ['/groups', 'Groups'],
   ['/roles', 'Roles'],
   ['/access-requests', 'Access requests'],
   ['/sessions', 'Live sessions'],
@@ -49,8 +50,9 @@ function route(path, session, setSession) {
     case '/import': return html`<${Import} />`;
     case '/users': return html`<${Users} />`;
     case '/shares': return html`<${Shares} />`;
+    case '/groups': return html`<${Groups} />`;
     case '/roles': return html`<${Roles} />`;
-    case '/access-requests': return html`<${AccessRequests} />`;
+    case '/access-requests': return html`<${AccessRequests} me=${session.user} />`;
     case '/sessions': return html`<${Sessions} />`;
     case '/recordings': return html`<${Recordings} />`;
     case '/audit': return html`<${Audit} />`;

@@ -247,6 +247,7 @@ function AccountActions({ account, onChange }) {
           <button onClick=${copy}>Copy</button><button onClick=${hide}>Hide</button>
           <small>hides in ${left}s</small></span>`}
     <button onClick=${() => navigate(`/terminal/${account.id}`)}>Connect</button>
+    <button onClick=${() => navigate(`/access-requests?account=${account.id}`)}>Request access</button>
     <button onClick=${() => setEditing(!editing)}>Edit</button>
     <button class="danger" onClick=${remove}>Delete</button>
     ${editing &&
@@ -414,34 +415,233 @@ export function Audit() {
   <//>`;
 }
 
-// ----------------------------------------------- screens of newer routes
-// Shares, roles, access requests and recordings: coded from the issue texts;
-// each shows a notice while its route is not on the server.
+// ----------------------------------------------- sharing, groups, requests
+// Routes of issue 6 (shares, user/resource groups, access requests). Each
+// screen shows a notice while its route is not on the server.
+
+// Resources with their accounts, for pickers: [{resource, accounts}]
+function useAccountsCatalog() {
+  const [cat, setCat] = useState([]);
+  useEffect(() => {
+    let live = true;
+    api('GET', '/api/v1/resources')
+      .then((rs) => Promise.all(rs.map((r) => api('GET', `/api/v1/resources/${enc(r.id)}/accounts`)
+        .then((accounts) => ({ resource: r, accounts }))
+        .catch(() => ({ resource: r, accounts: [] })))))
+      .then((c) => live && setCat(c))
+      .catch(() => {});
+    return () => { live = false; };
+  }, []);
+  return cat;
+}
+
+function accountLabel(cat, id) {
+  for (const { resource, accounts } of cat) {
+    const a = accounts.find((x) => x.id === id);
+    if (a) return `${a.login}@${resource.name}`;
+  }
+  return id;
+}
+
+function AccountPicker({ cat, value, onChange, name = 'account_id' }) {
+  return html`<select name=${name} id=${name} value=${value} onChange=${(e) => onChange(e.currentTarget.value)} required>
+    <option value="">— choose an account —</option>
+    ${cat.map(({ resource, accounts }) => html`<optgroup label=${resource.name}>
+      ${accounts.map((a) => html`<option value=${a.id}>${a.login}@${resource.name}</option>`)}</optgroup>`)}
+  </select>`;
+}
+
 export function Shares() {
   const list = useApi('/api/v1/shares');
-  const f = useForm({ user_id: '', account_id: '', level: 'connect' });
+  const users = useApi('/api/v1/users');
+  const ugroups = useApi('/api/v1/user-groups');
+  const rgroups = useApi('/api/v1/resource-groups');
+  const cat = useAccountsCatalog();
+  const f = useForm({ who: 'user', principal: '', what: 'account', object: '', level: 'connect' });
   const a = useAction();
+  if (list.missing) return html`<${Page} title="Shares"><${NotOffered} what="sharing" /><//>`;
+  const userName = (id) => (users.data || []).find((u) => u.id === id)?.username || id;
+  const groupName = (list2, id) => (list2 || []).find((g) => g.id === id)?.name || id;
+  const resourceName = (id) => cat.find((c) => c.resource.id === id)?.resource.name || id;
   const add = (e) => {
     e.preventDefault();
+    const v = f.values;
+    const body = { level: v.level };
+    body[v.who === 'user' ? 'user_id' : 'group_id'] = v.principal;
+    body[{ account: 'account_id', resource: 'resource_id', group: 'resource_group_id' }[v.what]] = v.object;
     a.run(async () => {
-      await api('POST', '/api/v1/shares', f.values);
+      await api('POST', '/api/v1/shares', body);
+      f.setValues({ ...v, object: '' });
       list.reload();
     });
   };
-  const revoke = (s) => a.run(async () => {
-    await api('DELETE', `/api/v1/shares/${enc(s.id)}`);
-    list.reload();
-  });
-  if (list.missing) return html`<${Page} title="Shares"><${NotOffered} what="sharing" /><//>`;
-  return html`<${Page} title="Shares">
-    <form class="inline-form" onSubmit=${add}>
-      <input ...${f.bind('user_id')} placeholder="user id" aria-label="User id" required />
-      <input ...${f.bind('account_id')} placeholder="account id" aria-label="Account id" required />
-      <select ...${f.bind('level')} aria-label="Level">${['connect', 'view', 'modify', 'full'].map((l) => html`<option>${l}</option>`)}</select>
-      <button type="submit">Share</button>
+  const revoke = (sh) => {
+    if (!confirm('Revoke this share?')) return;
+    a.run(async () => {
+      await api('DELETE', `/api/v1/shares/${enc(sh.id)}`);
+      list.reload();
+    });
+  };
+  const principals = f.values.who === 'user'
+    ? (users.data || []).map((u) => [u.id, u.username])
+    : (ugroups.data || []).map((g) => [g.id, g.name]);
+  const objects = f.values.what === 'resource'
+    ? cat.map((c) => [c.resource.id, c.resource.name])
+    : (rgroups.data || []).map((g) => [g.id, g.name]);
+  const bindPick = (name) => ({ name, id: name, value: f.values[name], onChange: (e) => f.setValues({ ...f.values, [name]: e.currentTarget.value }) });
+  return html`<${Page} title="Shares" actions=${html`<${Link} class="button" href="/groups">Groups<//>`}>
+    <p class="muted">Levels: <b>connect</b> (sessions through the gateway only, the password is never shown),
+      <b>view</b>, <b>modify</b>, <b>full</b> (may re-share).</p>
+    <form class="filters" onSubmit=${add} data-testid="share-form">
+      <${Field} label="With"><select ...${bindPick('who')}><option value="user">user</option><option value="group">user group</option></select><//>
+      <${Field} label="Who"><select ...${bindPick('principal')} required>
+        <option value="">—</option>${principals.map(([id, n]) => html`<option value=${id}>${n}</option>`)}</select><//>
+      <${Field} label="Share"><select ...${bindPick('what')}>
+        <option value="account">account</option><option value="resource">resource</option><option value="group">resource group</option></select><//>
+      <${Field} label="What">${f.values.what === 'account'
+        ? html`<${AccountPicker} cat=${cat} name="object" value=${f.values.object} onChange=${(v) => f.setValues({ ...f.values, object: v })} />`
+        : html`<select ...${bindPick('object')} required><option value="">—</option>${objects.map(([id, n]) => html`<option value=${id}>${n}</option>`)}</select>`}<//>
+      <${Field} label="Level"><select ...${bindPick('level')}>${['connect', 'view', 'modify', 'full'].map((l) => html`<option>${l}</option>`)}</select><//>
+      <button type="submit" disabled=${a.busy}>Share</button>
     </form>
     <${ErrorBox} error=${a.error || list.error} />
-    <${AutoTable} rows=${list.data} actions=${(s) => html`<button class="danger" onClick=${() => revoke(s)}>Revoke</button>`} />
+    <${Table} testid="shares" rows=${list.data} columns=${[
+      { label: 'With', render: (x) => (x.user_id ? userName(x.user_id) : `group ${groupName(ugroups.data, x.group_id)}`) },
+      { label: 'What', render: (x) => (x.account_id ? accountLabel(cat, x.account_id) : x.resource_id ? `resource ${resourceName(x.resource_id)}` : `resource group ${groupName(rgroups.data, x.resource_group_id)}`) },
+      { key: 'level', label: 'Level' },
+      { key: 'created_at', label: 'Since' },
+      { label: '', render: (x) => html`<button class="danger" onClick=${() => revoke(x)}>Revoke</button>` },
+    ]} />
+  <//>`;
+}
+
+function GroupList({ title, path, memberPath, candidates, testid }) {
+  const list = useApi(path);
+  const f = useForm({ name: '', description: '' });
+  const [pick, setPick] = useState({});
+  const a = useAction();
+  if (list.missing) return html`<h2>${title}</h2><${NotOffered} what=${title.toLowerCase()} />`;
+  const name = (id) => candidates.find(([cid]) => cid === id)?.[1] || id;
+  const add = (e) => {
+    e.preventDefault();
+    a.run(async () => {
+      const body = { name: f.values.name.trim() };
+      if (f.values.description.trim()) body.description = f.values.description.trim();
+      await api('POST', path, body);
+      f.reset();
+      list.reload();
+    });
+  };
+  const member = (g, id, method) => a.run(async () => {
+    await api(method, `${path}/${enc(g.id)}/members/${enc(id)}`);
+    list.reload();
+  });
+  const remove = (g) => {
+    if (!confirm(`Delete the group ${g.name}?`)) return;
+    a.run(async () => {
+      await api('DELETE', `${path}/${enc(g.id)}`);
+      list.reload();
+    });
+  };
+  return html`<h2>${title}</h2>
+    <form class="inline-form" onSubmit=${add}>
+      <input ...${f.bind('name')} placeholder="name" aria-label=${`${title} name`} required />
+      <input ...${f.bind('description')} placeholder="description" aria-label=${`${title} description`} />
+      <button type="submit">Create</button>
+    </form>
+    <${ErrorBox} error=${a.error || list.error} />
+    <${Table} testid=${testid} rows=${list.data} columns=${[
+      { key: 'name', label: 'Name' },
+      { key: 'description', label: 'Description' },
+      { label: 'Members', render: (g) => html`<div class="chips">${(g.members || []).map((m) => html`<span class="chip">${name(m)}
+          <button class="link" title="Remove" onClick=${() => member(g, m, 'DELETE')}>×</button></span>`)}</div>` },
+      { label: 'Add', render: (g) => html`<span class="inline-form">
+          <select value=${pick[g.id] || ''} onChange=${(e) => setPick({ ...pick, [g.id]: e.currentTarget.value })} aria-label="Member to add">
+            <option value="">—</option>${candidates.filter(([id]) => !(g.members || []).includes(id)).map(([id, n]) => html`<option value=${id}>${n}</option>`)}</select>
+          <button disabled=${!pick[g.id]} onClick=${() => member(g, pick[g.id], 'POST')}>Add</button></span>` },
+      { label: '', render: (g) => html`<button class="danger" onClick=${() => remove(g)}>Delete</button>` },
+    ]} />`;
+}
+
+export function Groups() {
+  const users = useApi('/api/v1/users');
+  const resources = useApi('/api/v1/resources');
+  return html`<${Page} title="Groups">
+    <${GroupList} title="User groups" path="/api/v1/user-groups" testid="user-groups"
+      candidates=${(users.data || []).map((u) => [u.id, u.username])} />
+    <${GroupList} title="Resource groups" path="/api/v1/resource-groups" testid="resource-groups"
+      candidates=${(resources.data || []).map((r) => [r.id, r.name])} />
+  <//>`;
+}
+
+function Countdown({ until }) {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const t = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(t);
+  }, []);
+  const left = Math.max(0, Math.floor((Date.parse(until) - now) / 1000));
+  const text = `${Math.floor(left / 3600)}:${String(Math.floor((left % 3600) / 60)).padStart(2, '0')}:${String(left % 60).padStart(2, '0')}`;
+  return html`<span class=${left < 300 ? 'error' : ''} data-testid="countdown">${left ? `${text} left` : 'window ended'}</span>`;
+}
+
+export function AccessRequests({ me }) {
+  const list = useApi('/api/v1/access-requests');
+  const users = useApi('/api/v1/users');
+  const cat = useAccountsCatalog();
+  const preset = new URLSearchParams(location.search).get('account') || '';
+  const f = useForm({ account_id: preset, reason: '', ticket_id: '', window_minutes: '60' });
+  const a = useAction();
+  useEffect(() => {
+    const t = setInterval(list.reload, 15000);
+    return () => clearInterval(t);
+  }, [list.reload]);
+  if (list.missing) return html`<${Page} title="Access requests"><${NotOffered} what="access requests" /><//>`;
+  const userName = (id) => (users.data || []).find((u) => u.id === id)?.username || (id === me?.id ? me.username : id);
+  const act = (r, step) => a.run(async () => {
+    await api('POST', `/api/v1/access-requests/${enc(r.id)}/${step}`);
+    list.reload();
+  });
+  const add = (e) => {
+    e.preventDefault();
+    a.run(async () => {
+      const body = { account_id: f.values.account_id, reason: f.values.reason.trim() };
+      if (f.values.ticket_id.trim()) body.ticket_id = f.values.ticket_id.trim();
+      if (String(f.values.window_minutes).trim()) body.window_minutes = Number(f.values.window_minutes);
+      await api('POST', '/api/v1/access-requests', body);
+      f.setValues({ ...f.values, reason: '', ticket_id: '' });
+      list.reload();
+    });
+  };
+  const mine = (r) => me && r.requester_id === me.id;
+  const actions = (r) => {
+    const b = [];
+    if (r.state === 'requested' && !mine(r)) b.push(['approve', 'Approve'], ['deny', 'Deny']);
+    if (r.state === 'approved' && mine(r)) b.push(['checkout', 'Check out']);
+    if (r.state === 'checked_out') b.push(['checkin', 'Check in']);
+    return html`<div class="row-actions">${b.map(([step, label]) => html`<button onClick=${() => act(r, step)}>${label}</button>`)}
+      ${r.state === 'checked_out' && mine(r) && html`<button onClick=${() => navigate(`/terminal/${r.account_id}`)}>Connect</button>`}</div>`;
+  };
+  return html`<${Page} title="Access requests">
+    <form class="filters" onSubmit=${add} data-testid="request-form">
+      <${Field} label="Account"><${AccountPicker} cat=${cat} value=${f.values.account_id} onChange=${(v) => f.setValues({ ...f.values, account_id: v })} /><//>
+      <${Field} label="Reason"><input ...${f.bind('reason')} required size="30" /><//>
+      <${Field} label="Ticket"><input ...${f.bind('ticket_id')} size="10" /><//>
+      <${Field} label="Minutes"><input ...${f.bind('window_minutes', 'number')} min="1" /><//>
+      <button type="submit" disabled=${a.busy}>Request access</button>
+    </form>
+    <${ErrorBox} error=${a.error || list.error} />
+    <${Table} testid="access-requests" rows=${list.data} columns=${[
+      { key: 'created_at', label: 'Asked' },
+      { label: 'By', render: (r) => userName(r.requester_id) },
+      { label: 'Account', render: (r) => accountLabel(cat, r.account_id) },
+      { key: 'reason', label: 'Reason' },
+      { key: 'ticket_id', label: 'Ticket' },
+      { label: 'State', render: (r) => html`${r.state.replace(/_/g, ' ')}${r.state === 'requested' ? ` (${r.approvals.length}/${r.needed})` : ''}
+          ${r.state === 'checked_out' && r.window_end ? html`<br /><${Countdown} until=${r.window_end} />` : ''}
+          ${r.reset_outcome ? html`<br /><small>${r.reset_outcome}</small>` : ''}` },
+      { label: '', render: actions },
+    ]} />
   <//>`;
 }
 
@@ -455,36 +655,7 @@ export function Roles() {
   if (list.missing) return html`<${Page} title="Roles"><${NotOffered} what="custom roles" /><//>`;
   return html`<${Page} title="Roles">
     <${ErrorBox} error=${a.error || list.error} />
-    <${AutoTable} rows=${list.data} actions=${(r) => r.pending || r.state === 'pending' ? html`<button onClick=${() => approve(r)}>Approve</button>` : ''} />
-  <//>`;
-}
-
-export function AccessRequests() {
-  const list = useApi('/api/v1/access-requests');
-  const f = useForm({ account_id: '', reason: '' });
-  const a = useAction();
-  const act = (r, step) => a.run(async () => {
-    await api('POST', `/api/v1/access-requests/${enc(r.id)}/${step}`);
-    list.reload();
-  });
-  const add = (e) => {
-    e.preventDefault();
-    a.run(async () => {
-      await api('POST', '/api/v1/access-requests', f.values);
-      f.reset();
-      list.reload();
-    });
-  };
-  if (list.missing) return html`<${Page} title="Access requests"><${NotOffered} what="access requests" /><//>`;
-  return html`<${Page} title="Access requests">
-    <form class="inline-form" onSubmit=${add}>
-      <input ...${f.bind('account_id')} placeholder="account id" aria-label="Account id" required />
-      <input ...${f.bind('reason')} placeholder="reason" aria-label="Reason" required />
-      <button type="submit">Request access</button>
-    </form>
-    <${ErrorBox} error=${a.error || list.error} />
-    <${AutoTable} rows=${list.data} actions=${(r) => html`<div class="row-actions">
-      ${['approve', 'deny', 'checkout', 'checkin'].map((s) => html`<button onClick=${() => act(r, s)}>${s}</button>`)}</div>`} />
+    <${AutoTable} rows=${list.data} actions=${(r) => (r.pending || r.state === 'pending' ? html`<button onClick=${() => approve(r)}>Approve</button>` : '')} />
   <//>`;
 }
 
