@@ -509,6 +509,10 @@ async fn console_end_to_end_in_chromium() {
         assert_eq!(result["played"], true, "recording search and playback were not exercised");
         assert!(steps.contains(&"recording-player"));
     }
+    if routes.contains(&"/api/v1/shares") {
+        assert_eq!(result["sharedConnect"], true, "the connect-only share was not exercised");
+        assert!(steps.contains(&"connect-only-terminal"));
+    }
     for s in result["steps"].as_array().unwrap() {
         let p = s["screenshot"].as_str().unwrap();
         assert!(std::fs::metadata(p).unwrap().len() > 1000, "{p}");

@@ -22,6 +22,7 @@ const targetPort = process.env.POSTERN_TARGET_PORT;
 const steps = [];
 let watched = false;
 let played = false;
+let sharedConnect = false;
 const cspViolations = [];
 const pageErrors = [];
 
@@ -54,11 +55,15 @@ async function shot(page, name) {
   steps.push({ step: name, screenshot: path });
 }
 
-const userDataDir = mkdtempSync(join(tmpdir(), 'postern-chromium-'));
+const userDataDirs = [];
 let context;
 let result = { ok: false };
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
+
+// A browser with its own fresh profile (its own cookies), headless Debian chromium.
+async function launch() {
+  const dir = mkdtempSync(join(tmpdir(), 'postern-chromium-'));
+  userDataDirs.push(dir);
+  const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     ignoreHTTPSErrors: true,
@@ -69,14 +74,11 @@ try {
     viewport: { width: 1280, height: 860 },
     timeout: 60000,
   });
-  const page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(15000);
-  context.on('console', (m) => {
+  ctx.on('console', (m) => {
     if (/Content[- ]Security[- ]Policy/i.test(m.text())) cspViolations.push(m.text());
   });
-  page.on('pageerror', (e) => pageErrors.push(String(e)));
   // terminalText(): the xterm.js buffer as text (for waitForFunction/evaluate).
-  await context.addInitScript(() => {
+  await ctx.addInitScript(() => {
     window.terminalText = () => {
       const t = window.__posternTerminal;
       if (!t) return '';
@@ -89,6 +91,14 @@ try {
       return s;
     };
   });
+  return ctx;
+}
+
+try {
+  context = await launch();
+  const page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(15000);
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
   // Reasons asked with prompt(): answer them.
   page.on('dialog', (d) => d.accept(d.type() === 'prompt' ? 'e2e test: checking the console' : undefined));
 
@@ -141,6 +151,7 @@ try {
   await shot(page, 'resource-form');
   await page.getByRole('button', { name: 'Save resource' }).click();
   await page.getByRole('heading', { name: 'e2e-linux-01' }).waitFor();
+  const resourceId = new URL(page.url()).pathname.split('/').pop();
 
   // 5. Add an account to it.
   const form = page.getByTestId('account-form');
@@ -252,6 +263,57 @@ try {
   await page.getByTestId('users').getByRole('cell', { name: 'carol', exact: true }).waitFor();
   await shot(page, 'users');
 
+  if (targetPort && routes.includes('/api/v1/shares')) {
+    // 10b. Share the account connect-only with carol; she opens a terminal but cannot retrieve the password.
+    const accountId = await page.evaluate(async (rid) => {
+      const r = await fetch(`/api/v1/resources/${rid}/accounts`);
+      return (await r.json()).find((a) => a.login === 'deploy').id;
+    }, resourceId);
+    await page.getByRole('link', { name: 'Shares', exact: true }).click();
+    const form = page.getByTestId('share-form');
+    await form.getByLabel('Who', { exact: true }).selectOption({ label: 'carol' });
+    await form.getByLabel('What', { exact: true }).selectOption(accountId);
+    await form.getByLabel('Level', { exact: true }).selectOption('connect');
+    await form.getByRole('button', { name: 'Share' }).click();
+    await page.getByTestId('shares').getByRole('cell', { name: 'deploy@e2e-linux-01' }).waitFor();
+    await shot(page, 'shares');
+
+    const carolCtx = await launch();
+    const carol = carolCtx.pages()[0] || (await carolCtx.newPage());
+    carol.setDefaultTimeout(15000);
+    carol.on('pageerror', (e) => pageErrors.push(String(e)));
+    await carol.goto(base + '/');
+    await carol.getByLabel('User name', { exact: true }).fill('carol');
+    await carol.getByLabel('Password', { exact: true }).fill('carol initial passphrase');
+    await carol.getByRole('button', { name: 'Log in' }).click();
+    await carol.getByTestId('password-change-form').waitFor();
+    await carol.getByLabel('New password', { exact: true }).fill('carol chose this passphrase');
+    await carol.getByLabel('New password again', { exact: true }).fill('carol chose this passphrase');
+    await carol.getByRole('button', { name: 'Change password' }).click();
+    await carol.getByTestId('whoami').filter({ hasText: 'carol' }).waitFor();
+    const refused = await carol.evaluate(async (id) => {
+      const s = await (await fetch('/api/v1/auth/session')).json();
+      const r = await fetch(`/api/v1/accounts/${id}/retrieve`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token },
+        body: JSON.stringify({ reason: 'e2e: connect-only must not retrieve' }),
+      });
+      return { status: r.status, body: await r.text() };
+    }, accountId);
+    if (refused.status < 400 || refused.body.includes(canary)) throw new Error('connect-only retrieve was not refused: ' + refused.status);
+    await carol.goto(base + `/terminal/${accountId}`);
+    await carol.getByTestId('terminal-status').filter({ hasText: 'connected' }).waitFor();
+    await carol.waitForFunction(() => window.__posternTerminal && terminalText().includes('$'), null, { timeout: 20000 }).catch(() => {});
+    await carol.locator('.xterm-helper-textarea').focus();
+    await carol.keyboard.type('id -un; exit\n');
+    await carol.waitForFunction(() => /\ndeploy\s*\n/.test(terminalText()), null, { timeout: 20000 });
+    await shot(carol, 'connect-only-terminal');
+    const carolText = await carol.evaluate(() => terminalText());
+    if (carolText.includes(canary)) throw new Error('the password reached carol\'s browser');
+    await carolCtx.close();
+    sharedConnect = true;
+  }
+
   // 11. The audit trail shows what happened; filter and export it.
   await page.getByRole('link', { name: 'Audit', exact: true }).click();
   await page.getByTestId('audit').getByRole('cell', { name: 'account.retrieve' }).first().waitFor();
@@ -276,7 +338,7 @@ try {
   const audit = await page.content();
   if (audit.includes(canary)) throw new Error('the password appears in the audit page');
 
-  result = { ok: cspViolations.length === 0 && pageErrors.length === 0, steps, watched, played, routes, cspViolations, pageErrors };
+  result = { ok: cspViolations.length === 0 && pageErrors.length === 0, steps, watched, played, sharedConnect, routes, cspViolations, pageErrors };
 } catch (e) {
   result = { ok: false, error: String(e && e.stack ? e.stack : e), steps, cspViolations, pageErrors };
   try {
@@ -289,7 +351,7 @@ try {
   } catch {}
 } finally {
   if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
+  for (const d of userDataDirs) rmSync(d, { recursive: true, force: true });
 }
 console.log('RESULT ' + JSON.stringify(result));
 process.exit(result.ok ? 0 : 1);
