@@ -271,9 +271,9 @@ try {
     }, resourceId);
     await page.getByRole('link', { name: 'Shares', exact: true }).click();
     const form = page.getByTestId('share-form');
-    await form.getByLabel('Who', { exact: true }).selectOption({ label: 'carol' });
-    await form.getByLabel('What', { exact: true }).selectOption(accountId);
-    await form.getByLabel('Level', { exact: true }).selectOption('connect');
+    await form.locator('#principal').selectOption({ label: 'carol' });
+    await form.locator('#object').selectOption(accountId);
+    await form.locator('#level').selectOption('connect');
     await form.getByRole('button', { name: 'Share' }).click();
     await page.getByTestId('shares').getByRole('cell', { name: 'deploy@e2e-linux-01' }).waitFor();
     await shot(page, 'shares');
