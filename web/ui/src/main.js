@@ -51,7 +51,7 @@ function route(path, session, setSession) {
     case '/users': return html`<${Users} />`;
     case '/shares': return html`<${Shares} />`;
     case '/groups': return html`<${Groups} />`;
-    case '/roles': return html`<${Roles} />`;
+    case '/roles': return html`<${Roles} me=${session.user} />`;
     case '/access-requests': return html`<${AccessRequests} me=${session.user} />`;
     case '/sessions': return html`<${Sessions} />`;
     case '/recordings': return html`<${Recordings} />`;

@@ -645,17 +645,75 @@ export function AccessRequests({ me }) {
   <//>`;
 }
 
-export function Roles() {
+// Custom roles (issue 6): a proposal or an edit is in force only once a
+// second administrator approves it (the author cannot).
+export function Roles({ me }) {
   const list = useApi('/api/v1/roles');
+  const cat = useApi('/api/v1/roles/catalogue');
+  const users = useApi('/api/v1/users');
+  const [adding, setAdding] = useState(false);
+  const f = useForm({ name: '', description: '' });
+  const [ops, setOps] = useState([]);
+  const [assign, setAssign] = useState({});
   const a = useAction();
+  if (list.missing) return html`<${Page} title="Roles"><${NotOffered} what="custom roles" /><//>`;
+  const userName = (id) => (users.data || []).find((u) => u.id === id)?.username || id;
+  const toggle = (id) => setOps(ops.includes(id) ? ops.filter((x) => x !== id) : [...ops, id]);
+  const propose = (e) => {
+    e.preventDefault();
+    a.run(async () => {
+      const body = { name: f.values.name.trim(), operations: ops };
+      if (f.values.description.trim()) body.description = f.values.description.trim();
+      await api('POST', '/api/v1/roles', body);
+      f.reset();
+      setOps([]);
+      setAdding(false);
+      list.reload();
+    });
+  };
   const approve = (r) => a.run(async () => {
     await api('POST', `/api/v1/roles/${enc(r.id)}/approve`);
     list.reload();
   });
-  if (list.missing) return html`<${Page} title="Roles"><${NotOffered} what="custom roles" /><//>`;
-  return html`<${Page} title="Roles">
+  const doAssign = (r) => a.run(async () => {
+    await api('POST', `/api/v1/roles/${enc(r.id)}/assign`, { user_ids: [assign[r.id]] });
+    list.reload();
+    users.reload();
+  });
+  const remove = (r) => {
+    if (!confirm(`Delete the role ${r.name}? Its users move to the default role.`)) return;
+    a.run(async () => {
+      await api('DELETE', `/api/v1/roles/${enc(r.id)}`);
+      list.reload();
+    });
+  };
+  const byCategory = {};
+  for (const c of cat.data || []) (byCategory[c.category] ||= []).push(c);
+  return html`<${Page} title="Roles" actions=${html`<button onClick=${() => setAdding(!adding)}>Propose a role</button>`}>
+    ${adding &&
+    html`<form class="card wide" onSubmit=${propose}>
+      <${Field} label="Name"><input ...${f.bind('name')} required /><//>
+      <${Field} label="Description"><input ...${f.bind('description')} /><//>
+      ${Object.entries(byCategory).map(([category, entries]) => html`<fieldset><legend>${category}</legend>
+        ${entries.map((c) => html`<label class="check"><input type="checkbox" checked=${ops.includes(c.id)} onChange=${() => toggle(c.id)} /> ${c.name || c.id}</label>`)}
+      </fieldset>`)}
+      <p class="muted">The role takes effect only after another administrator approves it.</p>
+      <button type="submit" disabled=${a.busy}>Propose</button>
+    </form>`}
     <${ErrorBox} error=${a.error || list.error} />
-    <${AutoTable} rows=${list.data} actions=${(r) => (r.pending || r.state === 'pending' ? html`<button onClick=${() => approve(r)}>Approve</button>` : '')} />
+    <${Table} testid="roles" rows=${list.data} columns=${[
+      { key: 'name', label: 'Role' },
+      { label: 'Kind', render: (r) => (r.builtin ? 'predefined' : 'custom') },
+      { label: 'Operations', render: (r) => `${(r.operations || []).length}` },
+      { label: 'Pending change', render: (r) => (r.pending ? `${r.pending.length} operations, by ${userName(r.pending_author)}` : '') },
+      { key: 'users', label: 'Users' },
+      { label: '', render: (r) => html`<div class="row-actions">
+          ${r.pending && r.pending_author !== me?.id && html`<button onClick=${() => approve(r)}>Approve</button>`}
+          ${!r.builtin && html`<select value=${assign[r.id] || ''} onChange=${(e) => setAssign({ ...assign, [r.id]: e.currentTarget.value })} aria-label="User to assign">
+              <option value="">—</option>${(users.data || []).map((u) => html`<option value=${u.id}>${u.username}</option>`)}</select>
+            <button disabled=${!assign[r.id]} onClick=${() => doAssign(r)}>Assign</button>
+            <button class="danger" onClick=${() => remove(r)}>Delete</button>`}</div>` },
+    ]} />
   <//>`;
 }
 
