@@ -132,7 +132,10 @@ async fn console_and_api_carry_the_security_headers() {
                 && csp.contains("default-src 'none'"),
             "{path}: {csp}"
         );
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"),
+            "{csp}"
+        );
         assert_eq!(header(&r, "x-content-type-options"), "nosniff", "{path}");
         assert_eq!(header(&r, "referrer-policy"), "no-referrer", "{path}");
         assert_eq!(header(&r, "x-frame-options"), "DENY", "{path}");
@@ -506,11 +509,17 @@ async fn console_end_to_end_in_chromium() {
         assert!(steps.contains(&"watching"));
     }
     if routes.contains(&"/api/v1/recordings/search") {
-        assert_eq!(result["played"], true, "recording search and playback were not exercised");
+        assert_eq!(
+            result["played"], true,
+            "recording search and playback were not exercised"
+        );
         assert!(steps.contains(&"recording-player"));
     }
     if routes.contains(&"/api/v1/shares") {
-        assert_eq!(result["sharedConnect"], true, "the connect-only share was not exercised");
+        assert_eq!(
+            result["sharedConnect"], true,
+            "the connect-only share was not exercised"
+        );
         assert!(steps.contains(&"connect-only-terminal"));
     }
     for s in result["steps"].as_array().unwrap() {

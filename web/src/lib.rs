@@ -247,7 +247,8 @@ pub fn router(state: AppState) -> axum::Router {
 /// tricks. `'wasm-unsafe-eval'` lets the recording player (asciinema-player)
 /// compile its bundled WebAssembly terminal emulator; it does not allow
 /// JavaScript `eval` or inline code.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
      img-src 'self'; font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
