@@ -153,6 +153,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/web-login"),
+    ("GET", "/api/v1/accounts/{id}/terminal"),
     ("GET", "/api/v1/auth/session"),
     ("DELETE", "/api/v1/auth/session"),
     ("GET", "/api/v1/me"),
