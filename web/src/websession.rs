@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderMap, HeaderValue};
 use ipnet::IpNet;
+use postern_vault::SecretString;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -115,6 +116,8 @@ pub fn parse_network(s: &str) -> Option<IpNet> {
 struct Entry {
     csrf: String,
     last_seen: Instant,
+    /// The session's token, kept to revoke it when the entry is purged.
+    token: SecretString,
 }
 
 /// Why a cookie was refused.
@@ -166,20 +169,25 @@ impl WebSessions {
 
     /// Registers a freshly issued token as a browser session; returns its
     /// CSRF token, or `None` when the table is full of active sessions.
-    /// Returns the tokens of idle sessions dropped on the way (to revoke).
-    pub fn insert(&self, token: &str) -> (Option<String>, Vec<[u8; 32]>) {
+    /// Also returns the tokens of idle sessions purged on the way: the
+    /// caller revokes them (once out of the table they would otherwise pass
+    /// as Bearer tokens).
+    pub fn insert(&self, token: &str) -> (Option<String>, Vec<SecretString>) {
         let now = Instant::now();
         let mut map = self.lock();
         let mut dropped = Vec::new();
         if map.len() >= MAX_WEB_SESSIONS {
             let idle = self.idle_timeout;
-            map.retain(|k, e| {
-                let keep = now.duration_since(e.last_seen) < idle;
-                if !keep {
-                    dropped.push(*k);
+            let stale: Vec<[u8; 32]> = map
+                .iter()
+                .filter(|(_, e)| now.duration_since(e.last_seen) >= idle)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in stale {
+                if let Some(e) = map.remove(&k) {
+                    dropped.push(e.token);
                 }
-                keep
-            });
+            }
             if map.len() >= MAX_WEB_SESSIONS {
                 return (None, dropped);
             }
@@ -190,6 +198,7 @@ impl WebSessions {
             Entry {
                 csrf: csrf.clone(),
                 last_seen: now,
+                token: SecretString::new(token),
             },
         );
         (Some(csrf), dropped)
@@ -336,6 +345,33 @@ mod tests {
         assert_ne!(c2.unwrap(), csrf, "each session has its own CSRF token");
         s.remove("pst_z");
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn a_full_table_purges_idle_sessions_for_revocation_or_refuses() {
+        let busy = WebSessions::new(Duration::from_secs(600));
+        for i in 0..MAX_WEB_SESSIONS {
+            assert!(busy.insert(&format!("pst_{i}")).0.is_some());
+        }
+        let (csrf, purged) = busy.insert("pst_more");
+        assert!(csrf.is_none() && purged.is_empty(), "all active: refused");
+        assert!(!busy.contains("pst_more"));
+
+        let idle = WebSessions::new(Duration::from_secs(600));
+        for i in 0..MAX_WEB_SESSIONS {
+            idle.insert(&format!("pst_{i}"));
+        }
+        for i in 0..10 {
+            idle.age(&format!("pst_{i}"), Duration::from_secs(601));
+        }
+        let (csrf, purged) = idle.insert("pst_more");
+        assert!(csrf.is_some());
+        let mut names: Vec<String> = purged.iter().map(|t| t.expose().to_owned()).collect();
+        names.sort();
+        let mut want: Vec<String> = (0..10).map(|i| format!("pst_{i}")).collect();
+        want.sort();
+        assert_eq!(names, want, "the purged tokens are handed back to be revoked");
+        assert_eq!(idle.len(), MAX_WEB_SESSIONS - 10 + 1);
     }
 
     #[test]

@@ -54,7 +54,12 @@ pub async fn web_login(
     };
     let issued = state.vault.login(&req, &ctx).await?;
     let token = issued.token.expose();
-    let (csrf, _) = state.web.sessions.insert(token);
+    let (csrf, purged) = state.web.sessions.insert(token);
+    for old in purged {
+        if let Err(e) = state.vault.revoke_token(old.expose()).await {
+            tracing::warn!(error = %e, "revoking a purged browser session failed");
+        }
+    }
     let Some(csrf) = csrf else {
         let _ = state.vault.revoke_token(token).await;
         return Err(ApiError::new(
