@@ -494,6 +494,7 @@ async fn console_end_to_end_in_chromium() {
         "import",
         "users",
         "audit",
+        "login-totp",
     ] {
         assert!(steps.contains(&want), "step {want} missing: {steps:?}");
     }
