@@ -559,3 +559,82 @@ async fn console_end_to_end_in_chromium() {
     drop(target);
     s.stop().await;
 }
+
+/// The schemathesis CLI (PyPI): `POSTERN_SCHEMATHESIS`, else the venv
+/// tests/run.sh makes, else `st` on the PATH.
+fn schemathesis() -> PathBuf {
+    if let Some(p) = std::env::var_os("POSTERN_SCHEMATHESIS") {
+        return PathBuf::from(p);
+    }
+    let venv = Path::new(&std::env::var("HOME").unwrap_or_default()).join(".cache/postern-schemathesis/bin/st");
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from("st")
+}
+
+/// schemathesis generates requests from the served OpenAPI document (valid
+/// and invalid bodies, parameters, headers) for every operation, as an
+/// administrator; no response may be a 5xx. Operations that would end the
+/// test's own session (logout, password change, TOTP confirmation) are left
+/// out; they are covered by the tests above.
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_fuzzing_finds_no_server_error() {
+    let mut s = TestServer::builder().start().await;
+    let token = s.admin_token().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("schemathesis.toml");
+    // The token comes from the environment, never argv.
+    std::fs::write(
+        &config,
+        "headers = { Authorization = \"Bearer ${POSTERN_TEST_TOKEN}\" }\n",
+    )
+    .unwrap();
+    let st = schemathesis();
+    let cert = s.cfg.web.tls_cert.clone();
+    let schema = format!("{}/api/v1/openapi.json", s.base);
+    let (cfg2, token2) = (config.clone(), token.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&st)
+            .arg("--config-file")
+            .arg(&cfg2)
+            .args(["run", &schema, "--checks", "not_a_server_error", "--max-examples", "12"])
+            .args(["--phases", "examples,coverage,fuzzing", "--workers", "1", "--seed", "7"])
+            .args(["--generation-database", "none", "--no-color", "--request-timeout", "20"])
+            .args(["--exclude-path", "/api/v1/auth/logout"])
+            .args(["--exclude-path", "/api/v1/auth/session"])
+            .args(["--exclude-path", "/api/v1/me/password"])
+            .args(["--exclude-path", "/api/v1/me/totp/confirm"])
+            .arg("--tls-verify")
+            .arg(&cert)
+            .env("POSTERN_TEST_TOKEN", &token2)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| {
+        panic!(
+            "schemathesis ({}) does not run ({e}): run tests/run.sh, which installs it",
+            schemathesis().display()
+        )
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "schemathesis found failures (exit {:?})\nstdout: {stdout}\nstderr: {stderr}",
+        out.status.code()
+    );
+    // "Test cases: N generated, N passed": the run really sent requests.
+    let generated: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().split_once(" generated, ").map(|(n, _)| n.trim().to_owned()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no test-case count in: {stdout}"));
+    assert!(generated >= 300, "only {generated} requests generated");
+    println!("schemathesis: {generated} generated requests, no 5xx");
+    // The token still works: the run did not log itself out.
+    assert_eq!(s.req("GET", "/api/v1/me", Some(&token), None).await.status, 200);
+    s.stop().await;
+}
