@@ -2,7 +2,7 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, setCsrf, onUnauthorized } from './api.js';
-import { html, usePath, Link, navigate } from './ui.js';
+import { html, usePath, Link, navigate, loadOfferedRoutes } from './ui.js';
 import { Login, ForcedPasswordChange, MyAccount } from './auth.js';
 import {
   Dashboard, Sessions, Resources, ResourceDetail, Import, Users, Audit, Shares, Groups, Roles, AccessRequests, Recordings,
@@ -77,7 +77,8 @@ function App() {
       setSession(null);
       setNotice('Your session ended. Log in again.');
     });
-    api('GET', '/api/v1/auth/session', undefined, { noRedirect: true })
+    loadOfferedRoutes()
+      .then(() => api('GET', '/api/v1/auth/session', undefined, { noRedirect: true }))
       .then((s) => {
         setCsrf(s.csrf_token);
         setSession(s);

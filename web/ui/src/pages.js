@@ -3,7 +3,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from './api.js';
 import {
   html, useApi, useForm, useAction, Field, ErrorBox, Table, AutoTable, NotOffered, Page, Link, navigate,
-  parseCsv, toCsv, download, fmt,
+  parseCsv, toCsv, download, fmt, offers,
 } from './ui.js';
 
 const RESOURCE_TYPES = ['linux', 'unix', 'windows', 'windows_domain', 'network_device', 'database', 'web_site'];
@@ -171,6 +171,7 @@ export function ResourceDetail({ id }) {
       <button type="submit" disabled=${a.busy}>Save</button>
     </form>`}
     <${ErrorBox} error=${a.error} />
+    ${offers('PUT /api/v1/resources/{id}/access-policy') && html`<${AccessPolicyForm} id=${id} />`}
     <h2>Accounts</h2>
     <${ErrorBox} error=${accounts.error} />
     <${Table} testid="accounts" rows=${accounts.data} columns=${[
@@ -189,6 +190,39 @@ export function ResourceDetail({ id }) {
       <button type="submit" disabled=${aa.busy}>Save account</button>
     </form>
   <//>`;
+}
+
+// Access control of a resource's accounts (issue 6 route).
+function AccessPolicyForm({ id }) {
+  const pol = useApi(`/api/v1/resources/${enc(id)}/access-policy`);
+  const f = useForm({ require_request: false, dual_approval: false, exclusive: false, exclusive_mode: 'refuse', max_window_minutes: 480, reset_on_checkin: true });
+  const a = useAction();
+  const [saved, setSaved] = useState(false);
+  useEffect(() => {
+    if (pol.data) f.setValues({ ...f.values, ...pol.data });
+  }, [pol.data]);
+  if (pol.missing) return null;
+  const save = (e) => {
+    e.preventDefault();
+    setSaved(false);
+    a.run(async () => {
+      await api('PUT', `/api/v1/resources/${enc(id)}/access-policy`, { ...f.values, max_window_minutes: Number(f.values.max_window_minutes) });
+      setSaved(true);
+      pol.reload();
+    });
+  };
+  return html`<h2>Access policy</h2>
+    <form class="inline-form" onSubmit=${save} data-testid="access-policy">
+      <label class="check"><input ...${f.bind('require_request', 'checkbox')} /> sessions and retrievals need an approved request</label>
+      <label class="check"><input ...${f.bind('dual_approval', 'checkbox')} /> two approvers</label>
+      <label class="check"><input ...${f.bind('exclusive', 'checkbox')} /> exclusive checkout</label>
+      <select ...${f.bind('exclusive_mode')} aria-label="When taken"><option value="refuse">refuse when taken</option><option value="queue">queue when taken</option></select>
+      <label class="check">max window <input ...${f.bind('max_window_minutes', 'number')} min="1" size="5" /> min</label>
+      <label class="check"><input ...${f.bind('reset_on_checkin', 'checkbox')} /> reset the password at check-in</label>
+      <button type="submit" disabled=${a.busy}>Save policy</button>
+      ${saved && html`<small class="ok">saved</small>`}
+    </form>
+    <${ErrorBox} error=${a.error || (pol.missing ? null : pol.error)} />`;
 }
 
 // Retrieve (with a reason; copy; hidden again after 30 s), edit, delete.
@@ -223,6 +257,21 @@ function AccountActions({ account, onChange }) {
     });
   };
   const copy = () => navigator.clipboard.writeText(secret).catch(() => {});
+  const [resetDone, setResetDone] = useState(null);
+  const reset = () => {
+    if (!confirm(`Generate a new password for ${account.login} and set it on the target now?`)) return;
+    setResetDone('resetting on the target…');
+    a.run(async () => {
+      try {
+        await api('POST', `/api/v1/accounts/${enc(account.id)}/reset`);
+        setResetDone('password reset and vaulted');
+        onChange();
+      } catch (e) {
+        setResetDone(null);
+        throw e;
+      }
+    });
+  };
   const save = (e) => {
     e.preventDefault();
     a.run(async () => {
@@ -246,8 +295,10 @@ function AccountActions({ account, onChange }) {
       : html`<span class="secret"><code data-testid="secret">${secret}</code>
           <button onClick=${copy}>Copy</button><button onClick=${hide}>Hide</button>
           <small>hides in ${left}s</small></span>`}
-    <button onClick=${() => navigate(`/terminal/${account.id}`)}>Connect</button>
-    <button onClick=${() => navigate(`/access-requests?account=${account.id}`)}>Request access</button>
+    ${offers('GET /api/v1/accounts/{id}/terminal') && html`<button onClick=${() => navigate(`/terminal/${account.id}`)}>Connect</button>`}
+    ${offers('POST /api/v1/access-requests') && html`<button onClick=${() => navigate(`/access-requests?account=${account.id}`)}>Request access</button>`}
+    ${offers('POST /api/v1/accounts/{id}/reset') && html`<button onClick=${reset} disabled=${a.busy}>Reset password</button>`}
+    ${resetDone && html`<small class="ok">${resetDone}</small>`}
     <button onClick=${() => setEditing(!editing)}>Edit</button>
     <button class="danger" onClick=${remove}>Delete</button>
     ${editing &&
@@ -515,8 +566,9 @@ export function Shares() {
   <//>`;
 }
 
-function GroupList({ title, path, memberPath, candidates, testid }) {
+function GroupList({ title, path, candidates, testid, canRandomize }) {
   const list = useApi(path);
+  const [results, setResults] = useState(null);
   const f = useForm({ name: '', description: '' });
   const [pick, setPick] = useState({});
   const a = useAction();
@@ -536,6 +588,19 @@ function GroupList({ title, path, memberPath, candidates, testid }) {
     await api(method, `${path}/${enc(g.id)}/members/${enc(id)}`);
     list.reload();
   });
+  const randomize = canRandomize ? (g) => {
+    if (!confirm(`Generate new passwords for every account of ${g.name} and set them on the targets now?`)) return;
+    setResults({ group: g.name, running: true });
+    a.run(async () => {
+      try {
+        const rows = await api('POST', `${path}/${enc(g.id)}/randomize`);
+        setResults({ group: g.name, rows });
+      } catch (e) {
+        setResults(null);
+        throw e;
+      }
+    });
+  } : null;
   const remove = (g) => {
     if (!confirm(`Delete the group ${g.name}?`)) return;
     a.run(async () => {
@@ -559,8 +624,13 @@ function GroupList({ title, path, memberPath, candidates, testid }) {
           <select value=${pick[g.id] || ''} onChange=${(e) => setPick({ ...pick, [g.id]: e.currentTarget.value })} aria-label="Member to add">
             <option value="">—</option>${candidates.filter(([id]) => !(g.members || []).includes(id)).map(([id, n]) => html`<option value=${id}>${n}</option>`)}</select>
           <button disabled=${!pick[g.id]} onClick=${() => member(g, pick[g.id], 'POST')}>Add</button></span>` },
-      { label: '', render: (g) => html`<button class="danger" onClick=${() => remove(g)}>Delete</button>` },
-    ]} />`;
+      { label: '', render: (g) => html`<div class="row-actions">
+          ${randomize && offers('POST /api/v1/resource-groups/{id}/randomize') && html`<button onClick=${() => randomize(g)} disabled=${a.busy}>Randomize now</button>`}
+          <button class="danger" onClick=${() => remove(g)}>Delete</button></div>` },
+    ]} />
+    ${results && html`<h3>Randomize: ${results.group}</h3>
+      ${results.running ? html`<p class="muted" data-testid="randomize-progress">Resetting every account of the group on its target…</p>`
+        : html`<${AutoTable} rows=${results.rows} testid="randomize-results" />`}`}`;
 }
 
 export function Groups() {
@@ -569,7 +639,7 @@ export function Groups() {
   return html`<${Page} title="Groups">
     <${GroupList} title="User groups" path="/api/v1/user-groups" testid="user-groups"
       candidates=${(users.data || []).map((u) => [u.id, u.username])} />
-    <${GroupList} title="Resource groups" path="/api/v1/resource-groups" testid="resource-groups"
+    <${GroupList} title="Resource groups" path="/api/v1/resource-groups" testid="resource-groups" canRandomize=${true}
       candidates=${(resources.data || []).map((r) => [r.id, r.name])} />
   <//>`;
 }

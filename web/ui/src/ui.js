@@ -33,6 +33,22 @@ export function Link({ href, children, ...rest }) {
   return html`<a href=${href} onClick=${click} ...${rest}>${children}</a>`;
 }
 
+// ---- which routes this server offers (from its public OpenAPI document),
+// so actions whose routes are not there yet are not shown.
+let offered = null;
+export async function loadOfferedRoutes() {
+  try {
+    const doc = await api('GET', '/api/v1/openapi.json', undefined, { noRedirect: true });
+    offered = new Set(Object.entries(doc.paths || {}).flatMap(([p, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${p}`)));
+  } catch {
+    offered = null;
+  }
+}
+// offers('POST /api/v1/accounts/{id}/reset'); true when unknown.
+export function offers(route) {
+  return offered === null || offered.has(route);
+}
+
 // ---- errors
 export function ErrorBox({ error }) {
   if (!error) return null;
