@@ -527,6 +527,9 @@ async fn console_end_to_end_in_chromium() {
         );
         assert!(steps.contains(&"connect-only-terminal"));
     }
+    if routes.contains(&"/api/v1/access-requests") && routes.contains(&"/api/v1/shares") {
+        assert_eq!(result["requested"], true, "the access-request flow was not exercised");
+    }
     for s in result["steps"].as_array().unwrap() {
         let p = s["screenshot"].as_str().unwrap();
         assert!(std::fs::metadata(p).unwrap().len() > 1000, "{p}");

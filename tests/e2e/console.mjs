@@ -23,6 +23,7 @@ const steps = [];
 let watched = false;
 let played = false;
 let sharedConnect = false;
+let requested = false;
 const cspViolations = [];
 const pageErrors = [];
 
@@ -311,8 +312,39 @@ try {
     await shot(carol, 'connect-only-terminal');
     const carolText = await carol.evaluate(() => terminalText());
     if (carolText.includes(canary)) throw new Error('the password reached carol\'s browser');
-    await carolCtx.close();
     sharedConnect = true;
+
+    if (routes.includes('/api/v1/access-requests') && routes.includes('/api/v1/resources/{id}/access-policy')) {
+      // 10c. Access requests: the resource now needs an approved request; carol asks, admin approves,
+      // carol checks out (countdown) and checks in.
+      await page.goto(base + `/resources/${resourceId}`);
+      const policy = page.getByTestId('access-policy');
+      await policy.getByLabel('sessions and retrievals need an approved request').check();
+      await policy.getByLabel('reset the password at check-in').uncheck();
+      await policy.getByRole('button', { name: 'Save policy' }).click();
+      await policy.getByText('saved').waitFor();
+
+      await carol.goto(base + `/access-requests?account=${accountId}`);
+      const rform = carol.getByTestId('request-form');
+      await rform.locator('#reason').fill('e2e: maintenance window');
+      await rform.getByRole('button', { name: 'Request access' }).click();
+      await carol.getByTestId('access-requests').getByRole('cell', { name: /requested/ }).waitFor();
+
+      await page.goto(base + '/access-requests');
+      const req = page.getByTestId('access-requests').getByRole('row').filter({ hasText: 'e2e: maintenance window' });
+      await req.getByRole('button', { name: 'Approve' }).click();
+      await req.getByRole('cell', { name: /^approved/ }).waitFor();
+
+      await carol.reload();
+      const mine = carol.getByTestId('access-requests').getByRole('row').filter({ hasText: 'e2e: maintenance window' });
+      await mine.getByRole('button', { name: 'Check out' }).click();
+      await mine.getByTestId('countdown').waitFor();
+      await shot(carol, 'access-request-checked-out');
+      await mine.getByRole('button', { name: 'Check in' }).click();
+      await mine.getByRole('cell', { name: /checked in/ }).waitFor();
+      requested = true;
+    }
+    await carolCtx.close();
   }
 
   // 11. The audit trail shows what happened; filter and export it.
@@ -351,7 +383,7 @@ try {
   const audit = await page.content();
   if (audit.includes(canary)) throw new Error('the password appears in the audit page');
 
-  result = { ok: cspViolations.length === 0 && pageErrors.length === 0, steps, watched, played, sharedConnect, routes, cspViolations, pageErrors };
+  result = { ok: cspViolations.length === 0 && pageErrors.length === 0, steps, watched, played, sharedConnect, requested, routes, cspViolations, pageErrors };
 } catch (e) {
   result = { ok: false, error: String(e && e.stack ? e.stack : e), steps, cspViolations, pageErrors };
   try {
