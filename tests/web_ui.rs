@@ -262,8 +262,19 @@ async fn idle_browser_sessions_end_and_their_token_is_revoked() {
         let r = browser(&s, "GET", "/api/v1/me", Some(&cookie), None, None).await;
         assert_eq!(r.status, 200, "{}", r.text);
     }
-    // ...inactivity ends it.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // ...polling by the page (X-Postern-Background) is let through but does not...
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = s
+        .client
+        .get(format!("{}/api/v1/sessions", s.base))
+        .header("cookie", format!("__Host-postern_session={cookie}"))
+        .header("x-postern-background", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // ...so inactivity ends it (1.3 s after the poll, 2.3 s after the last real request).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let r = browser(
         &s,
         "POST",

@@ -122,7 +122,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         (SecretString::new(token), AuthMethod::Bearer)
     } else if let Some(token) = websession::session_cookie(req.headers()) {
         let csrf = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
-        match sessions.check(token, !is_safe(req.method()), csrf) {
+        let background = req.headers().contains_key(websession::BACKGROUND_HEADER);
+        match sessions.check(token, !is_safe(req.method()), csrf, background) {
             Ok(()) => (SecretString::new(token), AuthMethod::Cookie),
             Err(CookieRefusal::Csrf) => {
                 return ApiError::new(

@@ -38,6 +38,10 @@ pub const SESSION_COOKIE: &str = "__Host-postern_session";
 /// Header carrying the CSRF token on state-changing cookie requests.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
+/// Header the console sets on requests it makes on its own (polling); they
+/// do not count as activity for the idle timeout.
+pub const BACKGROUND_HEADER: &str = "x-postern-background";
+
 /// Most browser sessions kept at once; a login beyond it first drops idle
 /// sessions, then is refused (503).
 pub const MAX_WEB_SESSIONS: usize = 10_000;
@@ -211,8 +215,15 @@ impl WebSessions {
 
     /// Checks a request authenticated by the cookie `token`: known, not idle,
     /// and (when `needs_csrf`) carrying the right CSRF token. On success the
-    /// session's idle clock restarts. An idle session is removed.
-    pub fn check(&self, token: &str, needs_csrf: bool, csrf: Option<&str>) -> Result<(), CookieRefusal> {
+    /// session's idle clock restarts, unless `background` (a page polling on
+    /// its own, see [`BACKGROUND_HEADER`]). An idle session is removed.
+    pub fn check(
+        &self,
+        token: &str,
+        needs_csrf: bool,
+        csrf: Option<&str>,
+        background: bool,
+    ) -> Result<(), CookieRefusal> {
         let k = key(token);
         let now = Instant::now();
         let mut map = self.lock();
@@ -229,7 +240,9 @@ impl WebSessions {
                 return Err(CookieRefusal::Csrf);
             }
         }
-        e.last_seen = now;
+        if !background {
+            e.last_seen = now;
+        }
         Ok(())
     }
 
@@ -325,21 +338,38 @@ mod tests {
     #[test]
     fn sessions_check_csrf_and_idle_time() {
         let s = WebSessions::new(Duration::from_secs(60));
-        assert_eq!(s.check("pst_x", false, None), Err(CookieRefusal::Unknown));
+        assert_eq!(s.check("pst_x", false, None, false), Err(CookieRefusal::Unknown));
         let (csrf, _) = s.insert("pst_x");
         let csrf = csrf.unwrap();
         assert_eq!(csrf.len(), 64);
         assert!(s.contains("pst_x") && !s.contains("pst_y"));
-        assert_eq!(s.check("pst_x", false, None), Ok(()));
-        assert_eq!(s.check("pst_x", true, None), Err(CookieRefusal::Csrf));
-        assert_eq!(s.check("pst_x", true, Some("nope")), Err(CookieRefusal::Csrf));
-        assert_eq!(s.check("pst_x", true, Some(&csrf)), Ok(()));
+        assert_eq!(s.check("pst_x", false, None, false), Ok(()));
+        assert_eq!(s.check("pst_x", true, None, false), Err(CookieRefusal::Csrf));
+        assert_eq!(s.check("pst_x", true, Some("nope"), false), Err(CookieRefusal::Csrf));
+        assert_eq!(s.check("pst_x", true, Some(&csrf), false), Ok(()));
         assert_eq!(s.csrf("pst_x").as_deref(), Some(csrf.as_str()));
         s.age("pst_x", Duration::from_secs(59));
-        assert_eq!(s.check("pst_x", false, None), Ok(()), "activity restarts the clock");
+        assert_eq!(
+            s.check("pst_x", false, None, false),
+            Ok(()),
+            "activity restarts the clock"
+        );
+        s.age("pst_x", Duration::from_secs(50));
+        assert_eq!(s.check("pst_x", false, None, true), Ok(()), "polling is let through...");
         s.age("pst_x", Duration::from_secs(61));
-        assert_eq!(s.check("pst_x", false, None), Err(CookieRefusal::Idle));
-        assert_eq!(s.check("pst_x", false, None), Err(CookieRefusal::Unknown), "removed");
+        assert_eq!(
+            s.check("pst_x", false, None, true),
+            Err(CookieRefusal::Idle),
+            "...but does not keep the session alive"
+        );
+        s.insert("pst_x");
+        s.age("pst_x", Duration::from_secs(61));
+        assert_eq!(s.check("pst_x", false, None, false), Err(CookieRefusal::Idle));
+        assert_eq!(
+            s.check("pst_x", false, None, false),
+            Err(CookieRefusal::Unknown),
+            "removed"
+        );
         assert!(s.is_empty());
         let (c2, _) = s.insert("pst_z");
         assert_ne!(c2.unwrap(), csrf, "each session has its own CSRF token");

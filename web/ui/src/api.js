@@ -4,6 +4,12 @@
 
 let csrfToken = null;
 let onSessionLost = null;
+let lastActivity = Date.now();
+
+// When the server last saw a request from this page (its idle clock restarts then).
+export function lastApiActivity() {
+  return lastActivity;
+}
 
 export function setCsrf(token) {
   csrfToken = token;
@@ -42,7 +48,10 @@ export async function api(method, path, body, opts = {}) {
     }
   }
   if (method !== 'GET' && method !== 'HEAD' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
+  // Polling: the server checks the session but does not restart its idle clock.
+  if (opts.background) headers['X-Postern-Background'] = '1';
   const r = await fetch(path, { method, headers, body: payload, credentials: 'same-origin', cache: 'no-store' });
+  if (r.ok && !opts.background) lastActivity = Date.now();
   if (r.status === 204) return null;
   const ct = r.headers.get('content-type') || '';
   const data = ct.includes('json') ? await r.json().catch(() => null) : await r.text();

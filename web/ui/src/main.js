@@ -1,7 +1,7 @@
 // Postern web console: session handling, layout and routes.
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { api, setCsrf, onUnauthorized } from './api.js';
+import { api, setCsrf, onUnauthorized, lastApiActivity } from './api.js';
 import { html, usePath, Link, navigate, loadOfferedRoutes } from './ui.js';
 import { Login, ForcedPasswordChange, MyAccount } from './auth.js';
 import {
@@ -65,6 +65,24 @@ function route(path, session, setSession) {
   }
 }
 
+// Warns a minute before the server ends an idle browser session.
+function IdleWarning({ seconds, onExpired }) {
+  const [left, setLeft] = useState(seconds);
+  useEffect(() => {
+    const t = setInterval(() => {
+      const l = Math.round(seconds - (Date.now() - lastApiActivity()) / 1000);
+      setLeft(l);
+      if (l <= 0) onExpired();
+    }, 1000);
+    return () => clearInterval(t);
+  }, [seconds]);
+  if (left > 60) return null;
+  return html`<div class="notice idle" role="alert" data-testid="idle-warning">
+    Your session ends in ${Math.max(0, left)} s for inactivity.
+    <button onClick=${() => api('GET', '/api/v1/auth/session').catch(() => {})}>Stay logged in</button>
+  </div>`;
+}
+
 function App() {
   const [session, setSession] = useState(undefined); // undefined: checking; null: logged out
   const [notice, setNotice] = useState(null);
@@ -121,6 +139,11 @@ function App() {
         <span data-testid="whoami">${session.user.username}</span>
         <button onClick=${logout} data-testid="logout">Log out</button>
       </header>
+      <${IdleWarning} seconds=${session.idle_timeout_seconds || 900} onExpired=${() => {
+        setCsrf(null);
+        setSession(null);
+        setNotice('Your session ended after inactivity. Log in again.');
+      }} />
       ${route(path, session, setSession)}
     </div>
   </div>`;

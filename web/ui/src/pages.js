@@ -15,7 +15,7 @@ export function Dashboard() {
   const live = useApi('/api/v1/sessions');
   const reqs = useApi('/api/v1/access-requests');
   useEffect(() => {
-    const t = setInterval(live.reload, 5000);
+    const t = setInterval(() => live.reload(true), 5000);
     return () => clearInterval(t);
   }, [live.reload]);
   const pending = Array.isArray(reqs.data) ? reqs.data.filter((r) => (r.state || r.status) === 'requested') : [];
@@ -58,7 +58,7 @@ function SessionsTable({ rows, onChange }) {
 export function Sessions() {
   const live = useApi('/api/v1/sessions');
   useEffect(() => {
-    const t = setInterval(live.reload, 3000);
+    const t = setInterval(() => live.reload(true), 3000);
     return () => clearInterval(t);
   }, [live.reload]);
   return html`<${Page} title="Live sessions" actions=${html`<button onClick=${live.reload}>Refresh</button>`}>
@@ -663,7 +663,7 @@ export function AccessRequests({ me }) {
   const f = useForm({ account_id: preset, reason: '', ticket_id: '', window_minutes: '60' });
   const a = useAction();
   useEffect(() => {
-    const t = setInterval(list.reload, 15000);
+    const t = setInterval(() => list.reload(true), 15000);
     return () => clearInterval(t);
   }, [list.reload]);
   if (list.missing) return html`<${Page} title="Access requests"><${NotOffered} what="access requests" /><//>`;

@@ -63,10 +63,11 @@ export function ErrorBox({ error }) {
 // ---- data loading: {data, error, loading, reload, missing}
 export function useApi(path, deps = []) {
   const [state, setState] = useState({ data: null, error: null, loading: true, missing: false });
-  const load = useCallback(() => {
+  // `load(true)`: a background refresh (polling), which does not count as activity.
+  const load = useCallback((background) => {
     if (!path) return;
     setState((s) => ({ ...s, loading: true }));
-    api('GET', path)
+    api('GET', path, undefined, { background: background === true })
       .then((data) => setState({ data, error: null, loading: false, missing: false }))
       .catch((error) => setState({ data: null, error, loading: false, missing: isMissingRoute(error) }));
   }, [path, ...deps]);
