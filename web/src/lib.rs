@@ -40,7 +40,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, Error};
-pub use live::{LiveSession, LiveSessions, NoLiveSessions};
+pub use live::{LiveSession, LiveSessions, NoLiveSessions, Watch, WatchEnd, WatchFeed, WatchNext};
 pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
 
 /// Largest JSON request body.
@@ -53,6 +53,9 @@ pub struct AppState {
     pub vault: postern_vault::Vault,
     /// The gateway's live sessions ([`NoLiveSessions`] unless the root sets them).
     pub live: Arc<dyn LiveSessions>,
+    /// The public key recordings are verified with (`None`: not configured, verification
+    /// reports it).
+    pub recording_key: Option<postern_recorder::VerifyingKey>,
 }
 
 impl AppState {
@@ -61,12 +64,21 @@ impl AppState {
         AppState {
             vault,
             live: Arc::new(NoLiveSessions),
+            recording_key: None,
         }
     }
 
     /// The same state, reaching live sessions through `live`.
     pub fn with_live(self, live: Arc<dyn LiveSessions>) -> Self {
         AppState { live, ..self }
+    }
+
+    /// The same state, verifying recordings with `key`.
+    pub fn with_recording_key(self, key: postern_recorder::VerifyingKey) -> Self {
+        AppState {
+            recording_key: Some(key),
+            ..self
+        }
     }
 }
 
@@ -96,6 +108,7 @@ impl std::fmt::Debug for AppState {
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "import", description = "Bulk import"),
         (name = "sessions", description = "Live gateway sessions"),
+        (name = "recordings", description = "Session recordings: catalog, verification, export and search"),
         (name = "meta", description = "The API description"),
     )
 )]
@@ -122,7 +135,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, import, resources, sessions, users};
+    use api::{accounts, audit, auth, import, recordings, resources, sessions, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -156,6 +169,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::verify))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::terminate_session))
+        .routes(routes!(sessions::watch_session))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::search_recordings))
+        .routes(routes!(recordings::get_recording))
+        .routes(routes!(recordings::download_cast))
         .merge(csv)
 }
 
@@ -286,6 +304,11 @@ mod tests {
             "/api/v1/audit/verify",
             "/api/v1/sessions",
             "/api/v1/sessions/{id}",
+            "/api/v1/sessions/{id}/watch",
+            "/api/v1/recordings",
+            "/api/v1/recordings/search",
+            "/api/v1/recordings/{id}",
+            "/api/v1/recordings/{id}/cast",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }
@@ -305,6 +328,9 @@ mod tests {
             "NewUserKey",
             "LiveSession",
             "TerminateRequest",
+            "RecordingInfo",
+            "RecordingDetails",
+            "SearchResult",
         ] {
             assert!(json["components"]["schemas"].get(s).is_some(), "missing schema {s}");
         }

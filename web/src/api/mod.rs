@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod import;
+pub mod recordings;
 pub mod resources;
 pub mod sessions;
 pub mod users;
@@ -33,6 +34,7 @@ pub(crate) mod tags {
     pub const AUDIT: &str = "audit";
     pub const IMPORT: &str = "import";
     pub const SESSIONS: &str = "sessions";
+    pub const RECORDINGS: &str = "recordings";
     pub const META: &str = "meta";
 }
 
