@@ -23,6 +23,7 @@ struct Env {
     admin: String,
     ssh_port: u16,
     secret: String,
+    client: SshClient,
     _target: SshTarget,
 }
 
@@ -70,14 +71,13 @@ impl Env {
             admin,
             ssh_port,
             secret,
+            client: SshClient::new().with_password(ALICE_PW),
             _target: target,
         }
     }
 
     fn ssh(&self, args: &[&str]) -> Command {
-        SshClient::new()
-            .with_password(ALICE_PW)
-            .ssh(self.ssh_port, "alice#ops@web", args)
+        self.client.ssh(self.ssh_port, "alice#ops@web", args)
     }
 
     async fn get(&self, path: &str) -> Resp {
@@ -239,12 +239,15 @@ async fn a_session_is_cataloged_exported_for_asciinema_and_searchable() {
     );
     let file = env.s.dir.path().join("session.cast");
     std::fs::write(&file, &cast.text).unwrap();
-    let o = Command::new("asciinema")
-        .arg("cat")
-        .arg(&file)
+    // `asciinema cat` needs a terminal: `script` (util-linux) gives it a pty.
+    let o = Command::new("script")
+        .args(["-q", "-e", "-c"])
+        .arg(format!("asciinema cat '{}'", file.display()))
+        .arg("/dev/null")
         .env("HOME", env.s.dir.path())
+        .stdin(Stdio::null())
         .output()
-        .expect("asciinema is installed (Debian package asciinema)");
+        .expect("script and asciinema are installed (Debian packages bsdutils, asciinema)");
     assert!(o.status.success(), "asciinema cat failed: {}", stderr(&o));
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(shown.contains("echo needle-$((6*7)) done"), "{shown}");

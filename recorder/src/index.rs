@@ -187,25 +187,29 @@ impl AnsiStripper {
 #[derive(Debug, Default)]
 struct LineBuilder {
     chars: Vec<char>,
+    /// When each character was written.
+    times: Vec<f64>,
     cursor: usize,
     started: Option<f64>,
     cr: bool,
 }
 
+/// A finished line: its start time, text, and when each character came.
+type Line = (f64, String, Vec<f64>);
+
 impl LineBuilder {
     /// Feeds a text character at time `t`; returns a finished line (and its start time).
-    fn feed(&mut self, c: char, t: f64, max_chars: usize) -> Option<(f64, String)> {
+    fn feed(&mut self, c: char, t: f64, max_chars: usize) -> Option<Line> {
         if self.cr && c != '\n' {
             self.cursor = 0;
         }
         self.cr = false;
         match c {
             '\n' => {
-                let line: String = self.chars.iter().collect();
+                let line: String = self.chars.drain(..).collect();
                 let start = self.started.take().unwrap_or(t);
-                self.chars.clear();
                 self.cursor = 0;
-                return Some((start, line));
+                return Some((start, line, std::mem::take(&mut self.times)));
             }
             '\r' => self.cr = true,
             '\x08' => self.cursor = self.cursor.saturating_sub(1),
@@ -217,9 +221,11 @@ impl LineBuilder {
                 }
                 if self.cursor < self.chars.len() {
                     self.chars[self.cursor] = c;
+                    self.times[self.cursor] = t;
                     self.cursor += 1;
                 } else if self.chars.len() < max_chars {
                     self.chars.push(c);
+                    self.times.push(t);
                     self.cursor = self.chars.len();
                 }
             }
@@ -227,11 +233,11 @@ impl LineBuilder {
         None
     }
 
-    fn take(&mut self) -> Option<(f64, String)> {
+    fn take(&mut self) -> Option<Line> {
         let start = self.started.take()?;
         let line: String = self.chars.drain(..).collect();
         self.cursor = 0;
-        Some((start, line))
+        Some((start, line, std::mem::take(&mut self.times)))
     }
 }
 
@@ -317,10 +323,10 @@ impl Indexer {
             let line = std::mem::take(&mut self.pending);
             self.cast_line(&line);
         }
-        if let Some((t, l)) = self.out_line.take() {
-            self.output_line(t, &l);
+        if let Some((t, l, times)) = self.out_line.take() {
+            self.output_line(t, &l, &times);
         }
-        if let Some((t, l)) = self.in_line.take() {
+        if let Some((t, l, _)) = self.in_line.take() {
             self.add(t, EntryKind::Command, &l);
         }
         self.index
@@ -346,8 +352,8 @@ impl Indexer {
             "o" => {
                 for c in data.chars() {
                     let Some(c) = self.ansi.feed(c) else { continue };
-                    if let Some((start, l)) = self.out_line.feed(c, t, self.limits.max_line_chars) {
-                        self.output_line(start, &l);
+                    if let Some((start, l, times)) = self.out_line.feed(c, t, self.limits.max_line_chars) {
+                        self.output_line(start, &l, &times);
                     }
                 }
             }
@@ -364,7 +370,7 @@ impl Indexer {
                         '\u{7f}' => '\x08',
                         c => c,
                     };
-                    if let Some((start, l)) = self.in_line.feed(c, t, self.limits.max_line_chars) {
+                    if let Some((start, l, _)) = self.in_line.feed(c, t, self.limits.max_line_chars) {
                         self.add(start, EntryKind::Command, &l);
                     }
                 }
@@ -387,9 +393,16 @@ impl Indexer {
         }
     }
 
-    fn output_line(&mut self, t: f64, line: &str) {
+    /// A finished output line; a command after a prompt gets the time its first character
+    /// was echoed (when it was typed), not the prompt's.
+    fn output_line(&mut self, t: f64, line: &str, times: &[f64]) {
         match command_after_prompt(line) {
-            Some(cmd) => self.add(t, EntryKind::Command, cmd),
+            Some(cmd) => {
+                let at = cmd.as_ptr() as usize - line.as_ptr() as usize;
+                let idx = line[..at].chars().count();
+                let typed = times.get(idx).copied().unwrap_or(t);
+                self.add(typed, EntryKind::Command, cmd)
+            }
             None if is_bare_prompt(line) => {}
             None => self.add(t, EntryKind::Output, line),
         }
@@ -535,7 +548,9 @@ mod tests {
         );
         assert_eq!(texts(&ix, EntryKind::Output), ["total cost: 5 $ and # 3"]);
         let cmd = ix.entries.iter().find(|e| e.text == "systemctl restart nginx").unwrap();
-        assert_eq!(cmd.offset, 0.0);
+        assert_eq!(cmd.offset, 1.0, "when the command was typed, not when the prompt came");
+        let cmd = ix.entries.iter().find(|e| e.text == "cat /etc/shadow").unwrap();
+        assert_eq!(cmd.offset, 1.5);
         assert_eq!(ix.markers.len(), 2);
         assert_eq!(ix.markers[0].kind, "exec");
         assert_eq!(ix.markers[1].detail, "0");
