@@ -584,3 +584,52 @@ async fn every_new_route_needs_authentication() {
     assert_eq!(r.status, 400, "{}", r.text);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keystrokes_are_recorded_only_when_record_input_is_on() {
+    let mut env = Env::new(TestServer::builder().set("recording.record_input", "true")).await;
+    let before = env.live_ids();
+    let mut cmd = env.ssh(&["-tt"]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let id = env.new_live_session(&before).await;
+    let mut stdin = child.stdin.take().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Typed with the terminal's echo off: only the input events can show it.
+    stdin.write_all(b"stty -echo\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stdin.write_all(b"true unechoed-keystrokes\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stdin.write_all(b"exit\n").unwrap();
+    drop(stdin);
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("unechoed-keystrokes"));
+    env.ended_recording(&id).await;
+    let cast = env.get(&format!("/api/v1/recordings/{id}/cast")).await;
+    assert!(cast.text.lines().next().unwrap().contains("\"input_recorded\":true"));
+    let typed: String = cast
+        .text
+        .lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<(f64, String, String)>(l).ok())
+        .filter(|(_, code, _)| code == "i")
+        .map(|(_, _, d)| d)
+        .collect();
+    assert!(typed.contains("true unechoed-keystrokes"), "{typed:?}");
+    // The typed command is searchable as a command.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = env.get("/api/v1/recordings/search?q=unechoed-keystrokes").await;
+        if let Some(h) = r.body[0]["hits"].as_array() {
+            assert!(h.iter().any(|h| h["kind"] == "command"), "{}", r.text);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never indexed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.s.stop().await;
+}

@@ -266,6 +266,18 @@ pub fn command_after_prompt(line: &str) -> Option<&str> {
     (!cmd.is_empty()).then_some(cmd)
 }
 
+/// The code of an event line `[TIME, "C", …]`, read without parsing the line.
+fn event_code(line: &[u8]) -> Option<u8> {
+    let head = &line[..line.len().min(48)];
+    let comma = head.iter().position(|&b| b == b',')?;
+    let rest = &head[comma + 1..];
+    let q = rest.iter().position(|&b| b != b' ')?;
+    match rest.get(q..q + 3)? {
+        [b'"', c, b'"'] => Some(*c),
+        _ => None,
+    }
+}
+
 /// A line that is only a shell prompt (`user@host:~$`, `#`, `[a@b c]$`).
 fn is_bare_prompt(line: &str) -> bool {
     let line = line.trim();
@@ -341,6 +353,10 @@ impl Indexer {
             if line.first() == Some(&b'{') {
                 return;
             }
+        }
+        if self.index.capped && matches!(event_code(line), Some(b'o' | b'i')) {
+            // The text budget is spent: only markers are still read (cheaply, without parsing).
+            return;
         }
         let Ok((t, code, data)) = serde_json::from_slice::<(f64, String, String)>(line) else {
             self.index.skipped_events += 1;
@@ -558,6 +574,35 @@ mod tests {
     }
 
     #[test]
+    fn event_codes_without_parsing() {
+        assert_eq!(event_code(b"[1.000000, \"o\", \"x\"]"), Some(b'o'));
+        assert_eq!(event_code(b"[1.5,\"m\",\"exec: x\"]"), Some(b'm'));
+        assert_eq!(event_code(b"[1.5, \"oo\", \"x\"]"), None);
+        assert_eq!(event_code(b"[1.5"), None);
+        assert_eq!(event_code(b""), None);
+    }
+
+    #[test]
+    fn after_the_cap_markers_are_still_collected() {
+        let mut events = vec![(0.0, "o", "first line\r\n".to_string())];
+        for i in 0..100 {
+            events.push((1.0 + i as f64, "o", format!("filler {i}\r\n")));
+        }
+        events.push((200.0, "m", "exec: late command".to_string()));
+        let ev: Vec<(f64, &str, &str)> = events.iter().map(|(t, c, d)| (*t, *c, d.as_str())).collect();
+        let ix = index_cast(
+            &cast(&ev),
+            IndexLimits {
+                max_text_bytes: 30,
+                ..IndexLimits::default()
+            },
+        );
+        assert!(ix.capped);
+        assert_eq!(ix.markers.len(), 1);
+        assert_eq!(ix.markers[0].detail, "late command");
+    }
+
+    #[test]
     fn prompt_detection() {
         assert_eq!(command_after_prompt("$ ls"), Some("ls"));
         assert_eq!(command_after_prompt("user@h:/x# id"), Some("id"));
@@ -578,7 +623,7 @@ mod tests {
         }
         let ev: Vec<(f64, &str, &str)> = events.iter().map(|(t, c, d)| (*t, *c, d.as_str())).collect();
         let mut c = cast(&ev);
-        c.extend_from_slice(b"not json\n[1, \"o\"]\n");
+        c.extend_from_slice(b"not json\n[1, \"x\"]\n");
         let limits = IndexLimits {
             max_text_bytes: 100 * 16,
             ..IndexLimits::default()
