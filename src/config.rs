@@ -1661,7 +1661,10 @@ format = "json"
         let e = errs(load(
             None,
             &[("POSTERN_RECORDING_RETENTION_DAYS", "-1")],
-            &[("recording.retention_days", "36501"), ("recording.record_input", "maybe")],
+            &[
+                ("recording.retention_days", "36501"),
+                ("recording.record_input", "maybe"),
+            ],
         ));
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e[0].to_string().contains("between 0 and 36500"), "{}", e[0]);

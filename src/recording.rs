@@ -12,9 +12,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result};
 use postern_gateway::{SessionInfo, SessionSink, SinkFactory};
-use postern_recorder::{
-    Hub, Indexer, RecorderConfig, Recording, SessionMeta, SigningKey, TextIndex, VerifyingKey,
-};
+use postern_recorder::{Hub, Indexer, RecorderConfig, Recording, SessionMeta, SigningKey, TextIndex, VerifyingKey};
 use postern_vault::{NewRecording, RecordingEnd, RecordingMarker, RecordingStatus, TextLine, Vault};
 use rand::RngCore;
 use tokio::sync::mpsc;
@@ -221,7 +219,9 @@ pub async fn purge_expired(vault: &Vault, days: u32) -> Result<Vec<String>> {
         match fs::remove_file(&path) {
             Ok(()) => gone.push(id),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(id),
-            Err(e) => tracing::warn!(session.id = %id, path, error = %e, "an expired recording could not be deleted; kept"),
+            Err(e) => {
+                tracing::warn!(session.id = %id, path, error = %e, "an expired recording could not be deleted; kept")
+            }
         }
     }
     vault

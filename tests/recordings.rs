@@ -85,9 +85,7 @@ impl Env {
     }
 
     async fn audit(&self, action: &str) -> Vec<Value> {
-        let r = self
-            .get(&format!("/api/v1/audit?action={action}&limit=1000"))
-            .await;
+        let r = self.get(&format!("/api/v1/audit?action={action}&limit=1000")).await;
         r.body.as_array().cloned().unwrap_or_default()
     }
 
@@ -212,7 +210,9 @@ async fn a_session_is_cataloged_exported_for_asciinema_and_searchable() {
     assert!(ends
         .iter()
         .any(|e| e["detail"].as_str().unwrap_or("").contains(&final_hash)));
-    let mine = env.get("/api/v1/recordings?user=alice&protocol=ssh&target=ops%40web").await;
+    let mine = env
+        .get("/api/v1/recordings?user=alice&protocol=ssh&target=ops%40web")
+        .await;
     assert_eq!(mine.body.as_array().unwrap().len(), 1, "{}", mine.text);
     let none = env.get("/api/v1/recordings?user=bob").await;
     assert_eq!(none.body.as_array().unwrap().len(), 0);
@@ -232,7 +232,11 @@ async fn a_session_is_cataloged_exported_for_asciinema_and_searchable() {
     let cast = env.get(&format!("/api/v1/recordings/{id}/cast")).await;
     assert_eq!(cast.status, 200);
     assert_eq!(cast.content_type, "application/x-asciicast");
-    assert!(cast.text.starts_with("{\"version\":2"), "{}", &cast.text[..100.min(cast.text.len())]);
+    assert!(
+        cast.text.starts_with("{\"version\":2"),
+        "{}",
+        &cast.text[..100.min(cast.text.len())]
+    );
     assert!(
         !cast.text.contains("\"i\","),
         "no input events without [recording] record_input"
@@ -286,14 +290,23 @@ async fn a_session_is_cataloged_exported_for_asciinema_and_searchable() {
     assert_eq!(empty.status, 422);
     let d = env.get(&format!("/api/v1/recordings/{id}")).await;
     assert_eq!(d.body["recording"]["indexed"], true);
-    assert!(d.body["markers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|m| m["kind"] == "exit" && m["detail"] == "3"), "{}", d.text);
+    assert!(
+        d.body["markers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["kind"] == "exit" && m["detail"] == "3"),
+        "{}",
+        d.text
+    );
 
     // Every read is audited with who and which recording; the chain holds.
-    for action in ["recording.list", "recording.read", "recording.download", "recording.search"] {
+    for action in [
+        "recording.list",
+        "recording.read",
+        "recording.download",
+        "recording.search",
+    ] {
         let ev = env.audit(action).await;
         assert!(ev.iter().any(|e| e["actor_name"] == "admin"), "{action}: {ev:?}");
     }
@@ -420,7 +433,10 @@ async fn live_watch_follows_output_and_a_stalled_viewer_never_slows_the_session(
         assert!(Instant::now() < deadline, "the transfer never finished");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(dropped_while_live, "the stalled viewer was not dropped while the session ran");
+    assert!(
+        dropped_while_live,
+        "the stalled viewer was not dropped while the session ran"
+    );
     // The viewer, reading at last, gets part of the output and then the reason it was dropped.
     let mut stalled = stalled;
     let mut received = 0u64;
@@ -437,7 +453,9 @@ async fn live_watch_follows_output_and_a_stalled_viewer_never_slows_the_session(
     assert_eq!(u16::from(close.code), 1008);
     assert!(close.reason.as_str().contains("fell behind"), "{}", close.reason);
     // The session was never slowed to the viewer's pace: the whole transfer completes.
-    let got = tokio::task::spawn_blocking(move || reader.join().unwrap()).await.unwrap();
+    let got = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
     let status = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -478,7 +496,10 @@ async fn retention_purges_old_recordings_with_an_audit_event() {
     let new_id = loop {
         let r = env.get("/api/v1/recordings").await;
         let rows = r.body.as_array().cloned().unwrap_or_default();
-        if let Some(x) = rows.iter().find(|x| x["id"] != old_id.as_str() && x["status"] != "live") {
+        if let Some(x) = rows
+            .iter()
+            .find(|x| x["id"] != old_id.as_str() && x["status"] != "live")
+        {
             break x["id"].as_str().unwrap().to_owned();
         }
         assert!(Instant::now() < deadline, "{}", r.text);

@@ -525,7 +525,10 @@ mod tests {
             ["green text", "half line", "done", "progress 99%"]
         );
         assert_eq!(ix.entries[0].offset, 0.5);
-        assert_eq!(ix.entries[1].offset, 1.0, "a line starts where its first character came");
+        assert_eq!(
+            ix.entries[1].offset, 1.0,
+            "a line starts where its first character came"
+        );
         assert_eq!(ix.entries[2].offset, 1.25);
         assert_eq!(ix.skipped_events, 0);
     }
@@ -669,7 +672,10 @@ mod tests {
         let key = SigningKey::from_bytes(&[7; 32]);
         let mut cfg = RecorderConfig::new(dir.path(), key);
         cfg.record_input = true;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let sealed = rt.block_on(async {
             let rec = Recording::start(
                 &cfg,

@@ -305,9 +305,10 @@ impl Vault {
     /// them truncated (one audit event naming them) and returns their ids.
     pub async fn mark_interrupted_recordings(&self) -> Result<Vec<String>> {
         let mut w = self.store().write().await?;
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM recordings WHERE status = 'live' ORDER BY started_at")
-            .fetch_all(&mut *w.tx)
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM recordings WHERE status = 'live' ORDER BY started_at")
+                .fetch_all(&mut *w.tx)
+                .await?;
         if ids.is_empty() {
             return Ok(ids);
         }
@@ -501,12 +502,7 @@ impl Vault {
 
     /// Stores the extracted text and markers of a recording (replacing any earlier index of it).
     /// Written in batches so the writer lock is never held long.
-    pub async fn store_recording_index(
-        &self,
-        id: &str,
-        lines: &[TextLine],
-        markers: &[RecordingMarker],
-    ) -> Result<()> {
+    pub async fn store_recording_index(&self, id: &str, lines: &[TextLine], markers: &[RecordingMarker]) -> Result<()> {
         let mut w = self.store().write().await?;
         sqlx::query("DELETE FROM recording_text WHERE recording_id = $1")
             .bind(id)
@@ -613,7 +609,10 @@ mod tests {
         assert_eq!(fts_query("a\"b OR c*").unwrap(), "\"a\"\"b\" \"OR\" \"c*\"");
         assert_eq!(fts_query("recorded-42 -- !").unwrap(), "\"recorded-42\"");
         for bad in ["", "   ", "-- !", &"x".repeat(201), &"a ".repeat(17)] {
-            assert!(matches!(fts_query(bad), Err(Error::Invalid { field: "q", .. })), "{bad:?}");
+            assert!(
+                matches!(fts_query(bad), Err(Error::Invalid { field: "q", .. })),
+                "{bad:?}"
+            );
         }
     }
 
@@ -644,7 +643,10 @@ mod tests {
         )
         .await
         .unwrap();
-        let all = v.list_recordings(&sys, &RecordingFilter::default(), &ctx).await.unwrap();
+        let all = v
+            .list_recordings(&sys, &RecordingFilter::default(), &ctx)
+            .await
+            .unwrap();
         assert_eq!(all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r2", "r1"]);
         assert_eq!(all[1].status, RecordingStatus::Sealed);
         assert_eq!(all[1].size, Some(1234));
@@ -727,7 +729,13 @@ mod tests {
         let old = v.expired_recordings("2026-01-03T00:00:00Z").await.unwrap();
         assert_eq!(old, [("r2".to_string(), "/data/recordings/r2.pcast".to_string())]);
         v.forget_recordings(&["r2".into()], "older than 1 days").await.unwrap();
-        assert_eq!(v.list_recordings(&sys, &RecordingFilter::default(), &ctx).await.unwrap().len(), 1);
+        assert_eq!(
+            v.list_recordings(&sys, &RecordingFilter::default(), &ctx)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(v.search_recordings(&sys, "good", None, &ctx).await.unwrap().is_empty());
         let ev = v
             .audit_events(
@@ -743,8 +751,9 @@ mod tests {
         let purge = ev.iter().find(|e| e.action == "recording.purge").unwrap();
         assert!(purge.detail.as_deref().unwrap().contains("purged 1 recording(s)"));
         assert!(purge.detail.as_deref().unwrap().contains("r2"));
-        assert!(ev.iter().any(|e| e.action == "recording.download"
-            && e.object_id.as_deref() == Some("r1")));
+        assert!(ev
+            .iter()
+            .any(|e| e.action == "recording.download" && e.object_id.as_deref() == Some("r1")));
         assert!(ev.iter().any(|e| e.action == "recording.search"));
         assert!(ev.iter().any(|e| e.action == "recording.interrupted"));
         assert!(v.verify_audit().await.unwrap().first_broken.is_none());

@@ -118,10 +118,7 @@ pub async fn search_recordings(
     ApiQuery(q): ApiQuery<SearchQuery>,
 ) -> ApiResult<Json<Vec<SearchResult>>> {
     Ok(Json(
-        state
-            .vault
-            .search_recordings(&auth.actor, &q.q, q.limit, &ctx)
-            .await?,
+        state.vault.search_recordings(&auth.actor, &q.q, q.limit, &ctx).await?,
     ))
 }
 
@@ -242,7 +239,9 @@ pub async fn download_cast(
             buf: Vec::new(),
         };
         let res = postern_recorder::export_cast(&path, &mut w);
-        let res = res.map_err(|e| e.to_string()).and_then(|_| w.flush().map_err(|e| e.to_string()));
+        let res = res
+            .map_err(|e| e.to_string())
+            .and_then(|_| w.flush().map_err(|e| e.to_string()));
         if let Err(e) = res {
             tracing::warn!(error = %e, path = %path.display(), "recording export stopped early");
             let _ = tx.blocking_send(Err(std::io::Error::other(e)));

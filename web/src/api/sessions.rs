@@ -156,7 +156,10 @@ pub async fn watch_session(
 }
 
 async fn send(socket: &mut WebSocket, msg: Message) -> bool {
-    matches!(tokio::time::timeout(WATCH_SEND_TIMEOUT, socket.send(msg)).await, Ok(Ok(())))
+    matches!(
+        tokio::time::timeout(WATCH_SEND_TIMEOUT, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
 }
 
 /// Relays a watch to a WebSocket; returns how it ended.
