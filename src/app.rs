@@ -211,6 +211,12 @@ impl App {
                 accept_any_target_host_key: cfg.ssh.dangerous.accept_any_target_host_key,
             },
         );
+        let terminals = crate::terminals::GatewayTerminals {
+            gateway: ssh.clone(),
+            vault: vault.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        };
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = ssh.serve(ssh_listener, token).await {
@@ -225,7 +231,8 @@ impl App {
                 registry: registry.clone(),
                 hubs: hubs.clone(),
             }))
-            .with_recording_key(recording_public_key);
+            .with_recording_key(recording_public_key)
+            .with_terminals(Arc::new(terminals));
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = postern_web::serve(listener, tls, state, token).await {

@@ -6,15 +6,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::sshd::{self, SshClient, SshTarget, TargetOptions, TargetUser};
+use common::ws;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 const ALICE_PW: &str = "alice passphrase 123";
 
@@ -135,42 +134,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A WebSocket to `/api/v1/sessions/{id}/watch` over TLS trusting the server's certificate.
-async fn watch(
-    s: &TestServer,
-    id: &str,
-    token: Option<&str>,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-    tungstenite::Error,
-> {
-    let pem = std::fs::read(&s.cfg.web.tls_cert).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let port = s.running.as_ref().unwrap().web_addr.port();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
+/// A WebSocket to `/api/v1/sessions/{id}/watch`; a refused upgrade gives its HTTP status.
+async fn watch(s: &TestServer, id: &str, token: Option<&str>) -> Result<ws::Ws, u16> {
+    ws::connect(s, &format!("/api/v1/sessions/{id}/watch"), token, None)
         .await
-        .unwrap();
-    let mut req = format!("wss://127.0.0.1:{port}/api/v1/sessions/{id}/watch")
-        .into_client_request()
-        .unwrap();
-    if let Some(t) = token {
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    tokio_tungstenite::client_async(req, stream).await.map(|(ws, _)| ws)
+        .map_err(|(status, _)| status)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,8 +360,8 @@ async fn live_watch_follows_output_and_a_stalled_viewer_never_slows_the_session(
     );
     // A session that is not live cannot be watched.
     match watch(&env.s, &id, Some(&env.admin)).await {
-        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
-        other => panic!("{:?}", other.map(|_| ())),
+        Err(status) => assert_eq!(status, 404),
+        Ok(_) => panic!("the upgrade was accepted"),
     }
 
     // 2. A viewer that never reads while the session sends 256 MiB: the transfer completes,
@@ -586,18 +554,18 @@ async fn every_new_route_needs_authentication() {
     }
     // A WebSocket upgrade without a token is refused before any upgrade.
     match watch(&s, id, None).await {
-        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
-        other => panic!("{:?}", other.map(|_| ())),
+        Err(status) => assert_eq!(status, 401),
+        Ok(_) => panic!("the upgrade was accepted"),
     }
     match watch(&s, id, Some("pst_not-a-token")).await {
-        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
-        other => panic!("{:?}", other.map(|_| ())),
+        Err(status) => assert_eq!(status, 401),
+        Ok(_) => panic!("the upgrade was accepted"),
     }
     // With a token: unknown session → 404; not a WebSocket request → 400.
     let admin = s.admin_token().await;
     match watch(&s, id, Some(&admin)).await {
-        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
-        other => panic!("{:?}", other.map(|_| ())),
+        Err(status) => assert_eq!(status, 404),
+        Ok(_) => panic!("the upgrade was accepted"),
     }
     let r = s
         .req("GET", &format!("/api/v1/sessions/{id}/watch"), Some(&admin), None)

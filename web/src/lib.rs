@@ -23,6 +23,7 @@ mod api;
 pub mod auth;
 pub mod error;
 pub mod live;
+pub mod terminal;
 mod tls;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, Error};
 pub use live::{LiveSession, LiveSessions, NoLiveSessions, Watch, WatchEnd, WatchFeed, WatchNext};
+pub use terminal::{NoTerminals, TerminalError, TerminalInput, TerminalIo, TerminalOutput, Terminals};
 pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
 
 /// Largest JSON request body.
@@ -56,6 +58,8 @@ pub struct AppState {
     /// The public key recordings are verified with (`None`: not configured, verification
     /// reports it).
     pub recording_key: Option<postern_recorder::VerifyingKey>,
+    /// The browser terminal ([`NoTerminals`] unless the root sets it).
+    pub terminals: Arc<dyn Terminals>,
 }
 
 impl AppState {
@@ -65,6 +69,7 @@ impl AppState {
             vault,
             live: Arc::new(NoLiveSessions),
             recording_key: None,
+            terminals: Arc::new(NoTerminals),
         }
     }
 
@@ -79,6 +84,11 @@ impl AppState {
             recording_key: Some(key),
             ..self
         }
+    }
+
+    /// The same state, opening browser terminals through `terminals`.
+    pub fn with_terminals(self, terminals: Arc<dyn Terminals>) -> Self {
+        AppState { terminals, ..self }
     }
 }
 
@@ -135,7 +145,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, import, recordings, resources, sessions, users};
+    use api::{accounts, audit, auth, import, recordings, resources, sessions, terminal, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -165,6 +175,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             accounts::delete_account
         ))
         .routes(routes!(accounts::retrieve_secret))
+        .routes(routes!(terminal::open_terminal))
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::verify))
         .routes(routes!(sessions::list_sessions))

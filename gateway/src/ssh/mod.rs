@@ -3,5 +3,7 @@
 mod relay;
 mod server;
 mod target;
+mod webterm;
 
 pub use server::{SshGateway, SshSettings};
+pub use webterm::{TermInput, TermOutput, WebTerminal};

@@ -11,6 +11,7 @@ pub mod import;
 pub mod recordings;
 pub mod resources;
 pub mod sessions;
+pub mod terminal;
 pub mod users;
 
 use std::sync::Arc;
