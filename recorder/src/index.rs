@@ -704,4 +704,3 @@ mod tests {
         assert_eq!(ix.duplicates, 1, "the typed and the echoed command count once");
     }
 }
-
