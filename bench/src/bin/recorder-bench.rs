@@ -1,0 +1,103 @@
+//! Recorder cost without the network: feeds output straight into a
+//! `Recording` (as the gateway's relay does) and reports wall time, CPU
+//! seconds per GiB of the whole process (session thread + writer thread) and
+//! the size on disk. A benchmark program, not a test.
+//!
+//! `cargo run --release -p postern-bench --bin recorder-bench [MiB]` (default 1024).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use postern_recorder::{verify, RecorderConfig, Recording, SessionMeta};
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, from /proc/self/stat (clock ticks; 100 Hz on Linux).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn run(label: &str, mib: usize, piece: &[u8]) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let cfg = RecorderConfig::new(dir.path(), key.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let total = mib << 20;
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let sealed = rt.block_on(async {
+        let rec = Recording::start(
+            &cfg,
+            SessionMeta {
+                session_id: uuid_like(label),
+                user: "bench".into(),
+                target: "bench@local".into(),
+                protocol: "ssh".into(),
+                width: 80,
+                height: 24,
+                ..Default::default()
+            },
+        )?;
+        let mut sent = 0;
+        while sent < total {
+            // As the relay does: wait for room, then hand over one SSH data message.
+            rec.writable().await;
+            if let Some(why) = rec.failed() {
+                anyhow::bail!("recording failed: {why}");
+            }
+            rec.output(piece);
+            sent += piece.len();
+        }
+        Ok::<_, anyhow::Error>(rec.finish().await?)
+    })?;
+    let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    let size = std::fs::metadata(&sealed.path)?.len();
+    let v = verify(&sealed.path, &key.verifying_key())?;
+    let gib = total as f64 / (1u64 << 30) as f64;
+    println!(
+        "| {label} | {mib} | {:.2} | {:.0} | {:.2} | {:.1} | {} |",
+        wall,
+        mib as f64 / wall,
+        cpu / gib,
+        size as f64 / (1 << 20) as f64 / gib,
+        if v.truncated { "NOT sealed" } else { "sealed, verifies" }
+    );
+    Ok(())
+}
+
+fn uuid_like(label: &str) -> String {
+    let n = label
+        .bytes()
+        .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+    format!("00000000-0000-4000-8000-{:012x}", n & 0xffff_ffff_ffff)
+}
+
+fn main() -> Result<()> {
+    let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1024);
+    // 32 KiB: the size of the SSH data messages the relay hands over.
+    let zeros = vec![0u8; 32 * 1024];
+    let mut text = Vec::with_capacity(32 * 1024);
+    let mut i = 0u64;
+    while text.len() < 32 * 1024 {
+        text.extend_from_slice(
+            format!("{i:>8} drwxr-xr-x root root 4096 Nov 25 12:00 /var/lib/thing-{i}\r\n").as_bytes(),
+        );
+        i += 1;
+    }
+    text.truncate(32 * 1024);
+    let mut random = vec![0u8; 32 * 1024];
+    let mut x = 0x9e3779b97f4a7c15u64;
+    for b in random.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    println!("| output | MiB | wall s | MiB/s | CPU s per GiB | MiB on disk per GiB | result |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
+    run("zeros (head -c N /dev/zero)", mib, &zeros)?;
+    run("text (ls -l like lines)", mib, &text)?;
+    run("random bytes", mib / 4, &random)?;
+    Ok(())
+}
