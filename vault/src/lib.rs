@@ -108,6 +108,8 @@ struct Inner {
     initial_password_file: Option<PathBuf>,
     /// Bounds concurrent argon2 checks (19 MiB each): memory and CPU stay flat under a login storm.
     hash_slots: tokio::sync::Semaphore,
+    /// Work areas of those checks, reused (see [`auth::HashMemory`]).
+    hash_memory: Arc<auth::HashMemory>,
 }
 
 const META_KEY_ID: &str = "master_key_id";
@@ -218,6 +220,7 @@ impl Vault {
                 policy: opts.auth,
                 initial_password_file: opts.initial_admin_password_file,
                 hash_slots: tokio::sync::Semaphore::new(2),
+                hash_memory: Arc::default(),
             }),
         };
         Ok((vault, report))
@@ -231,7 +234,8 @@ impl Vault {
             .acquire()
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || auth::verify_password(hash.as_deref(), pw.expose()))
+        let mem = self.inner.hash_memory.clone();
+        tokio::task::spawn_blocking(move || auth::verify_password_in(&mem, hash.as_deref(), pw.expose()))
             .await
             .map_err(|e| Error::Internal(format!("password check task: {e}")))
     }
