@@ -21,6 +21,7 @@ declare -A needed=(
   [/usr/sbin/useradd]=passwd
   [/usr/sbin/chpasswd]=passwd
   [asciinema]=asciinema
+  [script]=bsdutils
 )
 missing=()
 for cmd in "${!needed[@]}"; do

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod import;
+pub mod recordings;
 pub mod resources;
 pub mod sessions;
 pub mod terminal;
@@ -34,6 +35,7 @@ pub(crate) mod tags {
     pub const AUDIT: &str = "audit";
     pub const IMPORT: &str = "import";
     pub const SESSIONS: &str = "sessions";
+    pub const RECORDINGS: &str = "recordings";
     pub const META: &str = "meta";
 }
 
