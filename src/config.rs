@@ -65,6 +65,8 @@ pub struct Config {
     pub ssh: SshConfig,
     /// RDP gateway listener (`[rdp]`).
     pub rdp: RdpConfig,
+    /// Session recordings (`[recording]`).
+    pub recording: RecordingConfig,
     /// Logging (`[log]`).
     pub log: LogConfig,
     /// How long in-flight sessions get to finish on shutdown
@@ -169,6 +171,19 @@ pub struct SshDangerous {
 pub struct RdpConfig {
     /// Listen address of the RDP gateway (`listen`, default `127.0.0.1:3389`).
     pub listen: SocketAddr,
+}
+
+/// `[recording]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingConfig {
+    /// Record the user's keystrokes too (`record_input`, default `false`:
+    /// keystrokes may carry passwords typed at `sudo` prompts, which terminals
+    /// do not echo and output recording therefore never sees).
+    pub record_input: bool,
+    /// Sealed recordings older than this many days are deleted (file, catalog
+    /// row, search index) at start and every 24 hours (`retention_days`,
+    /// default 0 = keep forever; at most 36500).
+    pub retention_days: u32,
 }
 
 /// `[log]` section.
@@ -451,11 +466,13 @@ enum Setting {
     SshMaxConnections,
     SshDangerousAcceptAnyTargetHostKey,
     RdpListen,
+    RecordingRecordInput,
+    RecordingRetentionDays,
     LogLevel,
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 27] = [
+const ALL_KEYS: [Setting; 29] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
@@ -481,6 +498,8 @@ const ALL_KEYS: [Setting; 27] = [
     Setting::SshMaxConnections,
     Setting::SshDangerousAcceptAnyTargetHostKey,
     Setting::RdpListen,
+    Setting::RecordingRecordInput,
+    Setting::RecordingRetentionDays,
     Setting::LogLevel,
     Setting::LogFormat,
 ];
@@ -514,6 +533,8 @@ impl Setting {
             Setting::SshMaxConnections => "ssh.max_connections",
             Setting::SshDangerousAcceptAnyTargetHostKey => "ssh.dangerous.accept_any_target_host_key",
             Setting::RdpListen => "rdp.listen",
+            Setting::RecordingRecordInput => "recording.record_input",
+            Setting::RecordingRetentionDays => "recording.retention_days",
             Setting::LogLevel => "log.level",
             Setting::LogFormat => "log.format",
         }
@@ -838,6 +859,8 @@ struct Partial {
     ssh_max_connections: Option<Slot<u32>>,
     accept_any_target_host_key: Option<Slot<bool>>,
     rdp_listen: Option<Slot<SocketAddr>>,
+    record_input: Option<Slot<bool>>,
+    retention_days: Option<Slot<u32>>,
     log_level: Option<Slot<String>>,
     log_format: Option<Slot<LogFormat>>,
 }
@@ -896,6 +919,11 @@ impl Partial {
             }
             Setting::SshDangerousAcceptAnyTargetHostKey => self.accept_any_target_host_key = slot(c.boolean()?, origin),
             Setting::RdpListen => self.rdp_listen = slot(c.socket_addr()?, origin),
+            Setting::RecordingRecordInput => self.record_input = slot(c.boolean()?, origin),
+            Setting::RecordingRetentionDays => {
+                let n = c.integer(0, 36_500)?;
+                self.retention_days = slot(u32::try_from(n).unwrap_or(36_500), origin);
+            }
             Setting::LogLevel => self.log_level = slot(c.log_level()?, origin),
             Setting::LogFormat => self.log_format = slot(c.log_format()?, origin),
         }
@@ -1029,6 +1057,10 @@ impl Partial {
             },
             rdp: RdpConfig {
                 listen: value_or(&self.rdp_listen, SocketAddr::from(([127, 0, 0, 1], 3389))),
+            },
+            recording: RecordingConfig {
+                record_input: value_or(&self.record_input, false),
+                retention_days: value_or(&self.retention_days, 0),
             },
             log: LogConfig {
                 level: value_or(&self.log_level, "info".to_owned()),
@@ -1225,6 +1257,8 @@ impl Config {
                         self.ssh.dangerous.accept_any_target_host_key.to_string()
                     }
                     Setting::RdpListen => addr(self.rdp.listen),
+                    Setting::RecordingRecordInput => self.recording.record_input.to_string(),
+                    Setting::RecordingRetentionDays => self.recording.retention_days.to_string(),
                     Setting::LogLevel => toml_string(&self.log.level),
                     Setting::LogFormat => toml_string(self.log.format.as_str()),
                 };
@@ -1328,6 +1362,8 @@ mod tests {
         assert_eq!(c.ssh.max_connections, 1000);
         assert!(!c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:3389".parse().unwrap());
+        assert!(!c.recording.record_input);
+        assert_eq!(c.recording.retention_days, 0);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
     }
@@ -1364,6 +1400,10 @@ dangerous = { accept_any_target_host_key = true }
 [rdp]
 listen = "127.0.0.1:0"
 
+[recording]
+record_input = true
+retention_days = 90
+
 [log]
 level = "postern=debug,info"
 format = "json"
@@ -1392,6 +1432,8 @@ format = "json"
         assert_eq!(c.rdp.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(c.log.level, "postern=debug,info");
         assert_eq!(c.log.format, LogFormat::Json);
+        assert!(c.recording.record_input);
+        assert_eq!(c.recording.retention_days, 90);
     }
 
     #[test]
@@ -1691,6 +1733,30 @@ format = "json"
     }
 
     #[test]
+    fn recording_keys() {
+        let c = load(
+            None,
+            &[("POSTERN_RECORDING_RECORD_INPUT", "true")],
+            &[("recording.retention_days", "30")],
+        )
+        .unwrap();
+        assert!(c.recording.record_input);
+        assert_eq!(c.recording.retention_days, 30);
+        let e = errs(load(
+            None,
+            &[("POSTERN_RECORDING_RETENTION_DAYS", "-1")],
+            &[
+                ("recording.retention_days", "36501"),
+                ("recording.record_input", "maybe"),
+            ],
+        ));
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].to_string().contains("between 0 and 36500"), "{}", e[0]);
+        let (_f, r) = load_text("[recording]\nretention_days = \"7\"\n");
+        assert!(errs(r)[0].to_string().contains("must be an integer"));
+    }
+
+    #[test]
     fn env_var_names() {
         let names: Vec<String> = ALL_KEYS.iter().map(|k| k.env_var()).collect();
         assert!(names.contains(&"POSTERN_WEB_LISTEN".to_owned()));
@@ -1704,6 +1770,8 @@ format = "json"
             "POSTERN_SSH_IDLE_TIMEOUT",
             "POSTERN_SSH_MAX_SESSION_DURATION",
             "POSTERN_SSH_MAX_CONNECTIONS",
+            "POSTERN_RECORDING_RECORD_INPUT",
+            "POSTERN_RECORDING_RETENTION_DAYS",
         ] {
             assert!(names.contains(&var.to_owned()), "{var}");
         }
@@ -1830,6 +1898,8 @@ format = "json"
                 "log.format",
                 "log.level",
                 "rdp.listen",
+                "recording.record_input",
+                "recording.retention_days",
                 "ssh.connect_timeout",
                 "ssh.host_key_dir",
                 "ssh.idle_timeout",

@@ -24,6 +24,7 @@ declare -A needed=(
   [/usr/bin/chromium]=chromium
   [node]=nodejs
   [npm]=npm
+  [script]=bsdutils
 )
 missing=()
 for cmd in "${!needed[@]}"; do

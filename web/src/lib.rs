@@ -49,7 +49,7 @@ use utoipa_axum::routes;
 pub use error::{ApiError, Error};
 /// A network in CIDR notation (re-exported for the configuration).
 pub use ipnet::IpNet;
-pub use live::{LiveSession, LiveSessions, NoLiveSessions};
+pub use live::{LiveSession, LiveSessions, NoLiveSessions, Watch, WatchEnd, WatchFeed, WatchNext};
 pub use terminal::{NoTerminals, TerminalError, TerminalInput, TerminalIo, TerminalOutput, Terminals};
 pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
 pub use websession::{parse_network, IpRules, WebOptions, WebSessions};
@@ -64,6 +64,9 @@ pub struct AppState {
     pub vault: postern_vault::Vault,
     /// The gateway's live sessions ([`NoLiveSessions`] unless the root sets them).
     pub live: Arc<dyn LiveSessions>,
+    /// The public key recordings are verified with (`None`: not configured, verification
+    /// reports it).
+    pub recording_key: Option<postern_recorder::VerifyingKey>,
     /// The browser terminal ([`NoTerminals`] unless the root sets it).
     pub terminals: Arc<dyn Terminals>,
     /// Web settings and the browser sessions.
@@ -94,6 +97,7 @@ impl AppState {
         AppState {
             vault,
             live: Arc::new(NoLiveSessions),
+            recording_key: None,
             terminals: Arc::new(NoTerminals),
             web: Arc::new(WebState::new(WebOptions::default())),
         }
@@ -110,6 +114,14 @@ impl AppState {
     /// The same state, reaching live sessions through `live`.
     pub fn with_live(self, live: Arc<dyn LiveSessions>) -> Self {
         AppState { live, ..self }
+    }
+
+    /// The same state, verifying recordings with `key`.
+    pub fn with_recording_key(self, key: postern_recorder::VerifyingKey) -> Self {
+        AppState {
+            recording_key: Some(key),
+            ..self
+        }
     }
 
     /// The same state, opening browser terminals through `terminals`.
@@ -146,6 +158,7 @@ impl std::fmt::Debug for AppState {
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "import", description = "Bulk import"),
         (name = "sessions", description = "Live gateway sessions"),
+        (name = "recordings", description = "Session recordings: catalog, verification, export and search"),
         (name = "meta", description = "The API description"),
     )
 )]
@@ -172,7 +185,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, browser, import, resources, sessions, terminal, users};
+    use api::{accounts, audit, auth, browser, import, recordings, resources, sessions, terminal, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -209,6 +222,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::verify))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::terminate_session))
+        .routes(routes!(sessions::watch_session))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::search_recordings))
+        .routes(routes!(recordings::get_recording))
+        .routes(routes!(recordings::download_cast))
         .merge(csv)
 }
 
@@ -357,6 +375,11 @@ mod tests {
             "/api/v1/audit/verify",
             "/api/v1/sessions",
             "/api/v1/sessions/{id}",
+            "/api/v1/sessions/{id}/watch",
+            "/api/v1/recordings",
+            "/api/v1/recordings/search",
+            "/api/v1/recordings/{id}",
+            "/api/v1/recordings/{id}/cast",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }
@@ -376,6 +399,9 @@ mod tests {
             "NewUserKey",
             "LiveSession",
             "TerminateRequest",
+            "RecordingInfo",
+            "RecordingDetails",
+            "SearchResult",
         ] {
             assert!(json["components"]["schemas"].get(s).is_some(), "missing schema {s}");
         }

@@ -153,7 +153,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/web-login"),
-    ("GET", "/api/v1/accounts/{id}/terminal"),
     ("GET", "/api/v1/auth/session"),
     ("DELETE", "/api/v1/auth/session"),
     ("GET", "/api/v1/me"),
@@ -180,11 +179,17 @@ const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/accounts/{id}"),
     ("DELETE", "/api/v1/accounts/{id}"),
     ("POST", "/api/v1/accounts/{id}/retrieve"),
+    ("GET", "/api/v1/accounts/{id}/terminal"),
     ("POST", "/api/v1/import/resources"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/audit/verify"),
     ("GET", "/api/v1/sessions"),
     ("DELETE", "/api/v1/sessions/{id}"),
+    ("GET", "/api/v1/sessions/{id}/watch"),
+    ("GET", "/api/v1/recordings"),
+    ("GET", "/api/v1/recordings/search"),
+    ("GET", "/api/v1/recordings/{id}"),
+    ("GET", "/api/v1/recordings/{id}/cast"),
 ];
 
 const PUBLIC: &[&str] = &["/api/v1/openapi.json", "/api/v1/auth/login", "/api/v1/auth/web-login"];

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod browser;
 pub mod import;
+pub mod recordings;
 pub mod resources;
 pub mod sessions;
 pub mod terminal;
@@ -35,6 +36,7 @@ pub(crate) mod tags {
     pub const AUDIT: &str = "audit";
     pub const IMPORT: &str = "import";
     pub const SESSIONS: &str = "sessions";
+    pub const RECORDINGS: &str = "recordings";
     pub const META: &str = "meta";
 }
 
