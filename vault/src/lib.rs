@@ -18,6 +18,7 @@ mod import;
 mod jobs;
 pub mod model;
 mod ownership;
+mod recordings;
 pub mod reset;
 mod resources;
 mod roles;
@@ -42,6 +43,10 @@ pub use import::{ImportReport, ImportRowError};
 pub use jobs::{Job, MAX_JOBS};
 pub use model::*;
 pub use ownership::{ExitEntry, TransferReport, TransferRequest};
+pub use recordings::{
+    fts_query, NewRecording, RecordingAccess, RecordingDetail, RecordingEnd, RecordingFilter, RecordingInfo,
+    RecordingMarker, RecordingStatus, SearchHit, SearchResult, TextLine,
+};
 pub use reset::{NewPasswordPolicy, PasswordPolicy, ResetResult, ResetTarget, Resetter, StoredPolicy};
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
 pub use roles::{CatalogueEntry, RoleChange, RoleInfo, RoleProposal};

@@ -8,8 +8,10 @@ pub mod access_requests;
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod browser;
 pub mod import;
 pub mod passwords;
+pub mod recordings;
 pub mod resources;
 pub mod roles;
 pub mod sessions;
@@ -40,6 +42,7 @@ pub(crate) mod tags {
     pub const SESSIONS: &str = "sessions";
     pub const SHARING: &str = "sharing";
     pub const ACCESS: &str = "access-requests";
+    pub const RECORDINGS: &str = "recordings";
     pub const META: &str = "meta";
 }
 
