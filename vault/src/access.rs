@@ -1480,9 +1480,9 @@ mod tests {
         let digits = v
             .create_password_policy(
                 &owner,
-                NewPasswordPolicy {
-                    name: "pins".into(),
-                    policy: PasswordPolicy {
+                NewPasswordPolicy::new(
+                    "pins",
+                    PasswordPolicy {
                         min_length: 10,
                         max_length: 10,
                         lowercase: false,
@@ -1492,7 +1492,7 @@ mod tests {
                         forbidden_chars: String::new(),
                         max_age_days: Some(30),
                     },
-                },
+                ),
                 &ctx,
             )
             .await
@@ -1500,9 +1500,9 @@ mod tests {
         let lower = v
             .create_password_policy(
                 &owner,
-                NewPasswordPolicy {
-                    name: "long".into(),
-                    policy: PasswordPolicy {
+                NewPasswordPolicy::new(
+                    "long",
+                    PasswordPolicy {
                         min_length: 30,
                         max_length: 30,
                         lowercase: true,
@@ -1512,20 +1512,13 @@ mod tests {
                         forbidden_chars: String::new(),
                         max_age_days: None,
                     },
-                },
+                ),
                 &ctx,
             )
             .await
             .unwrap();
         assert!(v
-            .create_password_policy(
-                &bob,
-                NewPasswordPolicy {
-                    name: "x".into(),
-                    policy: PasswordPolicy::default()
-                },
-                &ctx
-            )
+            .create_password_policy(&bob, NewPasswordPolicy::new("x", PasswordPolicy::default()), &ctx)
             .await
             .is_err());
         let g = v

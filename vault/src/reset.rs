@@ -524,16 +524,62 @@ pub struct StoredPolicy {
     pub policy: PasswordPolicy,
 }
 
-/// A policy to create.
+/// A policy to create (the fields of [`PasswordPolicy`] plus a name).
 #[derive(Debug, Clone, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewPasswordPolicy {
     /// Unique name.
     pub name: String,
+    /// Minimum length.
+    pub min_length: u32,
+    /// Maximum length.
+    pub max_length: u32,
+    /// At least one lowercase letter.
+    pub lowercase: bool,
+    /// At least one uppercase letter.
+    pub uppercase: bool,
+    /// At least one digit.
+    pub digits: bool,
+    /// At least one special character.
+    pub special: bool,
+    /// Characters never used.
+    #[serde(default)]
+    pub forbidden_chars: String,
+    /// Passwords older than this many days are rotated by the periodic task.
+    #[serde(default)]
+    pub max_age_days: Option<u32>,
+}
+
+impl NewPasswordPolicy {
+    /// A named policy with these rules.
+    pub fn new(name: impl Into<String>, p: PasswordPolicy) -> Self {
+        NewPasswordPolicy {
+            name: name.into(),
+            min_length: p.min_length,
+            max_length: p.max_length,
+            lowercase: p.lowercase,
+            uppercase: p.uppercase,
+            digits: p.digits,
+            special: p.special,
+            forbidden_chars: p.forbidden_chars,
+            max_age_days: p.max_age_days,
+        }
+    }
+
     /// The rules.
-    #[serde(flatten)]
-    pub policy: PasswordPolicy,
+    pub fn policy(&self) -> PasswordPolicy {
+        PasswordPolicy {
+            min_length: self.min_length,
+            max_length: self.max_length,
+            lowercase: self.lowercase,
+            uppercase: self.uppercase,
+            digits: self.digits,
+            special: self.special,
+            forbidden_chars: self.forbidden_chars.clone(),
+            max_age_days: self.max_age_days,
+        }
+    }
 }
 
 impl Vault {
@@ -579,14 +625,15 @@ impl Vault {
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
             return Err(Error::invalid("name", "must be 1 to 64 characters"));
         }
-        n.policy.validate()?;
-        if n.policy.max_age_days == Some(0) {
+        let policy = n.policy();
+        policy.validate()?;
+        if policy.max_age_days == Some(0) {
             return Err(Error::invalid(
                 "max_age_days",
                 "must be at least 1 (omit it for no maximum)",
             ));
         }
-        let p = &n.policy;
+        let p = &policy;
         let id = store::new_id();
         let mut w = self.store().write().await?;
         let r = sqlx::query(
@@ -633,7 +680,7 @@ impl Vault {
         Ok(StoredPolicy {
             id,
             name: name.to_owned(),
-            policy: n.policy,
+            policy,
         })
     }
 
