@@ -3,5 +3,6 @@
 mod relay;
 mod server;
 mod target;
+mod transfer;
 
 pub use server::{SshGateway, SshSettings};

@@ -14,6 +14,35 @@ use tracing::{debug, info, warn};
 
 use crate::login::TargetName;
 use crate::ssh::server::{Live, Shared};
+use crate::ssh::transfer::{FileEvent, Tracker};
+
+/// The file-transfer tracker of a channel, fed by both directions.
+type Transfers = Arc<Mutex<Option<Tracker>>>;
+
+/// Feeds bytes to the channel's transfer tracker (if any); returns the events.
+fn track(xfer: &Transfers, from_client: bool, data: &[u8]) -> Vec<FileEvent> {
+    let mut out = Vec::new();
+    if let Some(t) = xfer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if from_client {
+            t.from_client(data, &mut out);
+        } else {
+            t.from_target(data, &mut out);
+        }
+    }
+    out
+}
+
+/// Records file events as `file` markers and audits each transferred file.
+async fn file_events(shared: &Shared, live: &Live, ch: u32, events: Vec<FileEvent>) {
+    for e in events {
+        live.sink.event(ch, "file", &e.to_json());
+        if e.is_transfer() {
+            shared.audit_live(live, "session.file", e.failed(), e.summary()).await;
+        } else if e.op == "stopped" {
+            warn!(why = %e.status, "file transfer metadata: parsing stopped");
+        }
+    }
+}
 
 /// What the client asked for before the target was chosen (picker mode).
 struct PtyParams {
@@ -128,10 +157,11 @@ async fn relay(
     let q: ReplyQueue = Arc::new(Mutex::new(VecDeque::new()));
     let ch = u32::from(cid);
     let sink = live.sink.clone();
-    // File transfers (sftp, scp) are recorded as metadata only, not their bytes.
+    // File transfers (sftp, scp) are recorded as metadata (file markers), not their bytes.
     let tee = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let xfer: Transfers = Arc::new(Mutex::new(None));
     let up = {
-        let tee = tee.clone();
+        let (tee, xfer) = (tee.clone(), xfer.clone());
         let (q, handle, sink, shared, live) = (q.clone(), handle.clone(), sink.clone(), shared.clone(), live.clone());
         async move {
             let push = || q.lock().unwrap_or_else(|e| e.into_inner()).push_back(false);
@@ -140,6 +170,10 @@ async fn relay(
                     ChannelMsg::Data { data } => {
                         if tee.load(std::sync::atomic::Ordering::Relaxed) {
                             sink.input(ch, &data);
+                        } else {
+                            // Parsed before it is forwarded, so the target's answer is never seen first.
+                            let events = track(&xfer, true, &data);
+                            file_events(&shared, &live, ch, events).await;
                         }
                         twr.data_bytes(data).await
                     }
@@ -175,7 +209,10 @@ async fn relay(
                     }
                     ChannelMsg::Exec { command, .. } => {
                         let cmd = String::from_utf8_lossy(&command).into_owned();
-                        if cmd.starts_with("scp ") {
+                        if let Some(t) = Tracker::scp(&cmd) {
+                            *xfer.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+                            tee.store(false, std::sync::atomic::Ordering::Relaxed);
+                        } else if cmd.starts_with("scp ") {
                             tee.store(false, std::sync::atomic::Ordering::Relaxed);
                         }
                         sink.event(ch, "exec", &cmd);
@@ -186,6 +223,7 @@ async fn relay(
                         twr.exec(true, command).await
                     }
                     ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" => {
+                        *xfer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Tracker::sftp());
                         tee.store(false, std::sync::atomic::Ordering::Relaxed);
                         sink.event(ch, "subsystem", &name);
                         shared
@@ -249,7 +287,8 @@ async fn relay(
         }
     };
     let down = {
-        let (q, handle, sink) = (q.clone(), handle.clone(), sink.clone());
+        let (q, handle, sink, xfer) = (q.clone(), handle.clone(), sink.clone(), xfer.clone());
+        let (shared, live) = (shared.clone(), live.clone());
         async move {
             while let Some(msg) = trd.wait().await {
                 if let Some(why) = sink.failed() {
@@ -267,6 +306,9 @@ async fn relay(
                     ChannelMsg::Data { data } => {
                         if teeing {
                             sink.output(ch, &data);
+                        } else {
+                            let events = track(&xfer, false, &data);
+                            file_events(&shared, &live, ch, events).await;
                         }
                         cwr.data_bytes(data).await
                     }
@@ -276,7 +318,7 @@ async fn relay(
                     }
                     ChannelMsg::Eof => cwr.eof().await,
                     ChannelMsg::ExitStatus { exit_status } => {
-                        sink.event(ch, "exit", &exit_status.to_string());
+                        sink.event(ch, "exit-status", &exit_status.to_string());
                         cwr.exit_status(exit_status).await
                     }
                     ChannelMsg::ExitSignal {
@@ -285,6 +327,7 @@ async fn relay(
                         error_message,
                         lang_tag,
                     } => {
+                        sink.event(ch, "exit-signal", &format!("{signal_name:?}"));
                         let _ = handle
                             .exit_signal_request(cid, signal_name, core_dumped, error_message, lang_tag)
                             .await;
@@ -315,6 +358,12 @@ async fn relay(
     if tokio::time::timeout(Duration::from_secs(5), up).await.is_err() {
         debug!("client did not close its channel after the target did");
     }
+    // Files still open when the channel ended.
+    let mut events = Vec::new();
+    if let Some(mut t) = xfer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        t.finish(&mut events);
+    }
+    file_events(&shared, &live, ch, events).await;
 }
 
 /// The account picker for a plain `USER` login: list, filter by typing, pick by number.
