@@ -257,6 +257,8 @@ pub(crate) struct Live {
     pub actor: Actor,
     pub label: String,
     pub notices: std::sync::Mutex<Vec<(server::Handle, ChannelId)>>,
+    /// The recording failed and that was audited (once per session).
+    pub recording_failed: AtomicBool,
     registration: std::sync::Mutex<Option<Registration>>,
 }
 
@@ -406,6 +408,7 @@ impl Shared {
             actor,
             label,
             notices: std::sync::Mutex::new(Vec::new()),
+            recording_failed: AtomicBool::new(false),
             registration: std::sync::Mutex::new(Some(registration)),
         }))
     }

@@ -60,6 +60,9 @@ pub(crate) struct FileEvent {
     pub status: String,
     /// Open flags, file mode or changed attributes.
     pub detail: Option<String>,
+    /// Legacy scp: the path argument of the remote `scp -t`/`scp -f` command (`path` is the
+    /// name the protocol carried, under the directories a recursive copy entered).
+    pub remote: Option<String>,
 }
 
 impl FileEvent {
@@ -73,6 +76,7 @@ impl FileEvent {
             sha256: None,
             status,
             detail: None,
+            remote: None,
         }
     }
 
@@ -108,6 +112,9 @@ impl FileEvent {
         if let Some(d) = &self.detail {
             m.insert("detail".into(), d.clone().into());
         }
+        if let Some(r) = &self.remote {
+            m.insert("remote".into(), r.clone().into());
+        }
         m.insert("status".into(), self.status.clone().into());
         serde_json::Value::Object(m).to_string()
     }
@@ -115,6 +122,9 @@ impl FileEvent {
     /// One line for the audit trail.
     pub(crate) fn summary(&self) -> String {
         let mut s = format!("{} {} {:?}", self.protocol, self.op, self.path);
+        if let Some(r) = &self.remote {
+            s += &format!(" (scp path argument {r:?})");
+        }
         if let Some(to) = &self.to {
             s += &format!(" to {to:?}");
         }
@@ -883,7 +893,7 @@ struct ScpFile {
 }
 
 impl ScpFile {
-    fn event(self, upload: bool, status: String) -> FileEvent {
+    fn event(self, upload: bool, remote: &str, status: String) -> FileEvent {
         let mut e = FileEvent::new("scp", if upload { "upload" } else { "download" }, self.path, status);
         e.bytes = Some(self.progress.bytes);
         e.sha256 = if self.progress.bytes == self.size {
@@ -892,6 +902,7 @@ impl ScpFile {
             None
         };
         e.detail = Some(format!("mode={} size={}", self.mode, self.size));
+        e.remote = Some(remote.to_owned()).filter(|r| !r.is_empty());
         e
     }
 }
@@ -1158,7 +1169,7 @@ impl Scp {
                     }
                     Err(msg) => {
                         if let Some(f) = self.file.take() {
-                            out.push(f.event(self.upload, format!("refused: {msg}")));
+                            out.push(f.event(self.upload, &self.arg, format!("refused: {msg}")));
                         }
                         self.src = Src::Line;
                     }
@@ -1169,8 +1180,7 @@ impl Scp {
                         (None, Err(e)) => e,
                         (None, Ok(())) => "ok".into(),
                     };
-                    let upload = self.upload;
-                    out.push(f.event(upload, status));
+                    out.push(f.event(self.upload, &self.arg, status));
                 }
             }
         }
@@ -1178,14 +1188,14 @@ impl Scp {
     }
 
     fn finish(self: Box<Self>, out: &mut Vec<FileEvent>) {
-        let upload = self.upload;
+        let (upload, arg) = (self.upload, self.arg);
         for a in self.acks {
             if let Ack::Done(f) = a {
-                out.push(f.event(upload, "not acknowledged (the channel ended)".into()));
+                out.push(f.event(upload, &arg, "not acknowledged (the channel ended)".into()));
             }
         }
         if let Some(f) = self.file {
-            out.push(f.event(upload, "incomplete (the channel ended)".into()));
+            out.push(f.event(upload, &arg, "incomplete (the channel ended)".into()));
         }
     }
 }
@@ -1559,6 +1569,8 @@ mod tests {
         assert_eq!(ev[0].sha256.as_deref(), Some(sha(&body).as_str()));
         assert_eq!(ev[0].status, "ok");
         assert_eq!(ev[0].detail.as_deref(), Some("mode=0644 size=5000"));
+        assert_eq!(ev[0].remote.as_deref(), Some("/tmp/"));
+        assert!(ev[0].to_json().contains("\"remote\":\"/tmp/\""));
         assert_eq!(ev[1].path, "empty");
         assert_eq!(ev[1].sha256.as_deref(), Some(sha(b"").as_str()));
     }
