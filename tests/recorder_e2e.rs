@@ -517,14 +517,14 @@ async fn a_full_disk_ends_the_session_with_a_message_and_an_audit_event_and_noth
     let (mut p, web) = spawn_server_with_small_disk(&data, &log, "2m");
     let api = Api::new(&data, web);
     let (admin, alice) = api.bootstrap(&data).await;
-    let t = target("disk", "disk-pw-12345");
-    api.add_target(&alice, "disk", &t, "disk", "disk-pw-12345").await;
+    let t = target("fulldisk", "disk-pw-12345");
+    api.add_target(&alice, "disk", &t, "fulldisk", "disk-pw-12345").await;
     let port = ssh_port_from_log(&p.log());
     let c = SshClient::new().with_password(ALICE_PW);
 
     // A quiet session, open before the disk fills: it waits for a line on its stdin.
     let mut quiet = c
-        .ssh(port, "alice#disk@disk", &["read x; echo quiet-got-$x"])
+        .ssh(port, "alice#fulldisk@disk", &["read x; echo quiet-got-$x"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -537,7 +537,7 @@ async fn a_full_disk_ends_the_session_with_a_message_and_an_audit_event_and_noth
     // A flood of output that does not compress: far more than the 2 MiB disk holds.
     let o = run(c.ssh(
         port,
-        "alice#disk@disk",
+        "alice#fulldisk@disk",
         &["head -c 60000000 /dev/urandom | base64; echo flood-finished"],
     ));
     let (out, err) = (stdout(&o), stderr(&o));
@@ -573,7 +573,7 @@ async fn a_full_disk_ends_the_session_with_a_message_and_an_audit_event_and_noth
     assert!(q.status.success(), "{}", stderr(&q));
     assert_eq!(stdout(&q).trim(), "quiet-got-hello");
     // And a new session works too.
-    let o = run(c.ssh(port, "alice#disk@disk", &["echo after-$((40+2))"]));
+    let o = run(c.ssh(port, "alice#fulldisk@disk", &["echo after-$((40+2))"]));
     assert_eq!(stdout(&o).trim(), "after-42", "{}", stderr(&o));
     assert!(p.child.try_wait().unwrap().is_none(), "the server stays up");
     assert!(!p.log().contains("panicked"), "{}", p.log());
@@ -606,6 +606,42 @@ async fn a_session_whose_client_vanished_leaves_the_live_list_within_10_s() {
         assert!(t0.elapsed() < Duration::from_secs(10), "still listed after 10 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    api.wait_audit(&admin, "session.end", 1, Duration::from_secs(10)).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_whose_client_froze_leaves_the_live_list_within_10_s() {
+    // A client that stops answering without closing its socket (a laptop lid closed, a
+    // network gone) is found out by the keepalives.
+    let (mut s, api, admin, alice, port) = in_process().await;
+    let t = target("frozen", "frozen-pw-12345");
+    api.add_target(&alice, "frozen", &t, "frozen", "frozen-pw-12345").await;
+    let c = SshClient::new().with_password(ALICE_PW);
+    let mut ssh = c
+        .ssh(port, "alice#frozen@frozen", &["sleep 300"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while api.live_sessions(&admin).await.is_empty() {
+        assert!(Instant::now() < deadline, "the session never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unsafe_kill(ssh.id(), "STOP");
+    let t0 = Instant::now();
+    while !api.live_sessions(&admin).await.is_empty() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            ssh.kill().unwrap();
+            panic!("still listed 10 s after the client froze");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("frozen client dropped after {:?}", t0.elapsed());
+    ssh.kill().unwrap();
+    ssh.wait().unwrap();
     api.wait_audit(&admin, "session.end", 1, Duration::from_secs(10)).await;
     s.stop().await;
 }

@@ -97,7 +97,9 @@ fn server_config(s: &SshSettings) -> server::Config {
         preferred,
         max_auth_attempts: 6,
         inactivity_timeout: Some(s.idle_timeout),
-        keepalive_interval: Some(Duration::from_secs(5)),
+        // A client that stops answering (frozen, network gone) is dropped after three unanswered
+        // keepalives, within 6 s of its last packet, so it leaves the live list within 10 s.
+        keepalive_interval: Some(Duration::from_secs(2)),
         keepalive_max: 2,
         nodelay: true,
         window_size: 8 * 1024 * 1024,
