@@ -24,9 +24,9 @@ fn track(xfer: &Transfers, from_client: bool, data: &[u8]) -> Vec<FileEvent> {
     let mut out = Vec::new();
     if let Some(t) = xfer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
         if from_client {
-            t.from_client(data, &mut out);
+            t.client_bytes(data, &mut out);
         } else {
-            t.from_target(data, &mut out);
+            t.target_bytes(data, &mut out);
         }
     }
     out

@@ -161,7 +161,7 @@ impl Tracker {
     }
 
     /// Bytes from the user's client to the target.
-    pub(crate) fn from_client(&mut self, data: &[u8], out: &mut Vec<FileEvent>) {
+    pub(crate) fn client_bytes(&mut self, data: &[u8], out: &mut Vec<FileEvent>) {
         let (proto, r) = match self {
             Tracker::Sftp(s) => ("sftp", s.feed(Dir::Up, data, out)),
             Tracker::Scp(s) => ("scp", s.feed(s.upload, data, out)),
@@ -173,7 +173,7 @@ impl Tracker {
     }
 
     /// Bytes from the target to the user's client.
-    pub(crate) fn from_target(&mut self, data: &[u8], out: &mut Vec<FileEvent>) {
+    pub(crate) fn target_bytes(&mut self, data: &[u8], out: &mut Vec<FileEvent>) {
         let (proto, r) = match self {
             Tracker::Sftp(s) => ("sftp", s.feed(Dir::Down, data, out)),
             Tracker::Scp(s) => ("scp", s.feed(!s.upload, data, out)),
@@ -766,11 +766,11 @@ impl Sftp {
                         }
                         out.push(e);
                     }
-                    Some(Pending::Read { handle, .. }) | Some(Pending::Write { handle }) => {
-                        if code != sftp::FX_OK && code != sftp::FX_EOF {
-                            if let Some(f) = self.files.get_mut(&handle) {
-                                f.error.get_or_insert(status);
-                            }
+                    Some(Pending::Read { handle, .. }) | Some(Pending::Write { handle })
+                        if code != sftp::FX_OK && code != sftp::FX_EOF =>
+                    {
+                        if let Some(f) = self.files.get_mut(&handle) {
+                            f.error.get_or_insert(status);
                         }
                     }
                     Some(Pending::Close { handle }) => {
@@ -786,7 +786,7 @@ impl Sftp {
                         e.status = status;
                         out.push(e);
                     }
-                    None => {}
+                    Some(Pending::Read { .. }) | Some(Pending::Write { .. }) | None => {}
                 }
             }
             _ => {}
@@ -881,7 +881,7 @@ enum Ack {
     /// A `C` header: on success the data follows.
     Header,
     /// The end of a file's data.
-    Done(ScpFile),
+    Done(Box<ScpFile>),
 }
 
 struct ScpFile {
@@ -1018,7 +1018,7 @@ impl Scp {
                             let msg = text(line.get(1..).unwrap_or_default()).trim().to_owned();
                             if let Some(mut f) = self.file.take() {
                                 f.error = Some(msg);
-                                self.acks.push_back(Ack::Done(f));
+                                self.acks.push_back(Ack::Done(Box::new(f)));
                             }
                             self.src = Src::Line;
                         } else {
@@ -1047,7 +1047,7 @@ impl Scp {
                         0 => {
                             data = &data[1..];
                             if let Some(f) = self.file.take() {
-                                self.acks.push_back(Ack::Done(f));
+                                self.acks.push_back(Ack::Done(Box::new(f)));
                             }
                             self.src = Src::Line;
                         }
@@ -1263,9 +1263,9 @@ mod tests {
         for (up, bytes) in steps {
             for piece in bytes.chunks(step.max(1)) {
                 if *up {
-                    t.from_client(piece, &mut out);
+                    t.client_bytes(piece, &mut out);
                 } else {
-                    t.from_target(piece, &mut out);
+                    t.target_bytes(piece, &mut out);
                 }
             }
         }
@@ -1443,8 +1443,8 @@ mod tests {
             assert!(ev[0].status.starts_with("transfer parsing stopped"), "{name}");
             // Once stopped, more bytes are ignored.
             let mut more = Vec::new();
-            t.from_client(&bytes, &mut more);
-            t.from_target(&bytes, &mut more);
+            t.client_bytes(&bytes, &mut more);
+            t.target_bytes(&bytes, &mut more);
             assert!(more.is_empty());
         }
         // Random garbage in both directions never panics.
@@ -1466,10 +1466,10 @@ mod tests {
                     v[..4].copy_from_slice(&u32b((x % 64) as u32 + 1));
                     v[4] = [sftp::OPEN, sftp::WRITE, sftp::STATUS, sftp::HANDLE, sftp::DATA][(x % 5) as usize];
                 }
-                if x % 2 == 0 {
-                    t.from_client(&v, &mut out);
+                if x.is_multiple_of(2) {
+                    t.client_bytes(&v, &mut out);
                 } else {
-                    t.from_target(&v, &mut out);
+                    t.target_bytes(&v, &mut out);
                 }
             }
             t.finish(&mut out);
@@ -1489,9 +1489,9 @@ mod tests {
             &0u64.to_be_bytes(),
             &u32b(3_000_000),
         ]);
-        t.from_client(&head, &mut out);
+        t.client_bytes(&head, &mut out);
         for _ in 0..300 {
-            t.from_client(&[1u8; 10_000], &mut out);
+            t.client_bytes(&[1u8; 10_000], &mut out);
         }
         let Tracker::Sftp(st) = &t else {
             panic!("stopped: {out:?}")
@@ -1500,7 +1500,7 @@ mod tests {
         assert!(matches!(st.up.phase, Phase::Len));
         // Skipped packets (a big NAME listing) are not buffered either.
         let name = cat(&[&u32b(200_000), &[104], &[0; 199_999]]);
-        t.from_target(&name, &mut out);
+        t.target_bytes(&name, &mut out);
         let Tracker::Sftp(st) = &t else { panic!() };
         assert!(st.down.buf.capacity() <= 4096);
         assert!(out.is_empty(), "{out:?}");
@@ -1512,9 +1512,9 @@ mod tests {
         for (client, b) in steps {
             for piece in b.chunks(3) {
                 if *client {
-                    t.from_client(piece, &mut out);
+                    t.client_bytes(piece, &mut out);
                 } else {
-                    t.from_target(piece, &mut out);
+                    t.target_bytes(piece, &mut out);
                 }
             }
         }
@@ -1614,7 +1614,8 @@ mod tests {
     #[test]
     fn scp_garbage_stops_the_parser() {
         let long = vec![b'C'; MAX_SCP_LINE + 10];
-        let cases: Vec<(&str, Vec<(bool, &[u8])>)> = vec![
+        type Steps<'a> = Vec<(bool, &'a [u8])>;
+        let cases: Vec<(&str, Steps)> = vec![
             ("unknown header", vec![(false, b"\0"), (true, b"X what\n")]),
             ("bad mode", vec![(false, b"\0"), (true, b"C06x4 1 a\n")]),
             ("bad size", vec![(false, b"\0"), (true, b"C0644 -1 a\n")]),
