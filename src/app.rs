@@ -177,6 +177,12 @@ impl App {
                 accept_any_target_host_key: cfg.ssh.dangerous.accept_any_target_host_key,
             },
         );
+        let terminals = crate::terminals::GatewayTerminals {
+            gateway: ssh.clone(),
+            vault: vault.clone(),
+            shutdown: shutdown.clone(),
+            tracker: tracker.clone(),
+        };
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = ssh.serve(ssh_listener, token).await {
@@ -186,7 +192,9 @@ impl App {
         if cfg.ssh.dangerous.accept_any_target_host_key {
             tracing::warn!("[ssh.dangerous] accept_any_target_host_key is on: changed target host keys are accepted");
         }
-        let state = postern_web::AppState::new(vault.clone()).with_live(Arc::new(LiveRegistry(registry.clone())));
+        let state = postern_web::AppState::new(vault.clone())
+            .with_live(Arc::new(LiveRegistry(registry.clone())))
+            .with_terminals(Arc::new(terminals));
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = postern_web::serve(listener, tls, state, token).await {

@@ -8,4 +8,5 @@
 pub mod app;
 pub mod config;
 pub mod recording;
+pub mod terminals;
 pub mod tls;

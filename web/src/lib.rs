@@ -23,6 +23,7 @@ mod api;
 pub mod auth;
 pub mod error;
 pub mod live;
+pub mod terminal;
 mod tls;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, Error};
 pub use live::{LiveSession, LiveSessions, NoLiveSessions};
+pub use terminal::{NoTerminals, TerminalError, TerminalInput, TerminalIo, TerminalOutput, Terminals};
 pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
 
 /// Largest JSON request body.
@@ -53,6 +55,8 @@ pub struct AppState {
     pub vault: postern_vault::Vault,
     /// The gateway's live sessions ([`NoLiveSessions`] unless the root sets them).
     pub live: Arc<dyn LiveSessions>,
+    /// The browser terminal ([`NoTerminals`] unless the root sets it).
+    pub terminals: Arc<dyn Terminals>,
 }
 
 impl AppState {
@@ -61,12 +65,18 @@ impl AppState {
         AppState {
             vault,
             live: Arc::new(NoLiveSessions),
+            terminals: Arc::new(NoTerminals),
         }
     }
 
     /// The same state, reaching live sessions through `live`.
     pub fn with_live(self, live: Arc<dyn LiveSessions>) -> Self {
         AppState { live, ..self }
+    }
+
+    /// The same state, opening browser terminals through `terminals`.
+    pub fn with_terminals(self, terminals: Arc<dyn Terminals>) -> Self {
+        AppState { terminals, ..self }
     }
 }
 
@@ -122,7 +132,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, import, resources, sessions, users};
+    use api::{accounts, audit, auth, import, resources, sessions, terminal, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -152,6 +162,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
             accounts::delete_account
         ))
         .routes(routes!(accounts::retrieve_secret))
+        .routes(routes!(terminal::open_terminal))
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::verify))
         .routes(routes!(sessions::list_sessions))

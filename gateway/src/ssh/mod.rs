@@ -4,5 +4,7 @@ mod relay;
 mod server;
 mod target;
 mod transfer;
+mod webterm;
 
 pub use server::{SshGateway, SshSettings};
+pub use webterm::{TermInput, TermOutput, WebTerminal};

@@ -48,6 +48,18 @@ pub struct SshGateway {
     sinks: Arc<dyn SinkFactory>,
     settings: SshSettings,
     config: Arc<server::Config>,
+    /// Owns every connection task, from the listener and from the web terminal.
+    pub(crate) tracker: TaskTracker,
+    /// Connections served at once (listener and web terminal together).
+    pub(crate) slots: Arc<Semaphore>,
+}
+
+/// A user already authenticated elsewhere (the web console, with its second
+/// factor): an in-process connection proves it with a one-time key.
+#[derive(Clone)]
+pub(crate) struct PreAuth {
+    pub actor: Actor,
+    pub key_blob: Vec<u8>,
 }
 
 impl std::fmt::Debug for SshGateway {
@@ -111,19 +123,22 @@ impl SshGateway {
     /// A gateway over `vault`, registering sessions in `registry` and recording through `sinks`.
     pub fn new(vault: Vault, registry: Registry, sinks: Arc<dyn SinkFactory>, settings: SshSettings) -> Arc<Self> {
         let config = Arc::new(server_config(&settings));
+        let slots = Arc::new(Semaphore::new(settings.max_connections.max(1)));
         Arc::new(SshGateway {
             vault,
             registry,
             sinks,
             settings,
             config,
+            tracker: TaskTracker::new(),
+            slots,
         })
     }
 
     /// Serves `listener` until `shutdown`; then disconnects every client and returns.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
-        let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(self.settings.max_connections.max(1)));
+        let tracker = self.tracker.clone();
+        let slots = self.slots.clone();
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -146,7 +161,7 @@ impl SshGateway {
             let gw = self.clone();
             let cancel = shutdown.child_token();
             tracker.spawn(async move {
-                gw.connection(stream, peer, cancel).await;
+                gw.connection(stream, peer, cancel, None).await;
                 drop(permit);
             });
         }
@@ -155,11 +170,20 @@ impl SshGateway {
         Ok(())
     }
 
-    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+    pub(crate) async fn connection<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        cancel: CancellationToken,
+        pre_auth: Option<PreAuth>,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let id = uuid::Uuid::new_v4().to_string();
         let span = info_span!("ssh_session", session.id = %id, user = tracing::field::Empty, target = tracing::field::Empty, client = %peer);
         let authed = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
+            via_web: pre_auth.is_some(),
             gw: self.clone(),
             id: id.clone(),
             peer,
@@ -174,6 +198,7 @@ impl SshGateway {
             authed: authed.clone(),
             kbd: Kbd::Idle,
             key_actor: None,
+            pre_auth,
         };
         async move {
             let grace = self.settings.login_grace_time;
@@ -240,6 +265,8 @@ impl SshGateway {
 
 /// State shared by the handler and the channel tasks of one connection.
 pub(crate) struct Shared {
+    /// An in-process connection from the web console's terminal.
+    via_web: bool,
     gw: Arc<SshGateway>,
     id: String,
     peer: SocketAddr,
@@ -389,7 +416,8 @@ impl Shared {
                 Some((&target.account.id, &label)),
                 false,
                 format!(
-                    "ssh session {} from {}{}",
+                    "{} session {} from {}{}",
+                    if self.via_web { "web terminal" } else { "ssh" },
                     self.id,
                     self.peer,
                     if hops.is_empty() {
@@ -468,6 +496,7 @@ struct Conn {
     authed: Arc<AtomicBool>,
     kbd: Kbd,
     key_actor: Option<Actor>,
+    pre_auth: Option<PreAuth>,
 }
 
 fn partial(prompt: &'static str, echo: bool) -> Auth {
@@ -487,6 +516,12 @@ impl Conn {
                 None
             }
         }
+    }
+
+    /// The pre-authenticated actor of an in-process connection, when `user` and `blob` are theirs.
+    fn pre_authenticated(&self, login: &Login, blob: &[u8]) -> Option<Actor> {
+        let p = self.pre_auth.as_ref()?;
+        (p.key_blob == blob && p.actor.username == login.user).then(|| p.actor.clone())
     }
 
     fn accept(&mut self, actor: Actor, login: Login) -> Auth {
@@ -525,6 +560,9 @@ impl server::Handler for Conn {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        if self.pre_auth.is_some() {
+            return Ok(Auth::reject());
+        }
         let Some(login) = self.parse(user) else {
             return Ok(Auth::reject());
         };
@@ -540,6 +578,13 @@ impl server::Handler for Conn {
             return Ok(Auth::reject());
         };
         let blob = offer.public_key.to_bytes().unwrap_or_default();
+        if self.pre_auth.is_some() {
+            return Ok(if self.pre_authenticated(&login, &blob).is_some() {
+                Auth::Accept
+            } else {
+                Auth::reject()
+            });
+        }
         Ok(
             if self
                 .shared
@@ -560,6 +605,12 @@ impl server::Handler for Conn {
             return Ok(Auth::reject());
         };
         let blob = key.public_key.to_bytes().unwrap_or_default();
+        if self.pre_auth.is_some() {
+            return Ok(match self.pre_authenticated(&login, &blob) {
+                Some(actor) => self.accept(actor, login),
+                None => Auth::reject(),
+            });
+        }
         let actor = match self
             .shared
             .vault()
@@ -588,6 +639,9 @@ impl server::Handler for Conn {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        if self.pre_auth.is_some() {
+            return Ok(Auth::reject());
+        }
         let Some(login) = self.parse(user) else {
             return Ok(Auth::reject());
         };
@@ -770,12 +824,12 @@ impl Shared {
 
 /// The client socket, which the connection task can cut even when the SSH
 /// session is stuck (mid key exchange): reads and writes fail once `killed` fires.
-struct Killable {
-    inner: tokio::net::TcpStream,
+struct Killable<S> {
+    inner: S,
     killed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
-impl Killable {
+impl<S> Killable<S> {
     fn check(&mut self, cx: &mut std::task::Context<'_>) -> Option<std::io::Error> {
         use std::future::Future;
         self.killed
@@ -786,7 +840,7 @@ impl Killable {
     }
 }
 
-impl tokio::io::AsyncRead for Killable {
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Killable<S> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -800,7 +854,7 @@ impl tokio::io::AsyncRead for Killable {
     }
 }
 
-impl tokio::io::AsyncWrite for Killable {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Killable<S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod import;
 pub mod resources;
 pub mod sessions;
+pub mod terminal;
 pub mod users;
 
 use std::sync::Arc;
