@@ -645,3 +645,52 @@ async fn a_session_whose_client_froze_leaves_the_live_list_within_10_s() {
     api.wait_audit(&admin, "session.end", 1, Duration::from_secs(10)).await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_session_ends_after_the_idle_timeout_despite_keepalives_and_input_keeps_it() {
+    sshd::available().expect("real sshd targets are needed");
+    let s = TestServer::builder().set("ssh.idle_timeout", "4s").start().await;
+    let api = Api::new(&s.data_dir(), s.running.as_ref().unwrap().web_addr.port());
+    let (admin, alice) = api.bootstrap(&s.data_dir()).await;
+    let port = s.running.as_ref().unwrap().ssh_addr.port();
+    let t = target("idler", "idler-pw-12345");
+    api.add_target(&alice, "idler", &t, "idler", "idler-pw-12345").await;
+    let c = SshClient::new().with_password(ALICE_PW);
+    let t0 = Instant::now();
+    let mut ssh = c
+        .ssh(port, "alice#idler@idler", &["echo started; sleep 60"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ssh.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            ssh.kill().unwrap();
+            panic!("an idle session outlived its idle timeout by far");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = ssh.wait_with_output().unwrap();
+    assert!(t0.elapsed() >= Duration::from_secs(4), "{:?}", t0.elapsed());
+    assert!(stderr(&o).contains("idle"), "{}", stderr(&o));
+    // Input keeps a session alive past the idle timeout.
+    let mut busy = c
+        .ssh(port, "alice#idler@idler", &["cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = busy.stdin.take().unwrap();
+    for i in 0..7 {
+        writeln!(input, "line-{i}").unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(input);
+    let o = busy.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("line-6"), "{}", stdout(&o));
+    assert!(api.wait_audit(&admin, "session.end", 2, Duration::from_secs(10)).await.len() >= 2);
+}

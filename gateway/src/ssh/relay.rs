@@ -175,6 +175,7 @@ async fn relay(
         async move {
             let push = || q.lock().unwrap_or_else(|e| e.into_inner()).push_back(false);
             while let Some(msg) = crd.wait().await {
+                shared.touch();
                 let r = match msg {
                     ChannelMsg::Data { data } => {
                         if tee.load(std::sync::atomic::Ordering::Relaxed) {
@@ -461,7 +462,7 @@ async fn picker(
         }
         text.push_str("Type a number and Enter to connect, text and Enter to filter, Ctrl-D to quit: ");
         let _ = wr.data_bytes(Bytes::from(text)).await;
-        let line = read_line(rd, wr, &mut pending).await?;
+        let line = read_line(shared, rd, wr, &mut pending).await?;
         let line = line.trim();
         if let Ok(n) = line.parse::<usize>() {
             if let Some(t) = n.checked_sub(1).and_then(|i| shown.get(i)) {
@@ -481,12 +482,20 @@ async fn picker(
 }
 
 /// Reads one line with local echo; bytes after the line end stay in `pending`.
-async fn read_line(rd: &mut ChannelReadHalf, wr: &ChannelWriteHalf<Msg>, pending: &mut Vec<u8>) -> Option<String> {
+async fn read_line(
+    shared: &Shared,
+    rd: &mut ChannelReadHalf,
+    wr: &ChannelWriteHalf<Msg>,
+    pending: &mut Vec<u8>,
+) -> Option<String> {
     let mut line = String::new();
     loop {
         let data = if pending.is_empty() {
             match rd.wait().await? {
-                ChannelMsg::Data { data } => data.to_vec(),
+                ChannelMsg::Data { data } => {
+                    shared.touch();
+                    data.to_vec()
+                }
                 ChannelMsg::Close | ChannelMsg::Eof => return None,
                 _ => continue,
             }
@@ -593,7 +602,10 @@ pub(crate) async fn direct_tcpip(
             &shared.ctx(),
         )
         .await;
-    let mut a = channel.into_stream();
+    let mut a = Touching {
+        inner: channel.into_stream(),
+        shared: shared.clone(),
+    };
     let mut b = tch.into_stream();
     let (up, down) = tokio::io::copy_bidirectional(&mut a, &mut b).await.unwrap_or((0, 0));
     let _ = shared
@@ -607,4 +619,48 @@ pub(crate) async fn direct_tcpip(
             &shared.ctx(),
         )
         .await;
+}
+
+/// The client's side of a forward: reading from it counts as client input (not idle).
+struct Touching<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Touching<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.shared.touch();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Touching<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

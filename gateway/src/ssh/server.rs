@@ -192,6 +192,8 @@ impl SshGateway {
             who: std::sync::Mutex::new(None),
             live: OnceCell::new(),
             client_handle: Arc::new(std::sync::Mutex::new(None)),
+            born: Instant::now(),
+            last_input_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let handler = Conn {
             shared: shared.clone(),
@@ -217,6 +219,11 @@ impl SshGateway {
             let max_deadline = tokio::time::sleep(max);
             tokio::pin!(max_deadline);
             let mut login_checked = false;
+            // The idle timeout counts input from the client only: russh's own inactivity timer
+            // is reset by the answers to our keepalives, so it never fires for a live client.
+            let idle = self.settings.idle_timeout;
+            let mut idle_tick = tokio::time::interval(Duration::from_secs(1).min(idle).max(Duration::from_millis(10)));
+            idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let ended_by = loop {
                 tokio::select! {
                     r = &mut running => {
@@ -233,6 +240,11 @@ impl SshGateway {
                         }
                     }
                     _ = &mut max_deadline => break Some(format!("the maximum session duration ({}s) was reached", max.as_secs())),
+                    _ = idle_tick.tick() => {
+                        if shared.idle_for() >= idle {
+                            break Some(format!("no input for {}s (idle timeout): session closed", idle.as_secs()));
+                        }
+                    }
                     _ = cancel.cancelled() => {
                         let why = match self.registry.termination(&id) {
                             Some(t) => format!("session terminated by {}: {}", t.by, t.reason),
@@ -275,6 +287,10 @@ pub(crate) struct Shared {
     who: std::sync::Mutex<Option<(Actor, Login)>>,
     live: OnceCell<Result<Arc<Live>, String>>,
     client_handle: Arc<std::sync::Mutex<Option<server::Handle>>>,
+    /// When the connection was accepted.
+    born: Instant,
+    /// Milliseconds after `born` of the client's last input (channel data, requests, forwarded bytes).
+    last_input_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The connected target of a session.
@@ -814,6 +830,18 @@ impl Shared {
         if h.is_none() {
             *h = Some(session.handle());
         }
+    }
+
+    /// The client sent input: the session is not idle.
+    pub(crate) fn touch(&self) {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_input_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the client's last input.
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_input_ms.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
     }
 
     /// The actor and the login name.
