@@ -530,7 +530,20 @@ async fn a_full_disk_ends_the_session_with_a_message_and_an_audit_event_and_noth
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    api.wait_audit(&admin, "session.start", 1, Duration::from_secs(20))
+    // Another one that runs each line it reads (leaving a trace on the target).
+    let mut typist = c
+        .ssh(
+            port,
+            "alice#fulldisk@disk",
+            // 40 kB of output per line: more than the slack in the pages the file already has.
+            &["while read l; do head -c 30000 /dev/urandom | base64; echo got-$l; touch seen-$l; done"],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    api.wait_audit(&admin, "session.start", 2, Duration::from_secs(20))
         .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -554,6 +567,26 @@ async fn a_full_disk_ends_the_session_with_a_message_and_an_audit_event_and_noth
     assert!(
         failed[0]["detail"].as_str().unwrap().contains("disk full"),
         "{failed:?}"
+    );
+
+    // While the disk is full, the typist's next output cannot be recorded: its recording
+    // fails, and what is typed afterwards never reaches the target.
+    let mut keys = typist.stdin.take().unwrap();
+    keys.write_all(b"one\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // the writer flushes within 1 s, and fails
+    let _ = keys.write_all(b"two\n");
+    drop(keys);
+    let tq = typist.wait_with_output().unwrap();
+    let home = t.home("fulldisk");
+    assert!(home.join("seen-one").exists());
+    assert!(
+        !home.join("seen-two").exists(),
+        "input reached the target after the recording failed"
+    );
+    assert!(
+        stderr(&tq).contains("postern: session ended: disk full"),
+        "{}",
+        stderr(&tq)
     );
 
     // The server lives on: free the space (inside its namespace), and the quiet session
@@ -692,5 +725,10 @@ async fn an_idle_session_ends_after_the_idle_timeout_despite_keepalives_and_inpu
     let o = busy.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("line-6"), "{}", stdout(&o));
-    assert!(api.wait_audit(&admin, "session.end", 2, Duration::from_secs(10)).await.len() >= 2);
+    assert!(
+        api.wait_audit(&admin, "session.end", 2, Duration::from_secs(10))
+            .await
+            .len()
+            >= 2
+    );
 }

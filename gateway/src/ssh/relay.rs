@@ -177,6 +177,9 @@ async fn relay(
             while let Some(msg) = crd.wait().await {
                 shared.touch();
                 let r = match msg {
+                    // Once the recording failed nothing more reaches the target unrecorded; the
+                    // other direction ends the channel with the message at the target's next word.
+                    ChannelMsg::Data { .. } if sink.failed().is_some() => Ok(()),
                     ChannelMsg::Data { data } => {
                         if tee.load(std::sync::atomic::Ordering::Relaxed) {
                             sink.input(ch, &data);
