@@ -32,14 +32,6 @@ fn track(xfer: &Transfers, from_client: bool, data: &[u8]) -> Vec<FileEvent> {
     out
 }
 
-/// Audits (once per session) that the session ends because its recording failed.
-async fn recording_failed(shared: &Shared, live: &Live, why: &str) {
-    if !live.recording_failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-        let detail = format!("session ended: its recording failed: {why}");
-        shared.audit_live(live, "session.recording_failed", true, detail).await;
-    }
-}
-
 /// Records file events as `file` markers and audits each transferred file.
 async fn file_events(shared: &Shared, live: &Live, ch: u32, events: Vec<FileEvent>) {
     for e in events {
@@ -142,7 +134,6 @@ async fn relay(
     preface: Option<PtyParams>,
 ) {
     if let Some(why) = live.sink.failed() {
-        recording_failed(&shared, &live, &why).await;
         return fail_channel(&cwr, &format!("session refused: {why}")).await;
     }
     let tch = match live.conn.handle.channel_open_session().await {
@@ -306,7 +297,6 @@ async fn relay(
             while let Some(msg) = trd.wait().await {
                 if let Some(why) = sink.failed() {
                     warn!(%why, "the recording failed: ending the session");
-                    recording_failed(&shared, &live, &why).await;
                     fail_channel(&cwr, &format!("session ended: {why}")).await;
                     return;
                 }

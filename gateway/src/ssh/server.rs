@@ -241,6 +241,10 @@ impl SshGateway {
                     }
                     _ = &mut max_deadline => break Some(format!("the maximum session duration ({}s) was reached", max.as_secs())),
                     _ = idle_tick.tick() => {
+                        // A recording that failed while the session was quiet ends it too.
+                        if let Some(why) = shared.recording_failure() {
+                            break Some(format!("session ended: {why}"));
+                        }
                         if shared.idle_for() >= idle {
                             break Some(format!("no input for {}s (idle timeout): session closed", idle.as_secs()));
                         }
@@ -302,8 +306,6 @@ pub(crate) struct Live {
     pub actor: Actor,
     pub label: String,
     pub notices: std::sync::Mutex<Vec<(server::Handle, ChannelId)>>,
-    /// The recording failed and that was audited (once per session).
-    pub recording_failed: AtomicBool,
     registration: std::sync::Mutex<Option<Registration>>,
 }
 
@@ -454,7 +456,6 @@ impl Shared {
             actor,
             label,
             notices: std::sync::Mutex::new(Vec::new()),
-            recording_failed: AtomicBool::new(false),
             registration: std::sync::Mutex::new(Some(registration)),
         }))
     }
@@ -476,6 +477,11 @@ impl Shared {
             // Leave the live list as soon as the connection is gone, whatever tasks still hold the session.
             drop(live.registration.lock().unwrap_or_else(|e| e.into_inner()).take());
             let secs = live.started.elapsed().as_secs();
+            // Here rather than where the failure is seen: channel tasks may be cancelled mid-audit.
+            if let Some(why) = live.sink.failed() {
+                let detail = format!("session ended: its recording failed: {why}");
+                self.audit_live(live, "session.recording_failed", true, detail).await;
+            }
             let recording = match live.sink.close() {
                 Some(f) => f.await,
                 None => None,
@@ -830,6 +836,12 @@ impl Shared {
         if h.is_none() {
             *h = Some(session.handle());
         }
+    }
+
+    /// Why the session's recording failed, if it did.
+    fn recording_failure(&self) -> Option<String> {
+        let Some(Ok(live)) = self.live.get() else { return None };
+        live.sink.failed()
     }
 
     /// The client sent input: the session is not idle.
