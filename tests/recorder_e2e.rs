@@ -333,7 +333,7 @@ async fn scp_and_sftp_transfers_are_recorded_with_name_size_and_sha256() {
         "{all_markers:?}"
     );
     assert!(all_markers.iter().any(|(k, d)| k == "exec" && d.contains("-f")));
-    assert!(all_markers.iter().any(|(k, d)| k == "exit-status" && d == "0"));
+    assert!(all_markers.iter().any(|(k, d)| k == "exit" && d == "0"));
     // One audit event per transferred file, carrying the hash.
     let audited = api.audit(&admin, "session.file").await;
     assert_eq!(audited.len(), 6, "{audited:#?}");
@@ -369,7 +369,7 @@ async fn verify_names_the_chunk_holding_a_flipped_byte_and_exec_markers_are_reco
     let file = recordings(&data).pop().expect("a recording");
     let m = markers(&file);
     assert!(m.contains(&("exec".into(), "seq 1 200000; exit 3".into())), "{m:?}");
-    assert!(m.contains(&("exit-status".into(), "3".into())), "{m:?}");
+    assert!(m.contains(&("exit".into(), "3".into())), "{m:?}");
     let bytes = std::fs::read(&file).unwrap();
     let recs = records(&bytes);
     let chunks: Vec<_> = recs.iter().filter(|r| r.0 == b'C').collect();

@@ -14,7 +14,11 @@ pub const FILE_EXTENSION: &str = "pcast";
 /// First 8 bytes of every recording.
 pub(crate) const MAGIC: [u8; 8] = *b"PSTNREC\0";
 /// Format version written after the magic (u32, big-endian).
-pub(crate) const VERSION: u32 = 1;
+/// Format version written: 2 (binary events, zstd). Version 1 (asciicast text, deflate) is
+/// still read.
+pub(crate) const VERSION: u32 = 2;
+/// The first format version: chunks of deflated asciicast text.
+pub(crate) const VERSION_1: u32 = 1;
 /// Magic + version.
 pub(crate) const PROLOGUE_LEN: usize = 12;
 /// Record frame: kind u8, 3 zero bytes, body length u32 BE, frame check u32.
@@ -329,9 +333,196 @@ pub(crate) fn decode_utf8_stream(carry: &mut Vec<u8>, data: &[u8], out: &mut Str
     }
 }
 
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Appends one binary event (format version 2) to a chunk payload:
+/// `code:u8 t_us:varint len:varint data`. Output and input are the raw terminal bytes.
+pub(crate) fn push_bin_event(out: &mut Vec<u8>, t_us: u64, code: u8, data: &[u8]) {
+    out.push(code);
+    put_varint(out, t_us);
+    put_varint(out, data.len() as u64);
+    out.extend_from_slice(data);
+}
+
+/// One binary event of a version 2 chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BinEvent<'a> {
+    pub t_us: u64,
+    pub code: u8,
+    pub data: &'a [u8],
+}
+
+/// Parses a version 2 chunk payload: events with known codes, times never decreasing
+/// (from `after_t`), resize data `COLSxROWS`, marker labels UTF-8.
+pub(crate) fn parse_bin_events(payload: &[u8], after_t: u64) -> Result<Vec<BinEvent<'_>>, String> {
+    let mut events = Vec::new();
+    let mut pos = 0;
+    let mut last = after_t;
+    while pos < payload.len() {
+        let at = pos;
+        let code = payload[pos];
+        pos += 1;
+        let bad = |what: &str| format!("event at payload byte {at}: {what}");
+        let t_us = get_varint(payload, &mut pos).ok_or_else(|| bad("bad time"))?;
+        let len = get_varint(payload, &mut pos).ok_or_else(|| bad("bad length"))?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|&e| e <= payload.len())
+            .ok_or_else(|| bad("length past the end of the chunk"))?;
+        let data = &payload[pos..end];
+        pos = end;
+        if t_us < last {
+            return Err(bad("time goes backwards"));
+        }
+        last = t_us;
+        match code {
+            b'o' | b'i' => {}
+            b'r' => {
+                let ok = std::str::from_utf8(data)
+                    .ok()
+                    .and_then(|s| s.split_once('x'))
+                    .is_some_and(|(c, r)| {
+                        !c.is_empty() && !r.is_empty() && c.bytes().chain(r.bytes()).all(|b| b.is_ascii_digit())
+                    });
+                if !ok {
+                    return Err(bad("resize is not COLSxROWS"));
+                }
+            }
+            b'm' => {
+                std::str::from_utf8(data).map_err(|_| bad("marker is not UTF-8"))?;
+            }
+            other => return Err(bad(&format!("unknown event code 0x{other:02x}"))),
+        }
+        events.push(BinEvent { t_us, code, data });
+    }
+    Ok(events)
+}
+
+/// Turns version 2 binary events into asciicast v2 lines, carrying incomplete UTF-8 across
+/// events of the same stream (and chunks) as a terminal would.
+#[derive(Default)]
+pub(crate) struct CastConverter {
+    carry_out: Vec<u8>,
+    carry_in: Vec<u8>,
+    text: String,
+    last_t: u64,
+    /// Lines written so far.
+    pub lines: u64,
+}
+
+impl CastConverter {
+    /// Appends the lines of `ev` to `out`.
+    pub(crate) fn event(&mut self, out: &mut Vec<u8>, ev: &BinEvent<'_>) {
+        self.last_t = ev.t_us;
+        match ev.code {
+            b'o' | b'i' => {
+                let carry = if ev.code == b'o' {
+                    &mut self.carry_out
+                } else {
+                    &mut self.carry_in
+                };
+                self.text.clear();
+                decode_utf8_stream(carry, ev.data, &mut self.text);
+                if !self.text.is_empty() {
+                    push_event(out, ev.t_us, ev.code, &self.text);
+                    self.lines += 1;
+                }
+            }
+            code => {
+                push_event(out, ev.t_us, code, &String::from_utf8_lossy(ev.data));
+                self.lines += 1;
+            }
+        }
+    }
+
+    /// Incomplete UTF-8 left at the end becomes U+FFFD.
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>) {
+        for code in [b'o', b'i'] {
+            let carry = if code == b'o' {
+                &mut self.carry_out
+            } else {
+                &mut self.carry_in
+            };
+            if !carry.is_empty() {
+                let text = String::from_utf8_lossy(carry).into_owned();
+                carry.clear();
+                push_event(out, self.last_t, code, &text);
+                self.lines += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_events_round_trip_and_are_checked() {
+        let mut p = Vec::new();
+        push_bin_event(&mut p, 5, b'o', &[0, 1, 0xe2, 0x82]);
+        push_bin_event(&mut p, 300_000_000, b'o', &[0xac, b'x']);
+        push_bin_event(&mut p, 300_000_001, b'r', b"120x40");
+        push_bin_event(&mut p, 300_000_002, b'm', "exec: ls".as_bytes());
+        let ev = parse_bin_events(&p, 0).unwrap();
+        assert_eq!(ev.len(), 4);
+        assert_eq!(ev[1].t_us, 300_000_000);
+        let mut out = Vec::new();
+        let mut c = CastConverter::default();
+        for e in &ev {
+            c.event(&mut out, e);
+        }
+        c.finish(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "[0.000005, \"o\", \"\\u0000\\u0001\"]\n[300.000000, \"o\", \"€x\"]\n\
+             [300.000001, \"r\", \"120x40\"]\n[300.000002, \"m\", \"exec: ls\"]\n"
+        );
+        assert_eq!(c.lines, 4);
+        // Damage of every kind is an error, never a panic.
+        assert!(
+            parse_bin_events(&p, 400_000_000).is_err(),
+            "time before the previous chunk"
+        );
+        for cut in 1..p.len() {
+            let _ = parse_bin_events(&p[..cut], 0);
+        }
+        let mut bad = Vec::new();
+        push_bin_event(&mut bad, 1, b'z', b"");
+        assert!(parse_bin_events(&bad, 0).unwrap_err().contains("unknown event code"));
+        let mut bad = Vec::new();
+        push_bin_event(&mut bad, 1, b'r', b"wide");
+        assert!(parse_bin_events(&bad, 0).is_err());
+        assert!(parse_bin_events(
+            &[b'o', 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            0
+        )
+        .is_err());
+        assert!(parse_bin_events(&[b'o', 1, 0x7f], 0)
+            .unwrap_err()
+            .contains("past the end"));
+    }
 
     #[test]
     fn frames_check_themselves() {

@@ -9,9 +9,9 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use flate2::read::DeflateDecoder;
 
 use crate::format::{
-    be_u32, be_u64, parse_frame, sha256_parts, CastHeader, SessionMeta, CHECKPOINT_DOMAIN, CHUNK_FIXED, CHUNK_SIGNED,
-    FRAME_LEN, HASH_LEN, KEY_LEN, KIND_CHUNK, KIND_HEADER, KIND_SEAL, MAGIC, MAX_RAW, PROLOGUE_LEN, SEAL_BODY_LEN,
-    SEAL_DATA_LOST, SEAL_DOMAIN, SIG_LEN, VERSION,
+    be_u32, be_u64, parse_bin_events, parse_frame, sha256_parts, BinEvent, CastConverter, CastHeader, SessionMeta,
+    CHECKPOINT_DOMAIN, CHUNK_FIXED, CHUNK_SIGNED, FRAME_LEN, HASH_LEN, KEY_LEN, KIND_CHUNK, KIND_HEADER, KIND_SEAL,
+    MAGIC, MAX_RAW, PROLOGUE_LEN, SEAL_BODY_LEN, SEAL_DATA_LOST, SEAL_DOMAIN, SIG_LEN, VERSION, VERSION_1,
 };
 use crate::Error;
 
@@ -28,7 +28,8 @@ pub struct Verification {
     pub chunks: u64,
     /// Events in the intact chunks.
     pub events: u64,
-    /// Uncompressed cast text of the intact chunks.
+    /// Uncompressed payload bytes of the intact chunks (binary events in version 2, cast text
+    /// in version 1).
     pub cast_bytes: u64,
     /// Hex chain hash of the last intact chunk (of the header when there is none). For a
     /// sealed recording it is the one in the seal and in the session's audit event.
@@ -81,20 +82,36 @@ pub fn verify(path: impl AsRef<Path>, public_key: &VerifyingKey) -> Result<Verif
 /// [`verify`]). On a damaged chunk, the intact prefix has been written when the
 /// [`Error::Corrupt`] is returned.
 pub fn export_cast(path: impl AsRef<Path>, mut out: impl Write) -> Result<Exported, Error> {
+    let mut conv = CastConverter::default();
+    let mut text_lines = 0u64;
+    let mut buf = Vec::new();
+    let wr = |e| Error::io("write the exported cast", e);
     let mut emit = |piece: Piece<'_>| -> Result<(), Error> {
-        let res = match piece {
-            Piece::Header(json) => out.write_all(json).and_then(|()| out.write_all(b"\n")),
-            Piece::Text(text) => out.write_all(text),
-        };
-        res.map_err(|e| Error::io("write the exported cast", e))
+        match piece {
+            Piece::Header(json) => out.write_all(json).and_then(|()| out.write_all(b"\n")).map_err(wr),
+            Piece::Text(text) => {
+                text_lines += text.iter().filter(|&&b| b == b'\n').count() as u64;
+                out.write_all(text).map_err(wr)
+            }
+            Piece::Events(events) => {
+                buf.clear();
+                for ev in &events {
+                    conv.event(&mut buf, ev);
+                }
+                out.write_all(&buf).map_err(wr)
+            }
+        }
     };
     let res = walk(path.as_ref(), None, &mut emit);
-    let flushed = out.flush();
+    // The intact prefix is written even when a later chunk is damaged.
+    buf.clear();
+    conv.finish(&mut buf);
+    let tail = out.write_all(&buf).and_then(|()| out.flush());
     let v = res?;
-    flushed.map_err(|e| Error::io("write the exported cast", e))?;
+    tail.map_err(wr)?;
     Ok(Exported {
         chunks: v.chunks,
-        events: v.events,
+        events: text_lines + conv.lines,
         truncated: v.truncated,
     })
 }
@@ -103,8 +120,10 @@ pub fn export_cast(path: impl AsRef<Path>, mut out: impl Write) -> Result<Export
 enum Piece<'a> {
     /// The header JSON (no newline).
     Header(&'a [u8]),
-    /// The cast text of an intact chunk (whole lines).
+    /// The cast text of an intact version 1 chunk (whole lines).
     Text(&'a [u8]),
+    /// The events of an intact version 2 chunk.
+    Events(Vec<BinEvent<'a>>),
 }
 
 enum Rec {
@@ -216,7 +235,7 @@ fn walk(
         return Err(corrupt(0, 0, "the file ends before its header is complete"));
     }
     let version = be_u32(&pro[8..]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return Err(Error::UnsupportedVersion(version));
     }
 
@@ -270,6 +289,7 @@ fn walk(
         data_lost: false,
     };
 
+    let mut last_t = 0u64;
     loop {
         let offset = r.offset;
         let k = v.chunks + 1;
@@ -280,11 +300,24 @@ fn walk(
         };
         match kind {
             KIND_CHUNK => {
-                let text = check_chunk(k, offset, &frame, &body, &mut chain, key)?;
+                let text = check_chunk(k, offset, &frame, &body, &mut chain, key, version)?;
                 if text.signed_ok {
                     v.authenticated_chunks = k;
                 }
-                emit(Piece::Text(&text.raw))?;
+                if version == VERSION_1 {
+                    emit(Piece::Text(&text.raw))?;
+                } else {
+                    let events = parse_bin_events(&text.raw, last_t).map_err(|why| corrupt(k, offset, why))?;
+                    if events.len() != text.events as usize {
+                        return Err(corrupt(
+                            k,
+                            offset,
+                            format!("chunk holds {} events, not {}", events.len(), text.events),
+                        ));
+                    }
+                    last_t = events.last().map_or(last_t, |e| e.t_us);
+                    emit(Piece::Events(events))?;
+                }
                 v.chunks = k;
                 v.events += u64::from(text.events);
                 v.cast_bytes += text.raw.len() as u64;
@@ -325,6 +358,7 @@ fn check_chunk(
     body: &[u8],
     chain: &mut [u8; HASH_LEN],
     key: Option<&VerifyingKey>,
+    version: u32,
 ) -> Result<ChunkText, Error> {
     if body.len() < CHUNK_FIXED + HASH_LEN {
         return Err(corrupt(k, offset, "chunk record too short"));
@@ -366,23 +400,38 @@ fn check_chunk(
             signed_ok = true;
         }
     }
-    let mut raw = Vec::with_capacity(raw_len);
-    let res = DeflateDecoder::new(&body[CHUNK_FIXED..hashed_end])
-        .take(raw_len as u64 + 1)
-        .read_to_end(&mut raw);
-    match res {
-        Ok(n) if n == raw_len => {}
-        Ok(n) => return Err(corrupt(k, offset, format!("chunk text is {n} bytes, not {raw_len}"))),
-        Err(e) => return Err(corrupt(k, offset, format!("chunk does not decompress: {e}"))),
-    }
-    let lines = raw.iter().filter(|&&b| b == b'\n').count();
-    if lines != events as usize || raw.last().is_some_and(|&b| b != b'\n') {
-        return Err(corrupt(
-            k,
-            offset,
-            format!("chunk holds {lines} lines, not {events} events"),
-        ));
-    }
+    let data = &body[CHUNK_FIXED..hashed_end];
+    let raw = if version == VERSION_1 {
+        let mut raw = Vec::with_capacity(raw_len);
+        let res = DeflateDecoder::new(data).take(raw_len as u64 + 1).read_to_end(&mut raw);
+        match res {
+            Ok(n) if n == raw_len => {}
+            Ok(n) => return Err(corrupt(k, offset, format!("chunk text is {n} bytes, not {raw_len}"))),
+            Err(e) => return Err(corrupt(k, offset, format!("chunk does not decompress: {e}"))),
+        }
+        let lines = raw.iter().filter(|&&b| b == b'\n').count();
+        if lines != events as usize || raw.last().is_some_and(|&b| b != b'\n') {
+            return Err(corrupt(
+                k,
+                offset,
+                format!("chunk holds {lines} lines, not {events} events"),
+            ));
+        }
+        raw
+    } else {
+        // The capacity bounds the output: a forged size cannot make it allocate more.
+        let raw = zstd::bulk::Decompressor::new()
+            .and_then(|mut d| d.decompress(data, raw_len))
+            .map_err(|e| corrupt(k, offset, format!("chunk does not decompress: {e}")))?;
+        if raw.len() != raw_len {
+            return Err(corrupt(
+                k,
+                offset,
+                format!("chunk holds {} bytes, not {raw_len}", raw.len()),
+            ));
+        }
+        raw
+    };
     *chain = computed;
     Ok(ChunkText { raw, events, signed_ok })
 }
@@ -493,7 +542,7 @@ mod tests {
     /// others not, since they follow within the flush interval).
     async fn small_recording(dir: &Path, id: &str) -> PathBuf {
         let mut cfg = RecorderConfig::new(dir, key());
-        cfg.chunk_bytes = 200;
+        cfg.chunk_bytes = 60;
         cfg.record_input = true;
         let rec = Recording::start(&cfg, meta(id)).unwrap();
         for i in 0..10 {
@@ -739,7 +788,10 @@ mod tests {
         assert!(sealed.chunks > 3);
         let cast = dir.path().join("export.cast");
         let e = export_cast(&sealed.path, File::create(&cast).unwrap()).unwrap();
-        assert_eq!(e.events, sealed.events);
+        let lines = std::fs::read_to_string(&cast).unwrap().lines().count() as u64;
+        assert_eq!(e.events, lines - 1, "events exported = lines after the header");
+        // The split character was one stored event more than the lines it became.
+        assert_eq!(e.events + 1, sealed.events);
 
         let cat = Command::new("script")
             .args(["-qec", &format!("asciinema cat '{}'", cast.display()), "/dev/null"])

@@ -10,13 +10,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer, SigningKey};
-use flate2::write::DeflateEncoder;
-use flate2::Compression;
 use tokio::sync::{oneshot, Notify};
 
 use crate::format::{
-    self, decode_utf8_stream, frame, push_event, sha256_parts, CastHeader, SessionMeta, CHECKPOINT_DOMAIN,
-    CHUNK_SIGNED, HASH_LEN, KIND_CHUNK, KIND_HEADER, KIND_SEAL, MAX_HEADER_JSON, SEAL_DATA_LOST, SEAL_DOMAIN,
+    self, frame, push_bin_event, sha256_parts, CastHeader, SessionMeta, CHECKPOINT_DOMAIN, CHUNK_SIGNED, HASH_LEN,
+    KIND_CHUNK, KIND_HEADER, KIND_SEAL, MAX_HEADER_JSON, SEAL_DATA_LOST, SEAL_DOMAIN,
 };
 use crate::Error;
 
@@ -33,25 +31,10 @@ const PIECE: usize = 32 * 1024;
 const MAX_CHUNK_TEXT: usize = 4 << 20;
 /// Marker labels are cut to this many bytes.
 const MAX_MARKER: usize = 64 * 1024;
-/// Compressed/plain ratio above which text counts as poorly compressible.
-const POOR_RATIO: f64 = 0.25;
-
-/// A raw deflate stream of stored (uncompressed) blocks: what a compressor would emit at
-/// level 0, at memcpy speed.
-pub(crate) fn deflate_stored(data: &[u8]) -> Vec<u8> {
-    const BLOCK: usize = 65_535;
-    let mut out = Vec::with_capacity(data.len() + (data.len() / BLOCK + 1) * 5);
-    let blocks = data.len().div_ceil(BLOCK).max(1);
-    for i in 0..blocks {
-        let piece = &data[(i * BLOCK).min(data.len())..((i + 1) * BLOCK).min(data.len())];
-        out.push(u8::from(i + 1 == blocks)); // BFINAL, BTYPE = 00 (stored)
-        let len = piece.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(piece);
-    }
-    out
-}
+/// zstd level of chunks normally: fast, and still 4-10x on terminal text.
+const ZSTD_LEVEL: i32 = 1;
+/// zstd level under pressure (queue over a quarter full): near memcpy speed.
+const ZSTD_FAST_LEVEL: i32 = -5;
 
 /// How recordings are written. Build it with [`RecorderConfig::new`] and adjust the fields.
 #[derive(Debug, Clone)]
@@ -99,13 +82,14 @@ pub struct Sealed {
     pub path: PathBuf,
     /// Hex SHA-256 chain hash of the last chunk (the one in the seal).
     pub final_hash: String,
-    /// Number of asciicast events recorded.
+    /// Number of events recorded (an event whose bytes end inside a UTF-8 character may add
+    /// no line of its own to the exported cast).
     pub events: u64,
     /// Number of data chunks.
     pub chunks: u64,
     /// Size of the recording file on disk, seal included.
     pub bytes: u64,
-    /// Size of the uncompressed cast text of the events (header excluded).
+    /// Uncompressed size of the recorded events (header excluded).
     pub cast_bytes: u64,
     /// Why events were dropped, when the recorder could not keep up (the recording is then
     /// sealed with a "data lost" flag and a `recording-failed` marker where the loss starts).
@@ -309,17 +293,14 @@ impl Recording {
             text: Vec::new(),
             text_events: 0,
             deadline: None,
-            carry_out: Vec::new(),
-            carry_in: Vec::new(),
-            scratch: String::new(),
             last_t: 0,
             last_signed: None,
             chunk_bytes: cfg.chunk_bytes.clamp(1, MAX_CHUNK_TEXT),
             interval: cfg.flush_interval,
             delay: cfg.write_delay,
             budget: cfg.queue_bytes,
-            last_ratio: 0.0,
-            stored_run: 0,
+            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| Error::io("start the zstd compressor", e))?,
+            zstd_level: ZSTD_LEVEL,
             dead: None,
         };
         std::thread::Builder::new()
@@ -582,9 +563,6 @@ struct Writer {
     text_events: u32,
     /// When the chunk being filled must be written.
     deadline: Option<Instant>,
-    carry_out: Vec<u8>,
-    carry_in: Vec<u8>,
-    scratch: String,
     last_t: u64,
     last_signed: Option<Instant>,
     chunk_bytes: usize,
@@ -592,10 +570,9 @@ struct Writer {
     delay: Option<Duration>,
     /// Queue budget (to sense pressure).
     budget: usize,
-    /// Compressed/plain ratio of the last compressed chunk.
-    last_ratio: f64,
-    /// Chunks stored uncompressed in a row.
-    stored_run: u32,
+    /// The chunk compressor (one context per recording).
+    zstd: zstd::bulk::Compressor<'static>,
+    zstd_level: i32,
     /// Set after a write error: nothing more is written.
     dead: Option<String>,
 }
@@ -655,10 +632,7 @@ impl Writer {
             Stop::Finish => {
                 let _ = done.send(self.seal());
             }
-            Stop::Abandon => {
-                self.flush_carries();
-                self.flush_chunk();
-            }
+            Stop::Abandon => self.flush_chunk(),
         }
     }
 
@@ -671,52 +645,27 @@ impl Writer {
         match ev.payload {
             Payload::Output(data) => self.stream(t, b'o', &data),
             Payload::Input(data) => self.stream(t, b'i', &data),
-            Payload::Resize(c, r) => self.append(t, b'r', &format!("{c}x{r}")),
-            Payload::Marker(m) => self.append(t, b'm', &m),
+            Payload::Resize(c, r) => self.append(t, b'r', format!("{c}x{r}").as_bytes()),
+            Payload::Marker(m) => self.append(t, b'm', m.as_bytes()),
         }
     }
 
+    /// Terminal bytes are recorded as they came (no decoding, no escaping: that happens at
+    /// export), in events of at most [`PIECE`] bytes.
     fn stream(&mut self, t: u64, code: u8, data: &[u8]) {
         for piece in data.chunks(PIECE) {
-            let mut text = std::mem::take(&mut self.scratch);
-            text.clear();
-            let carry = if code == b'o' {
-                &mut self.carry_out
-            } else {
-                &mut self.carry_in
-            };
-            decode_utf8_stream(carry, piece, &mut text);
-            if !text.is_empty() {
-                self.append(t, code, &text);
-            }
-            self.scratch = text;
+            self.append(t, code, piece);
         }
     }
 
-    /// Incomplete UTF-8 left at the end of the session becomes U+FFFD.
-    fn flush_carries(&mut self) {
-        for code in [b'o', b'i'] {
-            let carry = if code == b'o' {
-                &mut self.carry_out
-            } else {
-                &mut self.carry_in
-            };
-            if !carry.is_empty() {
-                let text = String::from_utf8_lossy(carry).into_owned();
-                carry.clear();
-                self.append(self.last_t, code, &text);
-            }
-        }
-    }
-
-    fn append(&mut self, t: u64, code: u8, text: &str) {
+    fn append(&mut self, t: u64, code: u8, data: &[u8]) {
         if self.dead.is_some() {
             return;
         }
         if self.text.is_empty() {
             self.deadline = Some(self.shared.start + Duration::from_micros(t) + self.interval);
         }
-        push_event(&mut self.text, t, code, text);
+        push_bin_event(&mut self.text, t, code, data);
         self.text_events += 1;
         if self.text.len() >= self.chunk_bytes {
             self.flush_chunk();
@@ -731,24 +680,19 @@ impl Writer {
             self.text_events = 0;
             return;
         }
-        // Under pressure (queue over a quarter full), text that compresses poorly is stored
-        // (deflate stored blocks, at memcpy speed) so that the writer catches up; the ratio
-        // is measured again every few chunks.
+        // Under pressure (queue over a quarter full) the compressor switches to its fastest
+        // level so that the writer catches up; back to the normal level when it has.
         let pressure = self.shared.lock().bytes > self.budget / 4;
-        let store = pressure && self.last_ratio > POOR_RATIO && self.stored_run < 15;
-        let compressed = if store {
-            self.stored_run += 1;
-            deflate_stored(&self.text)
-        } else {
-            let mut enc = DeflateEncoder::new(Vec::with_capacity(self.text.len() / 4 + 64), Compression::fast());
-            match enc.write_all(&self.text).and_then(|()| enc.finish()) {
-                Ok(c) => {
-                    self.stored_run = 0;
-                    self.last_ratio = c.len() as f64 / self.text.len() as f64;
-                    c
-                }
-                Err(e) => return self.die(format!("cannot compress the recording: {e}")),
+        let level = if pressure { ZSTD_FAST_LEVEL } else { ZSTD_LEVEL };
+        if level != self.zstd_level {
+            if let Err(e) = self.zstd.set_compression_level(level) {
+                return self.die(format!("cannot compress the recording: {e}"));
             }
+            self.zstd_level = level;
+        }
+        let compressed = match self.zstd.compress(&self.text) {
+            Ok(c) => c,
+            Err(e) => return self.die(format!("cannot compress the recording: {e}")),
         };
         let index = self.chunks + 1;
         let signed = self.last_signed.is_none_or(|t| t.elapsed() >= self.interval);
@@ -791,7 +735,6 @@ impl Writer {
     }
 
     fn seal(&mut self) -> Result<Sealed, Error> {
-        self.flush_carries();
         self.flush_chunk();
         if let Some(why) = &self.dead {
             return Err(Error::Failed(why.clone()));
@@ -928,7 +871,9 @@ pub(crate) mod tests {
         let ts: Vec<f64> = events.iter().map(|e| e[0].as_f64().unwrap()).collect();
         assert!(ts.windows(2).all(|w| w[0] <= w[1]), "times never go back: {ts:?}");
         assert_eq!(events.len() as u64, sealed.events);
-        assert_eq!(cast.len() as u64 - lines[0].len() as u64 - 1, sealed.cast_bytes);
+        let v = verify(&sealed.path, &key().verifying_key()).unwrap();
+        assert_eq!((v.events, v.cast_bytes), (sealed.events, sealed.cast_bytes));
+        assert!(sealed.cast_bytes > 0 && sealed.cast_bytes < cast.len() as u64);
 
         // Never overwrites an existing recording.
         assert!(matches!(Recording::start(&cfg, meta("s-1")), Err(Error::Io { .. })));
@@ -1133,21 +1078,8 @@ pub(crate) mod tests {
         assert_eq!(events[1][2], "exit-status");
     }
 
-    #[test]
-    fn stored_deflate_blocks_decode() {
-        use std::io::Read;
-        for len in [0usize, 1, 65_534, 65_535, 65_536, 200_000] {
-            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
-            let mut back = Vec::new();
-            flate2::read::DeflateDecoder::new(&deflate_stored(&data)[..])
-                .read_to_end(&mut back)
-                .unwrap();
-            assert_eq!(back, data, "len {len}");
-        }
-    }
-
     #[tokio::test]
-    async fn under_pressure_poorly_compressible_output_is_stored_and_still_verifies() {
+    async fn under_pressure_the_writer_compresses_faster_and_still_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = RecorderConfig::new(dir.path(), key());
         cfg.queue_bytes = 6 << 20; // more than all the output: pressure but no overflow
@@ -1171,19 +1103,6 @@ pub(crate) mod tests {
         let sealed = rec.finish().await.unwrap();
         assert!(sealed.lost.is_none());
         verify(&sealed.path, &key().verifying_key()).unwrap();
-        // Stored chunks hold the text verbatim (compressed ones would not).
-        let file = std::fs::read(&sealed.path).unwrap();
-        let verbatim = sent
-            .chunks(16 * 1024)
-            .step_by(15)
-            .map(|p| &p[..24])
-            .filter(|p| !p.contains(&b'"') && !p.contains(&b'\\'))
-            .filter(|p| file.windows(p.len()).any(|w| w == *p))
-            .count();
-        assert!(
-            verbatim >= 3,
-            "chunks were stored under pressure ({verbatim} found verbatim)"
-        );
         let cast = cast_of(&sealed.path);
         assert_eq!(output_of(&cast).as_bytes(), &sent[..]);
     }
@@ -1275,95 +1194,5 @@ pub(crate) mod tests {
         m.title = Some("t".repeat(100_000));
         assert!(matches!(Recording::start(&cfg, m), Err(Error::HeaderTooLarge(_))));
         assert!(!dir.path().join("huge.pcast").exists(), "a failed start leaves no file");
-    }
-}
-
-/// Figures for the benchmark notes (`cargo test -p postern-recorder measure -- --ignored
-/// --nocapture`); dev-profile numbers, a release build is several times faster.
-#[cfg(test)]
-mod measure {
-    use super::tests::{key, meta};
-    use super::*;
-    use crate::format::{decode_utf8_stream, push_event};
-
-    /// Size and speed of recording zeros (the benchmark's worst case for JSON: `\u0000`).
-    #[tokio::test]
-    #[ignore]
-    async fn zeros() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = RecorderConfig::new(dir.path(), key());
-        let rec = Recording::start(&cfg, meta("zeros")).unwrap();
-        let piece = vec![0u8; 32 * 1024];
-        let t = Instant::now();
-        let total = 64usize << 20;
-        for _ in 0..total / piece.len() {
-            rec.writable().await;
-            rec.output(&piece);
-        }
-        let s = rec.finish().await.unwrap();
-        let el = t.elapsed();
-        eprintln!(
-            "{} MiB zeros: file {} bytes ({:.1} MB per GiB), {} chunks, {:?} ({:.1} MiB/s)",
-            total >> 20,
-            s.bytes,
-            s.bytes as f64 * 1024.0 / (total >> 20) as f64 / 1e6,
-            s.chunks,
-            el,
-            (total >> 20) as f64 / el.as_secs_f64()
-        );
-    }
-
-    #[test]
-    #[ignore]
-    fn encode_and_deflate_speed() {
-        let mut seed = 1u64;
-        let mut rnd = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed as u8
-        };
-        let kinds: Vec<(&str, Vec<u8>)> = vec![
-            ("zeros", vec![0u8; 32 * 1024]),
-            ("random", (0..32 * 1024).map(|_| rnd()).collect()),
-            (
-                "text",
-                b"-rw-r--r-- 1 root root  4096 Jan  1 12:00 some-file-name.txt\r\n".repeat(512),
-            ),
-        ];
-        for (name, raw) in kinds {
-            let mut s = String::new();
-            let mut carry = Vec::new();
-            let t = Instant::now();
-            let mut text = Vec::new();
-            for _ in 0..64 {
-                s.clear();
-                decode_utf8_stream(&mut carry, &raw, &mut s);
-                push_event(&mut text, 123456, b'o', &s);
-            }
-            let enc_t = t.elapsed();
-            for stored in [true, false] {
-                let t = Instant::now();
-                let mut total = 0;
-                for piece in text.chunks(64 * 1024) {
-                    total += if stored {
-                        deflate_stored(piece).len()
-                    } else {
-                        let mut e = DeflateEncoder::new(Vec::new(), Compression::fast());
-                        e.write_all(piece).unwrap();
-                        e.finish().unwrap().len()
-                    };
-                }
-                let el = t.elapsed();
-                eprintln!(
-                    "{name}: 2 MiB raw -> {} KiB text (encoded in {:?}), {}: {} KiB in {:?}",
-                    text.len() >> 10,
-                    enc_t,
-                    if stored { "stored" } else { "deflate fast" },
-                    total >> 10,
-                    el,
-                );
-            }
-        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use rand::rngs::OsRng;
 use rand::RngCore;
@@ -61,15 +61,88 @@ pub(crate) fn dummy_hash() -> &'static str {
 /// Verifies `pw` against a PHC hash; `None` (no such user / no password) is
 /// verified against a dummy hash and always fails.
 pub fn verify_password(hash: Option<&str>, pw: &str) -> bool {
+    verify_password_in(&HashMemory::default(), hash, pw)
+}
+
+/// Most argon2 work areas kept for reuse (one per concurrent check the vault allows).
+const POOLED_WORK_AREAS: usize = 2;
+
+/// Reusable argon2 working memory (19 MiB per check with the default parameters).
+///
+/// Allocating and freeing it per login makes glibc raise its mmap threshold and
+/// then keep the freed 19 MiB in per-thread arenas: hundreds of logins left
+/// hundreds of MiB resident. Reusing at most [`POOLED_WORK_AREAS`] areas keeps the
+/// cost flat: that many areas once the first logins ran, whatever the login rate.
+#[derive(Default)]
+pub struct HashMemory {
+    free: std::sync::Mutex<Vec<Vec<argon2::Block>>>,
+}
+
+impl std::fmt::Debug for HashMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HashMemory").finish_non_exhaustive()
+    }
+}
+
+impl HashMemory {
+    fn take(&self, blocks: usize) -> Vec<argon2::Block> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        match free.iter().position(|v| v.len() == blocks) {
+            Some(i) => free.swap_remove(i),
+            None => vec![argon2::Block::default(); blocks],
+        }
+    }
+
+    fn give(&self, area: Vec<argon2::Block>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < POOLED_WORK_AREAS {
+            free.push(area);
+        }
+    }
+
+    /// Checks `pw` against a parsed PHC hash, in a reused work area.
+    fn check(&self, parsed: &PasswordHash<'_>, pw: &str) -> bool {
+        use argon2::{Algorithm, Params, Version};
+        let (Ok(params), Ok(alg), Some(salt), Some(expected)) = (
+            Params::try_from(parsed),
+            Algorithm::try_from(parsed.algorithm),
+            parsed.salt,
+            parsed.hash,
+        ) else {
+            return false;
+        };
+        let version = match parsed.version.map(Version::try_from).transpose() {
+            Ok(v) => v.unwrap_or_default(),
+            Err(_) => return false,
+        };
+        let mut salt_buf = [0u8; 64];
+        let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+            return false;
+        };
+        let blocks = params.block_count();
+        let argon = Argon2::new(alg, version, params);
+        let mut out = vec![0u8; expected.len()];
+        let mut area = self.take(blocks);
+        let ok = argon
+            .hash_password_into_with_memory(pw.as_bytes(), salt, &mut out, &mut area)
+            .is_ok();
+        self.give(area);
+        // `Output`'s equality is constant-time.
+        ok && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == expected)
+    }
+}
+
+/// [`verify_password`] with a reusable work area.
+pub fn verify_password_in(mem: &HashMemory, hash: Option<&str>, pw: &str) -> bool {
     let (h, real) = match hash {
         Some(h) => (h, true),
         None => (dummy_hash(), false),
     };
     let ok = match PasswordHash::new(h) {
-        Ok(parsed) => Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => mem.check(&parsed, pw),
         Err(_) => {
             // Corrupt stored hash: still spend the time, never authenticate.
-            let _ = PasswordHash::new(dummy_hash()).map(|p| Argon2::default().verify_password(pw.as_bytes(), &p));
+            let _ = PasswordHash::new(dummy_hash()).map(|p| mem.check(&p, pw));
             false
         }
     };
@@ -201,6 +274,41 @@ mod tests {
         assert!(!verify_password(Some(&h), "wrong"));
         assert!(!verify_password(None, "anything"));
         assert!(!verify_password(Some("not a phc string"), "x"));
+    }
+
+    #[test]
+    fn pooled_work_areas_verify_like_argon2_and_stay_bounded() {
+        use argon2::password_hash::PasswordVerifier;
+        use argon2::{Algorithm, Params, Version};
+        let mem = HashMemory::default();
+        let default = hash_password("pooled pw").unwrap();
+        // Other parameters (and argon2i) stored by another version still verify.
+        let small = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::new(64, 2, 1, None).unwrap())
+            .hash_password(b"pooled pw", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        for h in [&default, &small] {
+            let parsed = PasswordHash::new(h).unwrap();
+            assert!(Argon2::default().verify_password(b"pooled pw", &parsed).is_ok());
+            for _ in 0..3 {
+                assert!(verify_password_in(&mem, Some(h), "pooled pw"), "{h}");
+                assert!(!verify_password_in(&mem, Some(h), "pooled pX"), "{h}");
+            }
+        }
+        let pooled = mem.free.lock().unwrap();
+        assert!(pooled.len() <= POOLED_WORK_AREAS);
+        assert!(
+            pooled.iter().any(|a| a.len() == Params::default().block_count()),
+            "the default area is reused"
+        );
+        drop(pooled);
+        // A damaged hash (flipped output) never verifies.
+        let mut bad: Vec<char> = default.chars().collect();
+        let i = bad.len() - 5; // inside the base64 output, not its padding bits
+        bad[i] = if bad[i] == 'A' { 'B' } else { 'A' };
+        let bad: String = bad.into_iter().collect();
+        assert!(PasswordHash::new(&bad).is_ok());
+        assert!(!verify_password_in(&mem, Some(&bad), "pooled pw"));
     }
 
     #[test]

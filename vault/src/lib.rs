@@ -15,6 +15,7 @@ pub mod error;
 pub mod gateway;
 mod import;
 pub mod model;
+mod recordings;
 mod resources;
 pub mod secret;
 mod store;
@@ -30,6 +31,10 @@ pub use error::{Error, MasterKeyProblem, Result};
 pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
 pub use import::{ImportReport, ImportRowError};
 pub use model::*;
+pub use recordings::{
+    fts_query, NewRecording, RecordingAccess, RecordingDetail, RecordingEnd, RecordingFilter, RecordingInfo,
+    RecordingMarker, RecordingStatus, SearchHit, SearchResult, TextLine,
+};
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
 pub use secret::{Lease, SecretKind, SecretString};
 pub use store::{format_ts, now, parse_ts};
@@ -103,6 +108,8 @@ struct Inner {
     initial_password_file: Option<PathBuf>,
     /// Bounds concurrent argon2 checks (19 MiB each): memory and CPU stay flat under a login storm.
     hash_slots: tokio::sync::Semaphore,
+    /// Work areas of those checks, reused (see [`auth::HashMemory`]).
+    hash_memory: Arc<auth::HashMemory>,
 }
 
 const META_KEY_ID: &str = "master_key_id";
@@ -213,6 +220,7 @@ impl Vault {
                 policy: opts.auth,
                 initial_password_file: opts.initial_admin_password_file,
                 hash_slots: tokio::sync::Semaphore::new(2),
+                hash_memory: Arc::default(),
             }),
         };
         Ok((vault, report))
@@ -226,7 +234,8 @@ impl Vault {
             .acquire()
             .await
             .map_err(|e| Error::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || auth::verify_password(hash.as_deref(), pw.expose()))
+        let mem = self.inner.hash_memory.clone();
+        tokio::task::spawn_blocking(move || auth::verify_password_in(&mem, hash.as_deref(), pw.expose()))
             .await
             .map_err(|e| Error::Internal(format!("password check task: {e}")))
     }

@@ -1576,16 +1576,21 @@ fn main() -> Result<()> {
     drop(bed);
     println!("{text}");
     if let Some(out) = &s.out {
-        // Keep the section recorder-bench writes (between its markers).
-        let old = fs::read_to_string(out).unwrap_or_default();
-        let kept = match (
-            old.find("<!-- recorder-bench:begin -->"),
-            old.find("<!-- recorder-bench:end -->"),
-        ) {
-            (Some(a), Some(b)) if b > a => format!("\n{}\n", &old[a..b + "<!-- recorder-bench:end -->".len()]),
-            _ => String::new(),
-        };
-        fs::write(out, format!("{text}{kept}")).with_context(|| format!("writing {}", out.display()))?;
+        // Keep the other programs' blocks (the recorder's figures).
+        let mut text = text.clone();
+        if let Some(rec) = fs::read_to_string(out)
+            .ok()
+            .and_then(|old| postern_bench::block(&old, "recorder-bench").map(str::to_owned))
+        {
+            text = format!(
+                "{}
+
+{rec}
+",
+                text.trim_end()
+            );
+        }
+        fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("written to {}", out.display());
     }
     for (what, e) in [

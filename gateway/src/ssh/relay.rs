@@ -322,7 +322,7 @@ async fn relay(
                     }
                     ChannelMsg::Eof => cwr.eof().await,
                     ChannelMsg::ExitStatus { exit_status } => {
-                        sink.event(ch, "exit-status", &exit_status.to_string());
+                        sink.event(ch, "exit", &exit_status.to_string());
                         cwr.exit_status(exit_status).await
                     }
                     ChannelMsg::ExitSignal {
