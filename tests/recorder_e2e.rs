@@ -334,6 +334,28 @@ async fn scp_and_sftp_transfers_are_recorded_with_name_size_and_sha256() {
     );
     assert!(all_markers.iter().any(|(k, d)| k == "exec" && d.contains("-f")));
     assert!(all_markers.iter().any(|(k, d)| k == "exit" && d == "0"));
+    // The recordings API shows the same markers.
+    let (st, list) = api.req("GET", "/api/v1/recordings", Some(&admin), None).await;
+    assert_eq!(st, 200, "{list}");
+    let mut api_files = 0;
+    for row in list.as_array().unwrap() {
+        let (st, d) = api
+            .req(
+                "GET",
+                &format!("/api/v1/recordings/{}", row["id"].as_str().unwrap()),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{d}");
+        for m in d["markers"].as_array().unwrap().iter().filter(|m| m["kind"] == "file") {
+            let e: Value = serde_json::from_str(m["detail"].as_str().unwrap()).unwrap();
+            if e["sha256"] == want.as_str() {
+                api_files += 1;
+            }
+        }
+    }
+    assert_eq!(api_files, 6, "{list}");
     // One audit event per transferred file, carrying the hash.
     let audited = api.audit(&admin, "session.file").await;
     assert_eq!(audited.len(), 6, "{audited:#?}");
