@@ -33,6 +33,43 @@ pub fn vault_options(cfg: &Config) -> VaultOptions {
     }
 }
 
+/// The effective settings as the web shows them (`GET /api/v1/settings`): every key of
+/// [`Config::summary`], with credentials in URLs redacted.
+pub fn settings_view(cfg: &Config) -> Vec<(String, String)> {
+    cfg.summary()
+        .lines()
+        .filter_map(|l| l.split_once(" = "))
+        .map(|(k, v)| (k.to_owned(), redact_url_credentials(v)))
+        .collect()
+}
+
+/// `"postgres://user:pw@host/db"` → `"postgres://user:***@host/db"`; a query string (tokens in
+/// webhook URLs) becomes `?***`. Other values are unchanged.
+fn redact_url_credentials(v: &str) -> String {
+    let Some(scheme_end) = v.find("://") else {
+        return v.to_owned();
+    };
+    let (head, rest) = v.split_at(scheme_end + 3);
+    let (rest, quote) = match rest.strip_suffix('"') {
+        Some(r) => (r, "\""),
+        None => (rest, ""),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => match user.split_once(':') {
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => format!("{user}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let path = match path.split_once('?') {
+        Some((p, _)) => format!("{p}?***"),
+        None => path.to_owned(),
+    };
+    format!("{head}{authority}{path}{quote}")
+}
+
 /// `<data>/initial-admin-password`.
 pub fn initial_password_path(cfg: &Config) -> PathBuf {
     cfg.data_dir.join("initial-admin-password")
@@ -229,6 +266,7 @@ impl App {
         }
         wire_workflows(cfg, &vault, &registry, &tracker, &shutdown)?;
         let state = postern_web::AppState::new(vault.clone())
+            .with_settings(settings_view(cfg))
             .with_live(Arc::new(LiveRegistry {
                 registry: registry.clone(),
                 hubs: hubs.clone(),
@@ -431,5 +469,31 @@ impl postern_web::LiveSessions for LiveRegistry {
             snapshot,
             feed: Box::new(HubFeed(sub)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_credentials_are_redacted_in_the_settings_view() {
+        assert_eq!(
+            redact_url_credentials("\"postgres://pam:s3cret@db:5432/pam\""),
+            "\"postgres://pam:***@db:5432/pam\""
+        );
+        assert_eq!(
+            redact_url_credentials("\"https://t.example/check?token=abc\""),
+            "\"https://t.example/check?***\""
+        );
+        assert_eq!(
+            redact_url_credentials("\"sqlite:///var/lib/postern/db\""),
+            "\"sqlite:///var/lib/postern/db\""
+        );
+        assert_eq!(redact_url_credentials("\"15m\""), "\"15m\"");
+        let cfg = Config::default();
+        let view = settings_view(&cfg);
+        assert_eq!(view.len(), cfg.summary().lines().count());
+        assert!(view.iter().any(|(k, _)| k == "ssh.idle_timeout"));
     }
 }

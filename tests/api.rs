@@ -362,3 +362,84 @@ async fn the_deny_new_super_admins_setting_stops_further_super_admins() {
     assert_eq!(supers, 1, "only the first admin: {}", users.text);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn settings_are_readable_by_the_settings_operation_and_due_passwords_are_listed() {
+    let mut s = TestServer::builder().start().await;
+    let admin = s.admin_token().await;
+    // Settings: the first admin (privileged administrator) reads every key; a password user may not.
+    let r = s.req("GET", "/api/v1/settings", Some(&admin), None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let keys: Vec<&str> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"ssh.idle_timeout") && keys.contains(&"auth.deny_new_super_admins"),
+        "{keys:?}"
+    );
+    let r = s
+        .req("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "pu", "role": "password_user", "password": "pu passphrase 1234", "must_change_password": false})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let pu = s.login("pu", "pu passphrase 1234").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.req("GET", "/api/v1/settings", Some(&pu), None).await.status, 403);
+    assert_eq!(s.req("GET", "/api/v1/settings", None, None).await.status, 401);
+
+    // Due passwords: an account under a 1-day policy is listed (due tomorrow), one under 30 days is not.
+    let res = s
+        .req(
+            "POST",
+            "/api/v1/resources",
+            Some(&admin),
+            Some(json!({"name": "db1", "type": "linux", "host": "127.0.0.1", "port": 22})),
+        )
+        .await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let rid = res.body["id"].as_str().unwrap().to_owned();
+    let mut accounts = Vec::new();
+    for (login, days) in [("short", 1), ("long", 30)] {
+        let a = s
+            .req(
+                "POST",
+                &format!("/api/v1/resources/{rid}/accounts"),
+                Some(&admin),
+                Some(json!({"login": login, "password": canary()})),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        let aid = a.body["id"].as_str().unwrap().to_owned();
+        let p = s
+            .req("POST", "/api/v1/password-policies", Some(&admin), Some(json!({"name": format!("{days} days"), "min_length": 16, "max_length": 32, "lowercase": true, "uppercase": true, "digits": true, "special": false, "max_age_days": days})))
+            .await;
+        assert_eq!(p.status, 201, "{}", p.text);
+        let r = s
+            .req(
+                "PUT",
+                &format!("/api/v1/accounts/{aid}/password-policy"),
+                Some(&admin),
+                Some(json!({"policy_id": p.body["id"]})),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.text);
+        accounts.push(aid);
+    }
+    let due = s.req("GET", "/api/v1/passwords/due", Some(&admin), None).await;
+    assert_eq!(due.status, 200, "{}", due.text);
+    let due = due.body.as_array().unwrap().clone();
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!(due[0]["account_id"], accounts[0].as_str());
+    assert_eq!(due[0]["login"], "short");
+    assert_eq!(due[0]["max_age_days"], 1);
+    assert_eq!(due[0]["overdue"], false);
+    // The password user sees no resource, so nothing is due for them.
+    let r = s.req("GET", "/api/v1/passwords/due", Some(&pu), None).await;
+    assert_eq!(r.body.as_array().map(|a| a.len()), Some(0), "{}", r.text);
+    s.stop().await;
+}

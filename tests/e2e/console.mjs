@@ -235,6 +235,14 @@ try {
     await page.goto(base + '/resources');
   }
 
+  // 8b. Settings: the effective configuration, read-only; the dashboard counts passwords due for rotation.
+  await page.getByRole('link', { name: 'Settings', exact: true }).click();
+  await page.getByTestId('settings').getByRole('row').filter({ hasText: 'ssh.idle_timeout' }).waitFor();
+  await shot(page, 'settings');
+  await page.getByRole('link', { name: 'Dashboard', exact: true }).click();
+  await page.waitForFunction(() => /^\d+$/.test(document.querySelector('[data-testid=due-count]')?.textContent.trim() ?? ''),
+    null, { timeout: 10000 });
+
   // 9. CSV import: preview with a locally flagged row, then the server's per-row errors.
   await page.getByRole('link', { name: 'Import', exact: true }).click();
   const csv = [

@@ -22,6 +22,7 @@ mod recordings;
 pub mod reset;
 mod resources;
 mod roles;
+mod rotation;
 pub mod secret;
 mod sharing;
 mod store;
@@ -50,6 +51,7 @@ pub use recordings::{
 pub use reset::{NewPasswordPolicy, PasswordPolicy, ResetResult, ResetTarget, Resetter, StoredPolicy};
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
 pub use roles::{CatalogueEntry, RoleChange, RoleInfo, RoleProposal};
+pub use rotation::{DuePassword, DUE_WITHIN_DAYS};
 pub use secret::{Lease, SecretKind, SecretString};
 pub use sharing::{NewGroup, NewShare, Share};
 pub use store::{format_ts, now, parse_ts};

@@ -71,6 +71,8 @@ pub struct AppState {
     pub terminals: Arc<dyn Terminals>,
     /// Web settings and the browser sessions.
     pub web: Arc<WebState>,
+    /// The server's effective settings, for `GET /api/v1/settings` (redacted by the root).
+    pub settings: Arc<Vec<api::settings::Setting>>,
 }
 
 /// The web layer's own state: its settings and the browser sessions.
@@ -100,6 +102,7 @@ impl AppState {
             recording_key: None,
             terminals: Arc::new(NoTerminals),
             web: Arc::new(WebState::new(WebOptions::default())),
+            settings: Arc::default(),
         }
     }
 
@@ -120,6 +123,18 @@ impl AppState {
     pub fn with_recording_key(self, key: postern_recorder::VerifyingKey) -> Self {
         AppState {
             recording_key: Some(key),
+            ..self
+        }
+    }
+
+    /// The same state, showing these effective settings (`(key, value)`, already redacted).
+    pub fn with_settings(self, settings: Vec<(String, String)>) -> Self {
+        let settings = settings
+            .into_iter()
+            .map(|(key, value)| api::settings::Setting { key, value })
+            .collect();
+        AppState {
+            settings: Arc::new(settings),
             ..self
         }
     }
@@ -261,6 +276,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(passwords::reset_account))
         .routes(routes!(passwords::randomize_group))
         .routes(routes!(passwords::get_job))
+        .routes(routes!(passwords::passwords_due))
+        .routes(routes!(api::settings::list_settings))
         .routes(routes!(users::transfer_ownership))
         .routes(routes!(users::exit_report))
         .routes(routes!(users::reset_all))

@@ -215,6 +215,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/roles/{id}/assign"),
     ("GET", "/api/v1/password-policies"),
     ("POST", "/api/v1/password-policies"),
+    ("GET", "/api/v1/passwords/due"),
+    ("GET", "/api/v1/settings"),
     ("PUT", "/api/v1/accounts/{id}/password-policy"),
     ("PUT", "/api/v1/resource-groups/{id}/password-policy"),
     ("POST", "/api/v1/accounts/{id}/reset"),

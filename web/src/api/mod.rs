@@ -15,6 +15,7 @@ pub mod recordings;
 pub mod resources;
 pub mod roles;
 pub mod sessions;
+pub mod settings;
 pub mod shares;
 pub mod terminal;
 pub mod users;

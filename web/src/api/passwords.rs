@@ -134,3 +134,15 @@ pub(crate) fn accepted(job: Job) -> Response {
     }
     resp
 }
+
+/// Accounts whose password is past its policy's maximum age, or reaches it within 7 days, on
+/// resources the caller can see; most urgent first. The sweep resets them where a resetter exists.
+#[utoipa::path(get, path = "/api/v1/passwords/due", tag = tags::ACCESS, security(("bearer" = [])),
+    responses((status = 200, description = "Passwords due for rotation", body = Vec<postern_vault::DuePassword>), AuthErrors))]
+pub async fn passwords_due(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<Json<Vec<postern_vault::DuePassword>>> {
+    Ok(Json(state.vault.passwords_due(&auth.actor, &ctx).await?))
+}

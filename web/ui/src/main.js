@@ -6,7 +6,7 @@ import { html, usePath, Link, navigate, loadOfferedRoutes } from './ui.js';
 import { Login, ForcedPasswordChange, MyAccount } from './auth.js';
 import {
   Dashboard, Sessions, Resources, ResourceDetail, Import, Users, Audit, Shares, Groups, Roles, AccessRequests, Recordings,
-  NotFoundPage,
+  Settings, NotFoundPage,
 } from './pages.js';
 
 const NAV = [
@@ -21,6 +21,7 @@ const NAV = [
   ['/sessions', 'Live sessions'],
   ['/recordings', 'Recordings'],
   ['/audit', 'Audit'],
+  ['/settings', 'Settings'],
   ['/account', 'My account'],
 ];
 
@@ -56,6 +57,7 @@ function route(path, session, setSession) {
     case '/sessions': return html`<${Sessions} />`;
     case '/recordings': return html`<${Recordings} />`;
     case '/audit': return html`<${Audit} />`;
+    case '/settings': return html`<${Settings} />`;
     case '/account':
       return html`<${MyAccount} session=${session} onChanged=${async (s) => {
         if (s) setSession(s);

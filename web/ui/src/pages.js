@@ -14,6 +14,7 @@ const enc = encodeURIComponent;
 export function Dashboard() {
   const live = useApi('/api/v1/sessions');
   const reqs = useApi('/api/v1/access-requests');
+  const due = useApi('/api/v1/passwords/due');
   useEffect(() => {
     const t = setInterval(() => live.reload(true), 5000);
     return () => clearInterval(t);
@@ -23,11 +24,22 @@ export function Dashboard() {
     <div class="tiles">
       <div class="tile"><b data-testid="live-count">${live.data ? live.data.length : '–'}</b><span>live sessions</span></div>
       <div class="tile"><b>${reqs.missing ? '–' : pending.length}</b><span>pending approvals</span></div>
+      <div class="tile"><b data-testid="due-count">${Array.isArray(due.data) ? due.data.length : '–'}</b><span>passwords due for rotation</span></div>
     </div>
     <h2>Live sessions</h2>
     ${live.error && !live.missing ? html`<${ErrorBox} error=${live.error} />` : html`<${SessionsTable} rows=${live.data} onChange=${live.reload} />`}
     <h2>Pending approvals</h2>
     ${reqs.missing ? html`<${NotOffered} what="access requests" />` : html`<${AutoTable} rows=${pending} />`}
+    <h2>Passwords due for rotation</h2>
+    ${due.missing ? html`<${NotOffered} what="password rotation" />` : due.error ? html`<${ErrorBox} error=${due.error} />` : html`
+      <${Table} testid="due" rows=${due.data} empty="No password is due within 7 days." columns=${[
+        { key: 'resource', label: 'Resource' },
+        { key: 'login', label: 'Account' },
+        { key: 'max_age_days', label: 'Max age (days)' },
+        { label: 'Due', render: (d) => d.due_at ? fmt(d.due_at) : 'now (never changed)' },
+        { label: 'State', render: (d) => d.overdue ? html`<b class="danger">overdue</b>` : 'due soon' },
+        { key: 'last_reset', label: 'Last reset' },
+      ]} />`}
   <//>`;
 }
 
@@ -853,6 +865,20 @@ export function Recordings() {
       { label: 'Size', render: (r) => (r.size == null ? '' : `${Math.ceil(r.size / 1024)} KiB`) },
       { label: '', render: (r) => html`<a href=${`/api/v1/recordings/${r.id}/cast`} download=${`${r.id}.cast`}>.cast</a>` },
     ]} />
+  <//>`;
+}
+
+// ----------------------------------------------------------------- settings
+export function Settings() {
+  const st = useApi('/api/v1/settings');
+  return html`<${Page} title="Settings">
+    <p class="muted">The effective configuration (file, environment and command line; credentials in URLs are hidden).
+      Change it in the configuration file and restart; <code>postern check</code> validates a file first.</p>
+    ${st.missing ? html`<${NotOffered} what="settings" />` : st.error ? html`<${ErrorBox} error=${st.error} />` : html`
+      <${Table} testid="settings" rows=${st.data} columns=${[
+        { key: 'key', label: 'Key' },
+        { label: 'Value', render: (e) => html`<code>${e.value}</code>` },
+      ]} />`}
   <//>`;
 }
 
