@@ -5,6 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
+use common::*;
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -31,4 +33,137 @@ fn direct_xfreerdp_to_xrdp_autologon_and_wrong_password() {
     assert!(t.wait_for_log(Log::Sesman, "AUTHFAIL: user=carol", WAIT), "{}", t.logs());
     assert!(t.wait_for_log(Log::Xrdp, "login failed for user carol", WAIT), "{}", t.logs());
     assert!(!t.log(Log::Xrdp).contains("login successful for user carol"));
+}
+
+const ALICE_PW: &str = "alice passphrase 123";
+
+struct Env {
+    s: TestServer,
+    admin: String,
+    alice: String,
+    rdp_port: u16,
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    async fn new() -> Env {
+        rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
+        let s = TestServer::builder().start().await;
+        let admin = s.admin_token().await;
+        let r = s
+            .req("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "alice", "role": "password_administrator", "password": ALICE_PW, "must_change_password": false})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let alice = s.login("alice", ALICE_PW).await.body["token"].as_str().unwrap().to_owned();
+        let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
+        Env {
+            s,
+            admin,
+            alice,
+            rdp_port,
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A Windows-type resource for `t`, owned by alice; returns its id.
+    async fn add_resource(&self, name: &str, t: &XrdpTarget) -> String {
+        let r = self
+            .s
+            .req("POST", "/api/v1/resources", Some(&self.alice), Some(json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn add_account(&self, rid: &str, login: &str, password: &str) {
+        let a = self
+            .s
+            .req("POST", &format!("/api/v1/resources/{rid}/accounts"), Some(&self.alice), Some(json!({"login": login, "password": password})))
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
+
+    async fn audit(&self, action: &str) -> Vec<Value> {
+        let r = self
+            .s
+            .req("GET", &format!("/api/v1/audit?action={action}&limit=1000"), Some(&self.admin), None)
+            .await;
+        r.body.as_array().cloned().unwrap_or_default()
+    }
+
+    fn connect(&self, x: &Xvfb, user: &str, password: &str, log: &str) -> FreeRdp {
+        FreeRdp::connect(x, self.rdp_port, user, password, &[], &self.tmp.path().join(log))
+    }
+}
+
+/// Waits (without blocking the runtime) until `f` holds; false after `timeout`.
+async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn no_canary_in_any_argv(secret: &str) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(!contains_bytes(&cmdline, secret), "canary in {}/cmdline", entry.path().display());
+        }
+    }
+}
+
+/// xfreerdp → Postern as `alice#winuser@rdp1` with alice's Postern password → xrdp logs in as the vaulted account
+/// (autologon, no dialog); the client never had the target password. The session is live in the registry and
+/// audited; the vaulted password is in no argv and no audit event.
+#[tokio::test(flavor = "multi_thread")]
+async fn autologon_through_postern_with_the_vaulted_password() {
+    let mut env = Env::new().await;
+    let secret = common::canary();
+    let t = XrdpTarget::start(&[("winuser", &secret)]);
+    let rid = env.add_resource("rdp1", &t).await;
+    env.add_account(&rid, "winuser", &secret).await;
+    let x = Xvfb::start();
+    let c = env.connect(&x, "alice#winuser@rdp1", ALICE_PW, "alice.log");
+    let ok = t.wait_for_log(Log::Sesman, "++ created session (access granted): username winuser", WAIT);
+    assert!(ok, "{}\n--- xfreerdp ---\n{}\n--- audit ---\n{:?}", t.logs(), c.log(), env.audit("session.").await);
+    assert!(t.wait_for_log(Log::Xrdp, "login successful for user winuser on display", WAIT), "{}", t.logs());
+    // xrdp saw the vaulted account and the autologon flag, not the Postern login.
+    assert!(!t.log(Log::Xrdp).contains("alice#"), "{}", t.logs());
+    let registry = env.s.running.as_ref().unwrap().registry.clone();
+    assert!(
+        eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp" && s.user == "alice" && s.target == "winuser@rdp1")).await,
+        "{:?}",
+        registry.list()
+    );
+    no_canary_in_any_argv(&secret);
+    let starts = env.audit("session.start").await;
+    assert!(
+        starts.iter().any(|e| e["actor_name"] == "alice" && e["object_name"] == "winuser@rdp1"
+            && e["detail"].as_str().unwrap_or_default().starts_with("rdp session")),
+        "{starts:?}"
+    );
+    // The client goes away: the session ends, leaves the registry and is audited with its byte counts.
+    drop(c);
+    assert!(eventually(WAIT, || registry.list().is_empty()).await, "{:?}", registry.list());
+    let mut ends = Vec::new();
+    for _ in 0..50 {
+        ends = env.audit("session.end").await;
+        if !ends.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ends.iter().any(|e| e["object_name"] == "winuser@rdp1" && e["detail"].as_str().unwrap_or_default().contains("bytes from the target")),
+        "{ends:?}"
+    );
+    let all = env.audit("session.").await;
+    assert!(!all.iter().any(|e| e.to_string().contains(&secret)));
+    env.s.stop().await;
 }

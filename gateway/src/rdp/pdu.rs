@@ -15,8 +15,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The largest slow-path frame accepted during the connection sequence.
 pub(crate) const MAX_FRAME: usize = 16 * 1024;
 
-/// The MCS user channel the gateway assigns to the client (and expects the target to assign to it).
-pub(crate) const USER_CHANNEL: u16 = 1002;
 /// The MCS I/O (global) channel.
 pub(crate) const IO_CHANNEL: u16 = 1003;
 /// The first static virtual channel id.
@@ -80,6 +78,12 @@ pub(crate) fn static_channel_ids(count: usize) -> Vec<u16> {
         .collect()
 }
 
+/// The MCS user channel the gateway assigns to the client (and expects the target to assign): the id after the
+/// static channels, as xrdp and Windows do.
+pub(crate) fn user_channel(static_count: usize) -> u16 {
+    FIRST_STATIC_CHANNEL.saturating_add(u16::try_from(static_count).unwrap_or(u16::MAX))
+}
+
 /// The gateway's MCS Connect Response to the client: TLS (no RDP encryption), the I/O channel and one id per
 /// static channel, numbered like xrdp and Windows do (1003, then 1004 and up).
 pub(crate) fn connect_response(ci: &ConnectInitial, requested: SecurityProtocol) -> Result<Vec<u8>, String> {
@@ -100,7 +104,7 @@ pub(crate) fn connect_response(ci: &ConnectInitial, requested: SecurityProtocol)
         multi_transport_channel: None,
     };
     let response = ConnectResponse {
-        conference_create_response: ConferenceCreateResponse::new(USER_CHANNEL, blocks)
+        conference_create_response: ConferenceCreateResponse::new(user_channel(static_channel_count(ci)), blocks)
             .map_err(|e| format!("building the connect response: {e}"))?,
         called_connect_id: 1,
         domain_parameters: ci.target_parameters.clone(),
@@ -120,9 +124,9 @@ pub(crate) fn parse_wrapped<T: for<'a> Decode<'a>>(frame: &[u8], what: &str) -> 
 }
 
 /// An MCS Send Data Request on the I/O channel carrying `user_data`.
-pub(crate) fn send_data_request(user_data: Vec<u8>) -> Result<Vec<u8>, String> {
+pub(crate) fn send_data_request(user_channel: u16, user_data: Vec<u8>) -> Result<Vec<u8>, String> {
     encode(&X224(SendDataRequest {
-        initiator_id: USER_CHANNEL,
+        initiator_id: user_channel,
         channel_id: IO_CHANNEL,
         user_data: Cow::Owned(user_data),
     }))
@@ -137,7 +141,7 @@ mod tests {
     async fn tpkt_framing() {
         let frame = encode(&X224(AttachUserConfirm {
             result: 0,
-            initiator_id: USER_CHANNEL,
+            initiator_id: 1007,
         }))
         .unwrap();
         let mut two = frame.clone();
@@ -156,16 +160,18 @@ mod tests {
     fn mcs_round_trip() {
         let f = encode(&X224(ChannelJoinConfirm {
             result: 0,
-            initiator_id: USER_CHANNEL,
+            initiator_id: 1007,
             requested_channel_id: IO_CHANNEL,
             channel_id: IO_CHANNEL,
         }))
         .unwrap();
         match parse::<X224<McsMessage<'_>>>(&f, "test").unwrap().0 {
-            McsMessage::ChannelJoinConfirm(c) => assert_eq!((c.initiator_id, c.channel_id), (USER_CHANNEL, IO_CHANNEL)),
+            McsMessage::ChannelJoinConfirm(c) => assert_eq!((c.initiator_id, c.channel_id), (1007, IO_CHANNEL)),
             other => panic!("{other:?}"),
         }
         assert_eq!(static_channel_ids(3), vec![1004, 1005, 1006]);
+        assert_eq!(user_channel(3), 1007);
+        assert_eq!(user_channel(0), 1004);
         assert!(parse::<X224<McsMessage<'_>>>(&[3, 0, 0, 7, 2, 0xf0, 0x80], "x").is_err());
     }
 }

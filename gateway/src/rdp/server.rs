@@ -32,7 +32,7 @@ use zeroize::Zeroize;
 
 use crate::error::Error;
 use crate::login;
-use crate::rdp::pdu::{self, FrameError, IO_CHANNEL, USER_CHANNEL};
+use crate::rdp::pdu::{self, FrameError, IO_CHANNEL};
 use crate::rdp::tls;
 use crate::registry::{Registry, SessionInfo};
 
@@ -78,6 +78,8 @@ struct ClientHello {
     /// Channels the client joined, in its order.
     joined: Vec<u16>,
     static_channels: Vec<u16>,
+    /// The user channel the gateway assigned.
+    user_channel: u16,
     info: ClientInfoPdu,
 }
 
@@ -209,6 +211,7 @@ impl RdpGateway {
         let connect_initial = read(&mut tls, "MCS Connect Initial").await?;
         let ci: ConnectInitial = pdu::parse_wrapped(&connect_initial, "MCS Connect Initial").map_err(client)?;
         let static_channels = pdu::static_channel_ids(pdu::static_channel_count(&ci));
+        let user_channel = pdu::user_channel(static_channels.len());
         let response = pdu::connect_response(&ci, req.protocol).map_err(client)?;
         tls.write_all(&response).await.map_err(|e| client(format!("MCS Connect Response: {e}")))?;
 
@@ -220,10 +223,10 @@ impl RdpGateway {
                 McsMessage::ErectDomainRequest(_) => None,
                 McsMessage::AttachUserRequest(_) => Some(pdu::encode(&X224(AttachUserConfirm {
                     result: 0,
-                    initiator_id: USER_CHANNEL,
+                    initiator_id: user_channel,
                 }))),
                 McsMessage::ChannelJoinRequest(j) => {
-                    let known = j.channel_id == USER_CHANNEL
+                    let known = j.channel_id == user_channel
                         || j.channel_id == IO_CHANNEL
                         || static_channels.contains(&j.channel_id);
                     if known && !joined.contains(&j.channel_id) {
@@ -231,7 +234,7 @@ impl RdpGateway {
                     }
                     Some(pdu::encode(&X224(ChannelJoinConfirm {
                         result: if known { 0 } else { 14 }, // rt-no-such-channel
-                        initiator_id: USER_CHANNEL,
+                        initiator_id: user_channel,
                         requested_channel_id: j.channel_id,
                         channel_id: j.channel_id,
                     })))
@@ -244,6 +247,7 @@ impl RdpGateway {
                             connect_initial,
                             joined,
                             static_channels,
+                            user_channel,
                             info,
                         },
                     ));
@@ -371,7 +375,7 @@ impl RdpGateway {
         };
         drop(lease);
         info.client_info.flags |= ClientInfoFlags::AUTOLOGON;
-        let encoded = pdu::encode(&info).and_then(pdu::send_data_request);
+        let encoded = pdu::encode(&info).and_then(|d| pdu::send_data_request(hello.user_channel, d));
         info.client_info.credentials.password.zeroize();
         let mut frame = encoded.map_err(|e| Error::Client(format!("re-encoding the Client Info PDU: {e}")))?;
         let sent = target_tls.write_all(&frame).await;
@@ -484,18 +488,18 @@ impl RdpGateway {
         tls.write_all(&out).await.map_err(|e| format!("MCS Attach User: {e}"))?;
         let f = read_target(&mut tls, "MCS Attach User Confirm").await?;
         match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS Attach User Confirm")?.0 {
-            McsMessage::AttachUserConfirm(c) if c.result == 0 && c.initiator_id == USER_CHANNEL => {}
+            McsMessage::AttachUserConfirm(c) if c.result == 0 && c.initiator_id == hello.user_channel => {}
             McsMessage::AttachUserConfirm(c) => {
                 return Err(format!(
-                    "the target attached user channel {} (result {}), the gateway expected {USER_CHANNEL}",
-                    c.initiator_id, c.result
+                    "the target attached user channel {} (result {}), the gateway expected {} (channel id translation is not implemented yet)",
+                    c.initiator_id, c.result, hello.user_channel
                 ))
             }
             other => return Err(format!("expected an MCS Attach User Confirm, got {other:?}")),
         }
         for ch in &hello.joined {
             let j = pdu::encode(&X224(ChannelJoinRequest {
-                initiator_id: USER_CHANNEL,
+                initiator_id: hello.user_channel,
                 channel_id: *ch,
             }))?;
             tls.write_all(&j).await.map_err(|e| format!("MCS Channel Join: {e}"))?;
