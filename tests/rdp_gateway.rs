@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
@@ -45,9 +46,41 @@ struct Env {
     tmp: tempfile::TempDir,
 }
 
+/// Every log line of the in-process servers of this test binary (debug level), for canary and message checks.
+fn logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(w.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Env {
     async fn new() -> Env {
         rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
+        log_buffer();
         let s = TestServer::builder().start().await;
         let admin = s.admin_token().await;
         let r = s
@@ -165,5 +198,68 @@ async fn autologon_through_postern_with_the_vaulted_password() {
     );
     let all = env.audit("session.").await;
     assert!(!all.iter().any(|e| e.to_string().contains(&secret)));
+    env.s.stop().await;
+    // Canary: Postern's debug logs covered the session and never show the vaulted (or the user's) password.
+    let text = logs();
+    assert!(text.contains("rdp_session") && text.contains("session started"), "{text}");
+    assert!(!text.contains(&secret), "the vaulted password is in Postern's log");
+    assert!(!text.contains(ALICE_PW), "the user's password is in Postern's log");
+}
+
+/// Refusals never reach the target: a forbidden or unknown target, a wrong Postern password, a TOTP user; each
+/// ends the client's connection, with audit events where an actor is known. A wrong vaulted password reaches
+/// xrdp, which shows it in its log (xrdp keeps its login dialog open), and the session is in the audit.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_and_a_wrong_vaulted_password() {
+    let mut env = Env::new().await;
+    let t = XrdpTarget::start(&[("winuser", "winuser target pw"), ("badpw", "the real target pw")]);
+    let rid = env.add_resource("rdp2", &t).await;
+    env.add_account(&rid, "winuser", "winuser target pw").await;
+    env.add_account(&rid, "badpw", "a stale vaulted pw").await;
+    for (name, role) in [("bob", "password_user"), ("carol", "password_administrator")] {
+        let r = env
+            .s
+            .req("POST", "/api/v1/users", Some(&env.admin), Some(json!({"username": name, "role": role, "password": format!("{name} passphrase 12"), "must_change_password": false})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // carol enrols TOTP.
+    let carol = env.s.login("carol", "carol passphrase 12").await.body["token"].as_str().unwrap().to_owned();
+    let en = env.s.req("POST", "/api/v1/me/totp", Some(&carol), None).await;
+    assert_eq!(en.status, 200, "{}", en.text);
+    let totp = en.body["secret"].as_str().unwrap().to_owned();
+    let o = std::process::Command::new("oathtool").args(["--totp", "-b", &totp]).output().unwrap();
+    let code = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let c = env.s.req("POST", "/api/v1/me/totp/confirm", Some(&carol), Some(json!({"code": code}))).await;
+    assert_eq!(c.status, 204, "{}", c.text);
+
+    let x = Xvfb::start();
+    for (user, pw, why) in [
+        ("bob#winuser@rdp2", "bob passphrase 12", "no such target, or you may not use it: winuser@rdp2"),
+        ("alice#nobody@rdp2", ALICE_PW, "no such target, or you may not use it: nobody@rdp2"),
+        ("alice#winuser@rdp2", "not alice's password", "authentication failed for alice"),
+        ("carol#winuser@rdp2", "carol passphrase 12", "carol has two-factor authentication"),
+    ] {
+        let mut c = env.connect(&x, user, pw, "refused.log");
+        let st = c.wait_exit(WAIT);
+        assert!(st.is_some_and(|s| !s.success()), "{user}: xfreerdp still connected or succeeded: {st:?}\n{}", c.log());
+        assert!(logs().contains(why), "{user}: no {why:?} in the gateway log");
+    }
+    // None of them reached the target.
+    assert!(!t.log(Log::Xrdp).contains("receive connection request"), "{}", t.logs());
+    let authz = env.audit("session.authorize").await;
+    assert!(authz.iter().any(|e| e["actor_name"] == "bob" && e["outcome"] == "denied"), "{authz:?}");
+    assert!(authz.iter().any(|e| e["actor_name"] == "alice" && e["outcome"] == "denied"), "{authz:?}");
+    let logins = env.audit("auth.login").await;
+    assert!(logins.iter().any(|e| e["actor_name"] == "alice" && e["outcome"] == "failure"), "{logins:?}");
+    assert!(env.s.running.as_ref().unwrap().registry.list().is_empty());
+
+    // A wrong vaulted password: xrdp refuses it (its log), the session is audited with the account.
+    let _c = env.connect(&x, "alice#badpw@rdp2", ALICE_PW, "badpw.log");
+    assert!(t.wait_for_log(Log::Sesman, "AUTHFAIL: user=badpw", WAIT), "{}", t.logs());
+    assert!(t.wait_for_log(Log::Xrdp, "login failed for user badpw", WAIT), "{}", t.logs());
+    let starts = env.audit("session.start").await;
+    assert!(starts.iter().any(|e| e["actor_name"] == "alice" && e["object_name"] == "badpw@rdp2"), "{starts:?}");
+    assert!(!logs().contains("a stale vaulted pw"));
     env.s.stop().await;
 }

@@ -295,20 +295,22 @@ impl RdpGateway {
         if password.is_empty() {
             return Err(client("no password in the Client Info PDU (the client must send it: TLS security)"));
         }
-        if self.vault.totp_enrolled(&login.user).await.unwrap_or(true) {
-            return Err(client(format!(
-                "{}: two-factor users cannot log in over RDP with a password; the one-time RDP ticket from the web console is planned",
-                login.user
-            )));
-        }
         let req = LoginRequest {
             username: login.user.clone(),
             password,
             totp: None,
         };
+        // The password is checked (and a wrong one counted) like every login; a TOTP user with the right password
+        // gets `TotpRequired`: RDP's Client Info PDU has no room for a second factor, so such users are refused.
         let actor = match self.vault.authenticate_password(&req, ctx).await {
             Ok(a) if !a.must_change_password => a,
             Ok(_) => return Err(client("the user must first change their password in the web console")),
+            Err(postern_vault::Error::TotpRequired) => {
+                return Err(client(format!(
+                    "{} has two-factor authentication: RDP with a password alone is refused (the one-time RDP ticket from the web console is planned)",
+                    login.user
+                )))
+            }
             Err(_) => return Err(client(format!("authentication failed for {}", login.user))),
         };
         drop(req);
