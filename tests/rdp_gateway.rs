@@ -30,9 +30,24 @@ fn direct_xfreerdp_to_xrdp_autologon_and_wrong_password() {
     assert!(!t.log(Log::Sesman).contains("AUTHFAIL: user=bob"));
 
     let x2 = Xvfb::start();
-    let _bad = FreeRdp::connect(&x2, t.port, "carol", "not her password", &[], &tmp.path().join("bad.log"));
-    assert!(t.wait_for_log(Log::Sesman, "AUTHFAIL: user=carol", WAIT), "{}", t.logs());
-    assert!(t.wait_for_log(Log::Xrdp, "login failed for user carol", WAIT), "{}", t.logs());
+    let _bad = FreeRdp::connect(
+        &x2,
+        t.port,
+        "carol",
+        "not her password",
+        &[],
+        &tmp.path().join("bad.log"),
+    );
+    assert!(
+        t.wait_for_log(Log::Sesman, "AUTHFAIL: user=carol", WAIT),
+        "{}",
+        t.logs()
+    );
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login failed for user carol", WAIT),
+        "{}",
+        t.logs()
+    );
     assert!(!t.log(Log::Xrdp).contains("login successful for user carol"));
 }
 
@@ -87,7 +102,10 @@ impl Env {
             .req("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "alice", "role": "password_administrator", "password": ALICE_PW, "must_change_password": false})))
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
-        let alice = s.login("alice", ALICE_PW).await.body["token"].as_str().unwrap().to_owned();
+        let alice = s.login("alice", ALICE_PW).await.body["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
         Env {
             s,
@@ -102,7 +120,12 @@ impl Env {
     async fn add_resource(&self, name: &str, t: &XrdpTarget) -> String {
         let r = self
             .s
-            .req("POST", "/api/v1/resources", Some(&self.alice), Some(json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port})))
+            .req(
+                "POST",
+                "/api/v1/resources",
+                Some(&self.alice),
+                Some(json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port})),
+            )
             .await;
         assert_eq!(r.status, 201, "{}", r.text);
         r.body["id"].as_str().unwrap().to_owned()
@@ -111,7 +134,12 @@ impl Env {
     async fn add_account(&self, rid: &str, login: &str, password: &str) {
         let a = self
             .s
-            .req("POST", &format!("/api/v1/resources/{rid}/accounts"), Some(&self.alice), Some(json!({"login": login, "password": password})))
+            .req(
+                "POST",
+                &format!("/api/v1/resources/{rid}/accounts"),
+                Some(&self.alice),
+                Some(json!({"login": login, "password": password})),
+            )
             .await;
         assert_eq!(a.status, 201, "{}", a.text);
     }
@@ -119,7 +147,12 @@ impl Env {
     async fn audit(&self, action: &str) -> Vec<Value> {
         let r = self
             .s
-            .req("GET", &format!("/api/v1/audit?action={action}&limit=1000"), Some(&self.admin), None)
+            .req(
+                "GET",
+                &format!("/api/v1/audit?action={action}&limit=1000"),
+                Some(&self.admin),
+                None,
+            )
             .await;
         r.body.as_array().cloned().unwrap_or_default()
     }
@@ -146,7 +179,11 @@ async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 fn no_canary_in_any_argv(secret: &str) {
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            assert!(!contains_bytes(&cmdline, secret), "canary in {}/cmdline", entry.path().display());
+            assert!(
+                !contains_bytes(&cmdline, secret),
+                "canary in {}/cmdline",
+                entry.path().display()
+            );
         }
     }
 }
@@ -163,27 +200,49 @@ async fn autologon_through_postern_with_the_vaulted_password() {
     env.add_account(&rid, "winuser", &secret).await;
     let x = Xvfb::start();
     let c = env.connect(&x, "alice#winuser@rdp1", ALICE_PW, "alice.log");
-    let ok = t.wait_for_log(Log::Sesman, "++ created session (access granted): username winuser", WAIT);
-    assert!(ok, "{}\n--- xfreerdp ---\n{}\n--- audit ---\n{:?}", t.logs(), c.log(), env.audit("session.").await);
-    assert!(t.wait_for_log(Log::Xrdp, "login successful for user winuser on display", WAIT), "{}", t.logs());
+    let ok = t.wait_for_log(
+        Log::Sesman,
+        "++ created session (access granted): username winuser",
+        WAIT,
+    );
+    assert!(
+        ok,
+        "{}\n--- xfreerdp ---\n{}\n--- audit ---\n{:?}",
+        t.logs(),
+        c.log(),
+        env.audit("session.").await
+    );
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login successful for user winuser on display", WAIT),
+        "{}",
+        t.logs()
+    );
     // xrdp saw the vaulted account and the autologon flag, not the Postern login.
     assert!(!t.log(Log::Xrdp).contains("alice#"), "{}", t.logs());
     let registry = env.s.running.as_ref().unwrap().registry.clone();
     assert!(
-        eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp" && s.user == "alice" && s.target == "winuser@rdp1")).await,
+        eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp"
+            && s.user == "alice"
+            && s.target == "winuser@rdp1"))
+        .await,
         "{:?}",
         registry.list()
     );
     no_canary_in_any_argv(&secret);
     let starts = env.audit("session.start").await;
     assert!(
-        starts.iter().any(|e| e["actor_name"] == "alice" && e["object_name"] == "winuser@rdp1"
+        starts.iter().any(|e| e["actor_name"] == "alice"
+            && e["object_name"] == "winuser@rdp1"
             && e["detail"].as_str().unwrap_or_default().starts_with("rdp session")),
         "{starts:?}"
     );
     // The client goes away: the session ends, leaves the registry and is audited with its byte counts.
     drop(c);
-    assert!(eventually(WAIT, || registry.list().is_empty()).await, "{:?}", registry.list());
+    assert!(
+        eventually(WAIT, || registry.list().is_empty()).await,
+        "{:?}",
+        registry.list()
+    );
     let mut ends = Vec::new();
     for _ in 0..50 {
         ends = env.audit("session.end").await;
@@ -193,7 +252,11 @@ async fn autologon_through_postern_with_the_vaulted_password() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        ends.iter().any(|e| e["object_name"] == "winuser@rdp1" && e["detail"].as_str().unwrap_or_default().contains("bytes from the target")),
+        ends.iter().any(|e| e["object_name"] == "winuser@rdp1"
+            && e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("bytes from the target")),
         "{ends:?}"
     );
     let all = env.audit("session.").await;
@@ -201,7 +264,10 @@ async fn autologon_through_postern_with_the_vaulted_password() {
     env.s.stop().await;
     // Canary: Postern's debug logs covered the session and never show the vaulted (or the user's) password.
     let text = logs();
-    assert!(text.contains("rdp_session") && text.contains("session started"), "{text}");
+    assert!(
+        text.contains("rdp_session") && text.contains("session started"),
+        "{text}"
+    );
     assert!(!text.contains(&secret), "the vaulted password is in Postern's log");
     assert!(!text.contains(ALICE_PW), "the user's password is in Postern's log");
 }
@@ -224,42 +290,104 @@ async fn refusals_and_a_wrong_vaulted_password() {
         assert_eq!(r.status, 201, "{}", r.text);
     }
     // carol enrols TOTP.
-    let carol = env.s.login("carol", "carol passphrase 12").await.body["token"].as_str().unwrap().to_owned();
+    let carol = env.s.login("carol", "carol passphrase 12").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let en = env.s.req("POST", "/api/v1/me/totp", Some(&carol), None).await;
     assert_eq!(en.status, 200, "{}", en.text);
     let totp = en.body["secret"].as_str().unwrap().to_owned();
-    let o = std::process::Command::new("oathtool").args(["--totp", "-b", &totp]).output().unwrap();
+    let o = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", &totp])
+        .output()
+        .unwrap();
     let code = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-    let c = env.s.req("POST", "/api/v1/me/totp/confirm", Some(&carol), Some(json!({"code": code}))).await;
+    let c = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(&carol),
+            Some(json!({"code": code})),
+        )
+        .await;
     assert_eq!(c.status, 204, "{}", c.text);
 
     let x = Xvfb::start();
     for (user, pw, why) in [
-        ("bob#winuser@rdp2", "bob passphrase 12", "no such target, or you may not use it: winuser@rdp2"),
-        ("alice#nobody@rdp2", ALICE_PW, "no such target, or you may not use it: nobody@rdp2"),
-        ("alice#winuser@rdp2", "not alice's password", "authentication failed for alice"),
-        ("carol#winuser@rdp2", "carol passphrase 12", "carol has two-factor authentication"),
+        (
+            "bob#winuser@rdp2",
+            "bob passphrase 12",
+            "no such target, or you may not use it: winuser@rdp2",
+        ),
+        (
+            "alice#nobody@rdp2",
+            ALICE_PW,
+            "no such target, or you may not use it: nobody@rdp2",
+        ),
+        (
+            "alice#winuser@rdp2",
+            "not alice's password",
+            "authentication failed for alice",
+        ),
+        (
+            "carol#winuser@rdp2",
+            "carol passphrase 12",
+            "carol has two-factor authentication",
+        ),
     ] {
         let mut c = env.connect(&x, user, pw, "refused.log");
         let st = c.wait_exit(WAIT);
-        assert!(st.is_some_and(|s| !s.success()), "{user}: xfreerdp still connected or succeeded: {st:?}\n{}", c.log());
+        assert!(
+            st.is_some_and(|s| !s.success()),
+            "{user}: xfreerdp still connected or succeeded: {st:?}\n{}",
+            c.log()
+        );
         assert!(logs().contains(why), "{user}: no {why:?} in the gateway log");
     }
     // None of them reached the target.
     assert!(!t.log(Log::Xrdp).contains("receive connection request"), "{}", t.logs());
     let authz = env.audit("session.authorize").await;
-    assert!(authz.iter().any(|e| e["actor_name"] == "bob" && e["outcome"] == "denied"), "{authz:?}");
-    assert!(authz.iter().any(|e| e["actor_name"] == "alice" && e["outcome"] == "denied"), "{authz:?}");
+    assert!(
+        authz
+            .iter()
+            .any(|e| e["actor_name"] == "bob" && e["outcome"] == "denied"),
+        "{authz:?}"
+    );
+    assert!(
+        authz
+            .iter()
+            .any(|e| e["actor_name"] == "alice" && e["outcome"] == "denied"),
+        "{authz:?}"
+    );
     let logins = env.audit("auth.login").await;
-    assert!(logins.iter().any(|e| e["actor_name"] == "alice" && e["outcome"] == "failure"), "{logins:?}");
+    assert!(
+        logins
+            .iter()
+            .any(|e| e["actor_name"] == "alice" && e["outcome"] == "failure"),
+        "{logins:?}"
+    );
     assert!(env.s.running.as_ref().unwrap().registry.list().is_empty());
 
     // A wrong vaulted password: xrdp refuses it (its log), the session is audited with the account.
     let _c = env.connect(&x, "alice#badpw@rdp2", ALICE_PW, "badpw.log");
-    assert!(t.wait_for_log(Log::Sesman, "AUTHFAIL: user=badpw", WAIT), "{}", t.logs());
-    assert!(t.wait_for_log(Log::Xrdp, "login failed for user badpw", WAIT), "{}", t.logs());
+    assert!(
+        t.wait_for_log(Log::Sesman, "AUTHFAIL: user=badpw", WAIT),
+        "{}",
+        t.logs()
+    );
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login failed for user badpw", WAIT),
+        "{}",
+        t.logs()
+    );
     let starts = env.audit("session.start").await;
-    assert!(starts.iter().any(|e| e["actor_name"] == "alice" && e["object_name"] == "badpw@rdp2"), "{starts:?}");
+    assert!(
+        starts
+            .iter()
+            .any(|e| e["actor_name"] == "alice" && e["object_name"] == "badpw@rdp2"),
+        "{starts:?}"
+    );
     assert!(!logs().contains("a stale vaulted pw"));
     env.s.stop().await;
 }

@@ -71,9 +71,12 @@ impl Error {
         match self {
             Error::Client(_) => Side::Client,
             Error::Target { .. } => Side::Target,
-            Error::HostKey { .. } | Error::Certificate { .. } | Error::Io { .. } | Error::Listen(_) | Error::Vault(_) | Error::Ssh(_) => {
-                Side::Internal
-            }
+            Error::HostKey { .. }
+            | Error::Certificate { .. }
+            | Error::Io { .. }
+            | Error::Listen(_)
+            | Error::Vault(_)
+            | Error::Ssh(_) => Side::Internal,
         }
     }
 }

@@ -69,7 +69,10 @@ impl XrdpTarget {
             .expect("temp dir for the xrdp target");
         let dir = tmp.path().to_owned();
         let d = dir.to_str().expect("utf-8 temp dir").to_owned();
-        assert!(!d.contains([',', ':', '\'', ' ']), "temp dir {d} unusable in overlay options");
+        assert!(
+            !d.contains([',', ':', '\'', ' ']),
+            "temp dir {d} unusable in overlay options"
+        );
         set_mode(&dir, 0o755);
         for layer in ["etc", "run", "varlog"] {
             for sub in ["upper", "work"] {
@@ -83,7 +86,17 @@ impl XrdpTarget {
 
         // The target's own TLS certificate.
         let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=postern-xrdp-test"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=postern-xrdp-test",
+            ])
             .arg("-keyout")
             .arg(dir.join("key.pem"))
             .arg("-out")
@@ -91,7 +104,11 @@ impl XrdpTarget {
             .stdin(Stdio::null())
             .output()
             .expect("run openssl");
-        assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         let ov = |layer: &str, target: &str| {
             format!(
@@ -255,7 +272,9 @@ impl XrdpTarget {
         assert!(
             !name.is_empty()
                 && !name.starts_with('-')
-                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c)),
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c)),
             "unsupported target user name {name:?}"
         );
         let home = self.dir.join("home").join(name);
@@ -410,7 +429,13 @@ impl FreeRdp {
             .arg(format!("/v:127.0.0.1:{port}"))
             .arg(format!("/u:{user}"))
             .arg(format!("/p:{password}"))
-            .args(["/cert:ignore", "/sec:tls", "/size:800x600", "-clipboard", "/log-level:INFO"])
+            .args([
+                "/cert:ignore",
+                "/sec:tls",
+                "/size:800x600",
+                "-clipboard",
+                "/log-level:INFO",
+            ])
             .args(extra)
             .env_clear()
             .env("PATH", SYS_PATH)
@@ -516,7 +541,15 @@ pub fn available() -> Result<(), String> {
 fn check_available() -> Result<(), String> {
     super::sshd::available()?;
     let hint = "(run the suite as root via tests/run.sh, which installs xrdp, xorgxrdp, freerdp2-x11, xvfb)";
-    for tool in ["xrdp", "xrdp-sesman", "xfreerdp", "Xvfb", "openssl", "useradd", "chpasswd"] {
+    for tool in [
+        "xrdp",
+        "xrdp-sesman",
+        "xfreerdp",
+        "Xvfb",
+        "openssl",
+        "useradd",
+        "chpasswd",
+    ] {
         if !SYS_PATH.split(':').any(|d| Path::new(d).join(tool).is_file()) {
             return Err(format!("`{tool}` is missing {hint}"));
         }

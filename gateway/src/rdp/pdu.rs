@@ -9,8 +9,11 @@ use ironrdp_pdu::gcc::{
 };
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
+use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, Credentials};
+use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::x224::{X224Data, X224};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use zeroize::Zeroize;
 
 /// The largest slow-path frame accepted during the connection sequence.
 pub(crate) const MAX_FRAME: usize = 16 * 1024;
@@ -124,12 +127,35 @@ pub(crate) fn parse_wrapped<T: for<'a> Decode<'a>>(frame: &[u8], what: &str) -> 
 }
 
 /// An MCS Send Data Request on the I/O channel carrying `user_data`.
-pub(crate) fn send_data_request(user_channel: u16, user_data: Vec<u8>) -> Result<Vec<u8>, String> {
+pub(crate) fn send_data_request(user_channel: u16, user_data: &[u8]) -> Result<Vec<u8>, String> {
     encode(&X224(SendDataRequest {
         initiator_id: user_channel,
         channel_id: IO_CHANNEL,
-        user_data: Cow::Owned(user_data),
+        user_data: Cow::Borrowed(user_data),
     }))
+}
+
+/// The Client Info PDU the target gets, framed: the vaulted account and password with the autologon flag;
+/// everything else (flags, shell, time zone, performance flags) as the client sent it. The intermediate buffers
+/// holding the password are zeroized; the caller zeroizes the returned frame once sent.
+pub(crate) fn injected_client_info(
+    mut info: ClientInfoPdu,
+    user_channel: u16,
+    account: &str,
+    password: &str,
+) -> Result<Vec<u8>, String> {
+    info.client_info.credentials = Credentials {
+        username: account.to_owned(),
+        password: password.to_owned(),
+        domain: None,
+    };
+    info.client_info.flags |= ClientInfoFlags::AUTOLOGON;
+    let encoded = encode(&info);
+    info.client_info.credentials.password.zeroize();
+    let mut inner = encoded?;
+    let framed = send_data_request(user_channel, &inner);
+    inner.zeroize();
+    framed
 }
 
 #[cfg(test)]
@@ -173,5 +199,54 @@ mod tests {
         assert_eq!(user_channel(3), 1007);
         assert_eq!(user_channel(0), 1004);
         assert!(parse::<X224<McsMessage<'_>>>(&[3, 0, 0, 7, 2, 0xf0, 0x80], "x").is_err());
+    }
+
+    #[test]
+    fn client_info_gets_the_vaulted_credentials_and_autologon() {
+        use ironrdp_pdu::rdp::client_info::{
+            AddressFamily, ClientInfo, CompressionType, ExtendedClientInfo, ExtendedClientOptionalInfo,
+        };
+        use ironrdp_pdu::rdp::headers::{BasicSecurityHeader, BasicSecurityHeaderFlags};
+        let from_client = ClientInfoPdu {
+            security_header: BasicSecurityHeader {
+                flags: BasicSecurityHeaderFlags::INFO_PKT,
+            },
+            client_info: ClientInfo {
+                credentials: Credentials {
+                    username: "alice#root@win1".into(),
+                    password: "alice's postern password".into(),
+                    domain: Some(String::new()),
+                },
+                code_page: 0,
+                flags: ClientInfoFlags::UNICODE | ClientInfoFlags::MOUSE,
+                compression_type: CompressionType::K8,
+                alternate_shell: String::new(),
+                work_dir: String::new(),
+                extra_info: ExtendedClientInfo {
+                    address_family: AddressFamily::INET,
+                    address: "127.0.0.1".into(),
+                    dir: "C:\\client".into(),
+                    optional_data: ExtendedClientOptionalInfo::default(),
+                },
+            },
+        };
+        let frame = injected_client_info(from_client, 1007, "root", "vaulted secret").unwrap();
+        let sd = match parse::<X224<McsMessage<'_>>>(&frame, "test").unwrap().0 {
+            McsMessage::SendDataRequest(sd) => sd,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((sd.initiator_id, sd.channel_id), (1007, IO_CHANNEL));
+        let info: ClientInfoPdu = parse(&sd.user_data, "test").unwrap();
+        let c = &info.client_info.credentials;
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("root", "vaulted secret"));
+        assert!(info
+            .client_info
+            .flags
+            .contains(ClientInfoFlags::AUTOLOGON | ClientInfoFlags::UNICODE | ClientInfoFlags::MOUSE));
+        assert_eq!(info.client_info.extra_info.dir, "C:\\client");
+        assert!(
+            !format!("{info:?}").contains("vaulted secret"),
+            "Debug of the PDU hides the password"
+        );
     }
 }

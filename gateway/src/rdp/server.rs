@@ -15,9 +15,9 @@ use ironrdp_pdu::mcs::{
     AttachUserConfirm, AttachUserRequest, ChannelJoinConfirm, ChannelJoinRequest, ConnectInitial, ConnectResponse,
     DisconnectProviderUltimatum, DisconnectReason, ErectDomainPdu, McsMessage,
 };
-use ironrdp_pdu::nego::{ConnectionConfirm, ConnectionRequest, FailureCode, NegoRequestData, RequestFlags,
-    ResponseFlags, SecurityProtocol};
-use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, Credentials};
+use ironrdp_pdu::nego::{
+    ConnectionConfirm, ConnectionRequest, FailureCode, NegoRequestData, RequestFlags, ResponseFlags, SecurityProtocol,
+};
 use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::x224::X224;
 use postern_vault::{Actor, LoginRequest, RequestContext, SecretKind, SecretString, Vault};
@@ -179,7 +179,9 @@ impl RdpGateway {
         &self,
         mut stream: TcpStream,
     ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, ClientHello), Error> {
-        let f = pdu::read_tpkt(&mut stream).await.map_err(|e| client(format!("X.224 request: {e}")))?;
+        let f = pdu::read_tpkt(&mut stream)
+            .await
+            .map_err(|e| client(format!("X.224 request: {e}")))?;
         let req: X224<ConnectionRequest> = pdu::parse(&f, "X.224 Connection Request").map_err(client)?;
         let req = req.0;
         if let Some(NegoRequestData::Cookie(c)) = &req.nego_data {
@@ -201,7 +203,10 @@ impl RdpGateway {
             protocol: SecurityProtocol::SSL,
         }))
         .map_err(client)?;
-        stream.write_all(&ok).await.map_err(|e| client(format!("X.224 confirm: {e}")))?;
+        stream
+            .write_all(&ok)
+            .await
+            .map_err(|e| client(format!("X.224 confirm: {e}")))?;
         let mut tls = self
             .acceptor
             .accept(stream)
@@ -213,7 +218,9 @@ impl RdpGateway {
         let static_channels = pdu::static_channel_ids(pdu::static_channel_count(&ci));
         let user_channel = pdu::user_channel(static_channels.len());
         let response = pdu::connect_response(&ci, req.protocol).map_err(client)?;
-        tls.write_all(&response).await.map_err(|e| client(format!("MCS Connect Response: {e}")))?;
+        tls.write_all(&response)
+            .await
+            .map_err(|e| client(format!("MCS Connect Response: {e}")))?;
 
         let mut joined = Vec::new();
         for _ in 0..(8 + static_channels.len()) {
@@ -293,7 +300,9 @@ impl RdpGateway {
             ));
         };
         if password.is_empty() {
-            return Err(client("no password in the Client Info PDU (the client must send it: TLS security)"));
+            return Err(client(
+                "no password in the Client Info PDU (the client must send it: TLS security)",
+            ));
         }
         let req = LoginRequest {
             username: login.user.clone(),
@@ -333,7 +342,8 @@ impl RdpGateway {
                 detail: "landing servers are not supported for RDP yet".into(),
                 host_key_changed: false,
             };
-            self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx).await;
+            self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx)
+                .await;
             return Err(e);
         }
         let lease = match self
@@ -343,8 +353,15 @@ impl RdpGateway {
         {
             Ok(l) => l,
             Err(e) => {
-                self.audit(&actor, "session.connect_failed", object, true, "no password is vaulted for this account".into(), ctx)
-                    .await;
+                self.audit(
+                    &actor,
+                    "session.connect_failed",
+                    object,
+                    true,
+                    "no password is vaulted for this account".into(),
+                    ctx,
+                )
+                .await;
                 return Err(e.into());
             }
         };
@@ -364,22 +381,20 @@ impl RdpGateway {
                     detail,
                     host_key_changed: false,
                 };
-                self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx).await;
+                self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx)
+                    .await;
                 return Err(e);
             }
         };
         // The rewritten Client Info PDU: the vaulted account and password, autologon.
-        let mut info = hello.info;
-        info.client_info.credentials = Credentials {
-            username: target.account.login.clone(),
-            password: lease.expose_str().unwrap_or_default().to_owned(),
-            domain: None,
-        };
+        let framed = pdu::injected_client_info(
+            hello.info,
+            hello.user_channel,
+            &target.account.login,
+            lease.expose_str().unwrap_or_default(),
+        );
         drop(lease);
-        info.client_info.flags |= ClientInfoFlags::AUTOLOGON;
-        let encoded = pdu::encode(&info).and_then(|d| pdu::send_data_request(hello.user_channel, d));
-        info.client_info.credentials.password.zeroize();
-        let mut frame = encoded.map_err(|e| Error::Client(format!("re-encoding the Client Info PDU: {e}")))?;
+        let mut frame = framed.map_err(|e| Error::Client(format!("re-encoding the Client Info PDU: {e}")))?;
         let sent = target_tls.write_all(&frame).await;
         frame.zeroize();
         if let Err(e) = sent {
@@ -388,7 +403,8 @@ impl RdpGateway {
                 detail: format!("sending the Client Info PDU: {e}"),
                 host_key_changed: false,
             };
-            self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx).await;
+            self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx)
+                .await;
             return Err(e);
         }
 
@@ -424,7 +440,9 @@ impl RdpGateway {
             "session.end",
             object,
             false,
-            format!("rdp session {id} lasted {secs}s ({why}); {up} bytes from the client, {down} bytes from the target"),
+            format!(
+                "rdp session {id} lasted {secs}s ({why}); {up} bytes from the client, {down} bytes from the target"
+            ),
             ctx,
         )
         .await;
@@ -441,7 +459,9 @@ impl RdpGateway {
         account: &str,
         hello: &ClientHello,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-        let mut tcp = TcpStream::connect(addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let mut tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let cookie: String = account.chars().filter(|c| !c.is_control()).take(64).collect();
         let req = pdu::encode(&X224(ConnectionRequest {
@@ -450,7 +470,9 @@ impl RdpGateway {
             protocol: SecurityProtocol::SSL,
         }))?;
         tcp.write_all(&req).await.map_err(|e| format!("X.224 request: {e}"))?;
-        let f = pdu::read_tpkt(&mut tcp).await.map_err(|e| format!("X.224 confirm: {e}"))?;
+        let f = pdu::read_tpkt(&mut tcp)
+            .await
+            .map_err(|e| format!("X.224 confirm: {e}"))?;
         let confirm: X224<ConnectionConfirm> = pdu::parse(&f, "X.224 Connection Confirm")?;
         match confirm.0 {
             ConnectionConfirm::Response { protocol, .. } if protocol == SecurityProtocol::SSL => {}
@@ -576,7 +598,11 @@ impl RdpGateway {
         detail: String,
         ctx: &RequestContext,
     ) {
-        if let Err(e) = self.vault.audit_gateway(actor, action, object, failed, detail, ctx).await {
+        if let Err(e) = self
+            .vault
+            .audit_gateway(actor, action, object, failed, detail, ctx)
+            .await
+        {
             warn!(error = %e, action, "could not write an audit event");
         }
     }
