@@ -199,7 +199,7 @@ async fn autologon_through_postern_with_the_vaulted_password() {
     let rid = env.add_resource("rdp1", &t).await;
     env.add_account(&rid, "winuser", &secret).await;
     let x = Xvfb::start();
-    let c = env.connect(&x, "alice#winuser@rdp1", ALICE_PW, "alice.log");
+    let mut c = env.connect(&x, "alice#winuser@rdp1", ALICE_PW, "alice.log");
     let ok = t.wait_for_log(
         Log::Sesman,
         "++ created session (access granted): username winuser",
@@ -236,8 +236,23 @@ async fn autologon_through_postern_with_the_vaulted_password() {
             && e["detail"].as_str().unwrap_or_default().starts_with("rdp session")),
         "{starts:?}"
     );
-    // The client goes away: the session ends, leaves the registry and is audited with its byte counts.
-    drop(c);
+    // Terminated from the web: the client is disconnected, the session leaves the registry, and session.end
+    // says who ended it, with the byte counts.
+    let id = registry.list()[0].id.clone();
+    let r = env
+        .s
+        .req(
+            "DELETE",
+            &format!("/api/v1/sessions/{id}"),
+            Some(&env.admin),
+            Some(json!({"reason": "maintenance"})),
+        )
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text);
+    assert!(
+        c.wait_exit(WAIT).is_some(),
+        "xfreerdp still connected after the termination"
+    );
     assert!(
         eventually(WAIT, || registry.list().is_empty()).await,
         "{:?}",
@@ -253,6 +268,10 @@ async fn autologon_through_postern_with_the_vaulted_password() {
     }
     assert!(
         ends.iter().any(|e| e["object_name"] == "winuser@rdp1"
+            && e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("terminated by admin: maintenance")
             && e["detail"]
                 .as_str()
                 .unwrap_or_default()
@@ -389,5 +408,48 @@ async fn refusals_and_a_wrong_vaulted_password() {
         "{starts:?}"
     );
     assert!(!logs().contains("a stale vaulted pw"));
+    env.s.stop().await;
+}
+
+/// Bad input on the RDP port (TLS or HTTP instead of RDP, a truncated or oversized frame, silence) ends that
+/// connection only: the gateway still serves the next client. And a client that offers only standard RDP
+/// security is told the gateway needs TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_on_the_rdp_port_is_refused_cleanly() {
+    use std::io::{Read, Write};
+    let mut env = Env::new().await;
+    let port = env.rdp_port;
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0x16, 3, 1, 0, 0x20, 1, 2, 3][..],
+        &[3, 0, 0xff, 0xff, 0, 0, 0][..],
+        &[3, 0, 0, 19, 14, 0xe0, 0, 0, 0, 0, 0][..],
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = s.write_all(junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
+    // A standard-RDP-security-only request gets an RDP_NEG_FAILURE (SSL_REQUIRED_BY_SERVER).
+    let x224_rdp_only = [3, 0, 0, 19, 14, 0xe0, 0, 0, 0, 0, 0, 1, 0, 8, 0, 0, 0, 0, 0];
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&x224_rdp_only).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert_eq!(buf.len(), 19, "{buf:?}");
+    assert_eq!(
+        (buf[11], buf[15]),
+        (3, 1),
+        "RDP_NEG_FAILURE with SSL_REQUIRED_BY_SERVER: {buf:?}"
+    );
+    assert!(logs().contains("the gateway needs TLS security"));
+    // Still serving: a real client gets through the whole negotiation to the refusal of its unknown target.
+    let x = Xvfb::start();
+    let mut c = env.connect(&x, "alice#nobody@nowhere", ALICE_PW, "after-junk.log");
+    assert!(c.wait_exit(WAIT).is_some_and(|s| !s.success()));
+    assert!(logs().contains("no such target, or you may not use it: nobody@nowhere"));
     env.s.stop().await;
 }

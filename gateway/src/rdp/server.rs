@@ -141,20 +141,19 @@ impl RdpGateway {
         let id = uuid::Uuid::new_v4().to_string();
         let span = info_span!("rdp_session", session.id = %id, user = tracing::field::Empty, target = tracing::field::Empty, client = %peer);
         let s = span.clone();
-        async move {
-            tokio::select! {
-                _ = cancel.cancelled() => debug!("gateway shutting down"),
-                _ = self.session(stream, peer, &id, &s, &cancel) => {}
-            }
-        }
-        .instrument(span)
-        .await
+        async move { self.session(stream, peer, &id, &s, &cancel).await }
+            .instrument(span)
+            .await
     }
 
     async fn session(&self, stream: TcpStream, peer: SocketAddr, id: &str, span: &Span, cancel: &CancellationToken) {
         let ctx = RequestContext::from_ip(peer.ip());
         let grace = self.settings.login_grace_time;
-        let (mut tls, hello) = match tokio::time::timeout(grace, self.client_handshake(stream)).await {
+        let handshake = tokio::select! {
+            _ = cancel.cancelled() => return debug!("the gateway is shutting down"),
+            r = tokio::time::timeout(grace, self.client_handshake(stream)) => r,
+        };
+        let (mut tls, hello) = match handshake {
             Err(_) => return debug!("no Client Info PDU within the login grace time"),
             Ok(Err(e)) => return info!(error = %e, side = ?e.side(), "RDP connection sequence with the client failed"),
             Ok(Ok(x)) => x,
@@ -367,12 +366,13 @@ impl RdpGateway {
         };
         let addr = format!("{}:{}", target.resource.host, target.resource.port);
         let hop = format!("target {label}");
-        let connected = tokio::time::timeout(
-            self.settings.connect_timeout,
-            self.target_handshake(&addr, &target.account.login, &hello),
-        )
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.connect_timeout)));
+        let connected = tokio::select! {
+            _ = cancel.cancelled() => Err("the gateway is shutting down".to_string()),
+            r = tokio::time::timeout(
+                self.settings.connect_timeout,
+                self.target_handshake(&addr, &target.account.login, &hello),
+            ) => r.unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.connect_timeout))),
+        };
         let mut target_tls = match connected {
             Ok(t) => t,
             Err(detail) => {
@@ -560,7 +560,7 @@ impl RdpGateway {
         tokio::pin!(idle_deadline);
         let why = loop {
             tokio::select! {
-                _ = cancel.cancelled() => break "terminated".to_string(),
+                _ = cancel.cancelled() => break "the gateway is shutting down".to_string(),
                 _ = &mut max_deadline => break format!("the maximum session duration ({}s) was reached", max.as_secs()),
                 _ = &mut idle_deadline => break format!("idle for {}s", idle.as_secs()),
                 r = cr.read(&mut cbuf) => match r {
