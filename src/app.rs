@@ -108,6 +108,8 @@ pub struct Running {
     pub rdp_addr: SocketAddr,
     /// Live gateway sessions.
     pub registry: postern_gateway::Registry,
+    /// Live output hubs of the sessions being recorded (what viewers watch).
+    pub hubs: crate::recording::LiveHubs,
     /// The vault (tests use it directly).
     pub vault: Vault,
     /// What was created on this start.
@@ -138,6 +140,16 @@ impl App {
         if report.initial_admin.is_some() {
             report.initial_password_file = Some(initial_password_path(cfg));
         }
+        let interrupted = vault
+            .mark_interrupted_recordings()
+            .await
+            .context("checking the recordings catalog")?;
+        if !interrupted.is_empty() {
+            tracing::warn!(
+                count = interrupted.len(),
+                "recordings left unsealed by the last stop are marked truncated"
+            );
+        }
         let keys = postern_gateway::hostkeys::ensure(&cfg.ssh.host_key_dir).context("SSH host keys")?;
         let (recording_key, created) =
             crate::recording::ensure_signing_key(&cfg.data_dir).context("the recording signing key")?;
@@ -166,12 +178,34 @@ impl App {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let registry = postern_gateway::Registry::default();
+        let hubs = crate::recording::LiveHubs::default();
+        let indexer = crate::recording::spawn_indexer(vault.clone(), &tracker, shutdown.clone());
+        let recording_public_key = recording_key.verifying_key();
+        if cfg.recording.retention_days > 0 {
+            let (vault, token, days) = (vault.clone(), shutdown.clone(), cfg.recording.retention_days);
+            tracker.spawn(async move {
+                loop {
+                    if let Err(e) = crate::recording::purge_expired(&vault, days).await {
+                        tracing::error!(error = %e, "purging expired recordings failed");
+                    }
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(RETENTION_PERIOD) => {}
+                    }
+                }
+            });
+        }
         let ssh = postern_gateway::ssh::SshGateway::new(
             vault.clone(),
             registry.clone(),
             Arc::new(crate::recording::RecorderSinks::new(
                 cfg.data_dir.join("recordings"),
                 recording_key,
+                cfg.recording.record_input,
+                vault.clone(),
+                hubs.clone(),
+                indexer,
+                tracker.clone(),
             )),
             postern_gateway::ssh::SshSettings {
                 host_keys: keys,
@@ -220,7 +254,22 @@ impl App {
             tracing::warn!("[ssh.dangerous] accept_any_target_host_key is on: changed target host keys are accepted");
         }
         let state = postern_web::AppState::new(vault.clone())
-            .with_live(Arc::new(LiveRegistry(registry.clone())))
+            .with_live(Arc::new(LiveRegistry {
+                registry: registry.clone(),
+                hubs: hubs.clone(),
+            }))
+            .with_recording_key(recording_public_key)
+            .with_options(postern_web::WebOptions {
+                session_idle_timeout: cfg.web.session_idle_timeout,
+                ui: postern_web::IpRules {
+                    allow: cfg.web.ui_allow.clone(),
+                    deny: cfg.web.ui_deny.clone(),
+                },
+                api: postern_web::IpRules {
+                    allow: cfg.web.api_allow.clone(),
+                    deny: cfg.web.api_deny.clone(),
+                },
+            })
             .with_terminals(Arc::new(terminals));
         let token = shutdown.clone();
         tracker.spawn(async move {
@@ -237,6 +286,7 @@ impl App {
             ssh_addr,
             rdp_addr,
             registry,
+            hubs,
             vault,
             report,
             shutdown,
@@ -273,12 +323,32 @@ impl Running {
     }
 }
 
-/// The web's view of the gateway's live sessions.
-struct LiveRegistry(postern_gateway::Registry);
+/// How often expired recordings are purged (when `[recording] retention_days` is set).
+pub const RETENTION_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// The web's view of the gateway's live sessions and their output hubs.
+struct LiveRegistry {
+    registry: postern_gateway::Registry,
+    hubs: crate::recording::LiveHubs,
+}
+
+/// A viewer's feed from a session's hub.
+struct HubFeed(postern_recorder::Subscriber);
+
+impl postern_web::WatchFeed for HubFeed {
+    fn next(&mut self) -> postern_web::WatchNext<'_> {
+        Box::pin(async move {
+            self.0.recv().await.map_err(|e| match e {
+                postern_recorder::Error::Lagged => postern_web::WatchEnd::TooSlow,
+                _ => postern_web::WatchEnd::SessionEnded,
+            })
+        })
+    }
+}
 
 impl postern_web::LiveSessions for LiveRegistry {
     fn list(&self) -> Vec<postern_web::LiveSession> {
-        self.0
+        self.registry
             .list()
             .into_iter()
             .map(|s| postern_web::LiveSession {
@@ -293,6 +363,14 @@ impl postern_web::LiveSessions for LiveRegistry {
     }
 
     fn terminate(&self, id: &str, by: &str, reason: &str) -> bool {
-        self.0.terminate(id, by, reason)
+        self.registry.terminate(id, by, reason)
+    }
+
+    fn watch(&self, id: &str) -> Option<postern_web::Watch> {
+        let (snapshot, sub) = self.hubs.get(id)?.subscribe();
+        Some(postern_web::Watch {
+            snapshot,
+            feed: Box::new(HubFeed(sub)),
+        })
     }
 }

@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use postern_web::IpNet;
 use toml_edit::{ImDocument, Item, TableLike, Value};
 
 /// Default for the top-level `data_dir` key.
@@ -64,6 +65,8 @@ pub struct Config {
     pub ssh: SshConfig,
     /// RDP gateway listener (`[rdp]`).
     pub rdp: RdpConfig,
+    /// Session recordings (`[recording]`).
+    pub recording: RecordingConfig,
     /// Logging (`[log]`).
     pub log: LogConfig,
     /// How long in-flight sessions get to finish on shutdown
@@ -109,6 +112,19 @@ pub struct WebConfig {
     pub tls_cert: PathBuf,
     /// PEM private key (`tls_key`, default `<data_dir>/tls/key.pem`).
     pub tls_key: PathBuf,
+    /// A browser session with no request for this long ends
+    /// (`session_idle_timeout`, default `15m`, non-zero).
+    pub session_idle_timeout: Duration,
+    /// When not empty, only these networks reach the web console (`ui_allow`,
+    /// default empty: everyone).
+    pub ui_allow: Vec<IpNet>,
+    /// These networks never reach the web console (`ui_deny`, default empty).
+    pub ui_deny: Vec<IpNet>,
+    /// When not empty, only these networks reach the API (`api_allow`,
+    /// default empty: everyone).
+    pub api_allow: Vec<IpNet>,
+    /// These networks never reach the API (`api_deny`, default empty).
+    pub api_deny: Vec<IpNet>,
 }
 
 /// `[ssh]` section.
@@ -155,6 +171,19 @@ pub struct SshDangerous {
 pub struct RdpConfig {
     /// Listen address of the RDP gateway (`listen`, default `127.0.0.1:3389`).
     pub listen: SocketAddr,
+}
+
+/// `[recording]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingConfig {
+    /// Record the user's keystrokes too (`record_input`, default `false`:
+    /// keystrokes may carry passwords typed at `sudo` prompts, which terminals
+    /// do not echo and output recording therefore never sees).
+    pub record_input: bool,
+    /// Sealed recordings older than this many days are deleted (file, catalog
+    /// row, search index) at start and every 24 hours (`retention_days`,
+    /// default 0 = keep forever; at most 36500).
+    pub retention_days: u32,
 }
 
 /// `[log]` section.
@@ -423,6 +452,11 @@ enum Setting {
     WebListen,
     WebTlsCert,
     WebTlsKey,
+    WebSessionIdleTimeout,
+    WebUiAllow,
+    WebUiDeny,
+    WebApiAllow,
+    WebApiDeny,
     SshListen,
     SshHostKeyDir,
     SshConnectTimeout,
@@ -432,11 +466,13 @@ enum Setting {
     SshMaxConnections,
     SshDangerousAcceptAnyTargetHostKey,
     RdpListen,
+    RecordingRecordInput,
+    RecordingRetentionDays,
     LogLevel,
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 22] = [
+const ALL_KEYS: [Setting; 29] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
@@ -448,6 +484,11 @@ const ALL_KEYS: [Setting; 22] = [
     Setting::WebListen,
     Setting::WebTlsCert,
     Setting::WebTlsKey,
+    Setting::WebSessionIdleTimeout,
+    Setting::WebUiAllow,
+    Setting::WebUiDeny,
+    Setting::WebApiAllow,
+    Setting::WebApiDeny,
     Setting::SshListen,
     Setting::SshHostKeyDir,
     Setting::SshConnectTimeout,
@@ -457,6 +498,8 @@ const ALL_KEYS: [Setting; 22] = [
     Setting::SshMaxConnections,
     Setting::SshDangerousAcceptAnyTargetHostKey,
     Setting::RdpListen,
+    Setting::RecordingRecordInput,
+    Setting::RecordingRetentionDays,
     Setting::LogLevel,
     Setting::LogFormat,
 ];
@@ -476,6 +519,11 @@ impl Setting {
             Setting::WebListen => "web.listen",
             Setting::WebTlsCert => "web.tls_cert",
             Setting::WebTlsKey => "web.tls_key",
+            Setting::WebSessionIdleTimeout => "web.session_idle_timeout",
+            Setting::WebUiAllow => "web.ui_allow",
+            Setting::WebUiDeny => "web.ui_deny",
+            Setting::WebApiAllow => "web.api_allow",
+            Setting::WebApiDeny => "web.api_deny",
             Setting::SshListen => "ssh.listen",
             Setting::SshHostKeyDir => "ssh.host_key_dir",
             Setting::SshConnectTimeout => "ssh.connect_timeout",
@@ -485,6 +533,8 @@ impl Setting {
             Setting::SshMaxConnections => "ssh.max_connections",
             Setting::SshDangerousAcceptAnyTargetHostKey => "ssh.dangerous.accept_any_target_host_key",
             Setting::RdpListen => "rdp.listen",
+            Setting::RecordingRecordInput => "recording.record_input",
+            Setting::RecordingRetentionDays => "recording.retention_days",
             Setting::LogLevel => "log.level",
             Setting::LogFormat => "log.format",
         }
@@ -666,6 +716,32 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// A list of networks: a TOML array of strings, or (environment, command
+    /// line) one comma-separated string; each item a CIDR network or a single
+    /// address. An empty array or string is the empty list.
+    fn networks(&self) -> Fallible<Vec<IpNet>> {
+        const EXPECTED: &str = "a list of networks in CIDR notation such as [\"10.0.0.0/8\", \"2001:db8::/32\"] \
+             (single addresses allowed; in the environment or on the command line: comma-separated)";
+        let items: Vec<&str> = match self.raw {
+            Raw::Text(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect(),
+            Raw::Toml(Value::Array(a)) => {
+                let mut v = Vec::new();
+                for item in a.iter() {
+                    match item {
+                        Value::String(s) => v.push(s.value().as_str()),
+                        other => return Err(self.wrong_type("an array of strings (networks)", other.type_name())),
+                    }
+                }
+                v
+            }
+            Raw::Toml(v) => return Err(self.wrong_type("an array of strings (networks)", v.type_name())),
+        };
+        items
+            .into_iter()
+            .map(|i| postern_web::parse_network(i).ok_or_else(|| self.invalid(EXPECTED)))
+            .collect()
+    }
+
     fn boolean(&self) -> Fallible<bool> {
         match self.raw {
             Raw::Toml(Value::Boolean(b)) => Ok(*b.value()),
@@ -769,6 +845,11 @@ struct Partial {
     web_listen: Option<Slot<SocketAddr>>,
     tls_cert: Option<Slot<PathBuf>>,
     tls_key: Option<Slot<PathBuf>>,
+    web_session_idle_timeout: Option<Slot<Duration>>,
+    web_ui_allow: Option<Slot<Vec<IpNet>>>,
+    web_ui_deny: Option<Slot<Vec<IpNet>>>,
+    web_api_allow: Option<Slot<Vec<IpNet>>>,
+    web_api_deny: Option<Slot<Vec<IpNet>>>,
     ssh_listen: Option<Slot<SocketAddr>>,
     host_key_dir: Option<Slot<PathBuf>>,
     ssh_connect_timeout: Option<Slot<Duration>>,
@@ -778,6 +859,8 @@ struct Partial {
     ssh_max_connections: Option<Slot<u32>>,
     accept_any_target_host_key: Option<Slot<bool>>,
     rdp_listen: Option<Slot<SocketAddr>>,
+    record_input: Option<Slot<bool>>,
+    retention_days: Option<Slot<u32>>,
     log_level: Option<Slot<String>>,
     log_format: Option<Slot<LogFormat>>,
 }
@@ -817,6 +900,11 @@ impl Partial {
             Setting::WebListen => self.web_listen = slot(c.socket_addr()?, origin),
             Setting::WebTlsCert => self.tls_cert = slot(c.path()?, origin),
             Setting::WebTlsKey => self.tls_key = slot(c.path()?, origin),
+            Setting::WebSessionIdleTimeout => self.web_session_idle_timeout = slot(c.duration(false)?, origin),
+            Setting::WebUiAllow => self.web_ui_allow = slot(c.networks()?, origin),
+            Setting::WebUiDeny => self.web_ui_deny = slot(c.networks()?, origin),
+            Setting::WebApiAllow => self.web_api_allow = slot(c.networks()?, origin),
+            Setting::WebApiDeny => self.web_api_deny = slot(c.networks()?, origin),
             Setting::SshListen => self.ssh_listen = slot(c.socket_addr()?, origin),
             Setting::SshHostKeyDir => self.host_key_dir = slot(c.path()?, origin),
             Setting::SshConnectTimeout => self.ssh_connect_timeout = slot(c.duration(false)?, origin),
@@ -831,6 +919,11 @@ impl Partial {
             }
             Setting::SshDangerousAcceptAnyTargetHostKey => self.accept_any_target_host_key = slot(c.boolean()?, origin),
             Setting::RdpListen => self.rdp_listen = slot(c.socket_addr()?, origin),
+            Setting::RecordingRecordInput => self.record_input = slot(c.boolean()?, origin),
+            Setting::RecordingRetentionDays => {
+                let n = c.integer(0, 36_500)?;
+                self.retention_days = slot(u32::try_from(n).unwrap_or(36_500), origin);
+            }
             Setting::LogLevel => self.log_level = slot(c.log_level()?, origin),
             Setting::LogFormat => self.log_format = slot(c.log_format()?, origin),
         }
@@ -944,6 +1037,11 @@ impl Partial {
                 listen: value_or(&self.web_listen, SocketAddr::from(([127, 0, 0, 1], 8443))),
                 tls_cert: value_or(&self.tls_cert, data_dir.join("tls").join("cert.pem")),
                 tls_key: value_or(&self.tls_key, data_dir.join("tls").join("key.pem")),
+                session_idle_timeout: value_or(&self.web_session_idle_timeout, Duration::from_secs(15 * 60)),
+                ui_allow: value_or(&self.web_ui_allow, Vec::new()),
+                ui_deny: value_or(&self.web_ui_deny, Vec::new()),
+                api_allow: value_or(&self.web_api_allow, Vec::new()),
+                api_deny: value_or(&self.web_api_deny, Vec::new()),
             },
             ssh: SshConfig {
                 listen: value_or(&self.ssh_listen, SocketAddr::from(([127, 0, 0, 1], 2222))),
@@ -959,6 +1057,10 @@ impl Partial {
             },
             rdp: RdpConfig {
                 listen: value_or(&self.rdp_listen, SocketAddr::from(([127, 0, 0, 1], 3389))),
+            },
+            recording: RecordingConfig {
+                record_input: value_or(&self.record_input, false),
+                retention_days: value_or(&self.retention_days, 0),
             },
             log: LogConfig {
                 level: value_or(&self.log_level, "info".to_owned()),
@@ -1115,6 +1217,15 @@ impl Config {
         let path = |p: &Path| toml_string(&p.display().to_string());
         let dur = |d: Duration| toml_string(&format_duration(d));
         let addr = |a: SocketAddr| toml_string(&a.to_string());
+        let nets = |v: &[IpNet]| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|n| toml_string(&n.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
         let mut lines: Vec<(&str, String)> = ALL_KEYS
             .into_iter()
             .map(|key| {
@@ -1130,6 +1241,11 @@ impl Config {
                     Setting::WebListen => addr(self.web.listen),
                     Setting::WebTlsCert => path(&self.web.tls_cert),
                     Setting::WebTlsKey => path(&self.web.tls_key),
+                    Setting::WebSessionIdleTimeout => dur(self.web.session_idle_timeout),
+                    Setting::WebUiAllow => nets(&self.web.ui_allow),
+                    Setting::WebUiDeny => nets(&self.web.ui_deny),
+                    Setting::WebApiAllow => nets(&self.web.api_allow),
+                    Setting::WebApiDeny => nets(&self.web.api_deny),
                     Setting::SshListen => addr(self.ssh.listen),
                     Setting::SshHostKeyDir => path(&self.ssh.host_key_dir),
                     Setting::SshConnectTimeout => dur(self.ssh.connect_timeout),
@@ -1141,6 +1257,8 @@ impl Config {
                         self.ssh.dangerous.accept_any_target_host_key.to_string()
                     }
                     Setting::RdpListen => addr(self.rdp.listen),
+                    Setting::RecordingRecordInput => self.recording.record_input.to_string(),
+                    Setting::RecordingRetentionDays => self.recording.retention_days.to_string(),
                     Setting::LogLevel => toml_string(&self.log.level),
                     Setting::LogFormat => toml_string(self.log.format.as_str()),
                 };
@@ -1244,6 +1362,8 @@ mod tests {
         assert_eq!(c.ssh.max_connections, 1000);
         assert!(!c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:3389".parse().unwrap());
+        assert!(!c.recording.record_input);
+        assert_eq!(c.recording.retention_days, 0);
         assert_eq!(c.log.level, "info");
         assert_eq!(c.log.format, LogFormat::Text);
     }
@@ -1280,6 +1400,10 @@ dangerous = { accept_any_target_host_key = true }
 [rdp]
 listen = "127.0.0.1:0"
 
+[recording]
+record_input = true
+retention_days = 90
+
 [log]
 level = "postern=debug,info"
 format = "json"
@@ -1308,6 +1432,8 @@ format = "json"
         assert_eq!(c.rdp.listen, "127.0.0.1:0".parse().unwrap());
         assert_eq!(c.log.level, "postern=debug,info");
         assert_eq!(c.log.format, LogFormat::Json);
+        assert!(c.recording.record_input);
+        assert_eq!(c.recording.retention_days, 90);
     }
 
     #[test]
@@ -1607,6 +1733,30 @@ format = "json"
     }
 
     #[test]
+    fn recording_keys() {
+        let c = load(
+            None,
+            &[("POSTERN_RECORDING_RECORD_INPUT", "true")],
+            &[("recording.retention_days", "30")],
+        )
+        .unwrap();
+        assert!(c.recording.record_input);
+        assert_eq!(c.recording.retention_days, 30);
+        let e = errs(load(
+            None,
+            &[("POSTERN_RECORDING_RETENTION_DAYS", "-1")],
+            &[
+                ("recording.retention_days", "36501"),
+                ("recording.record_input", "maybe"),
+            ],
+        ));
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].to_string().contains("between 0 and 36500"), "{}", e[0]);
+        let (_f, r) = load_text("[recording]\nretention_days = \"7\"\n");
+        assert!(errs(r)[0].to_string().contains("must be an integer"));
+    }
+
+    #[test]
     fn env_var_names() {
         let names: Vec<String> = ALL_KEYS.iter().map(|k| k.env_var()).collect();
         assert!(names.contains(&"POSTERN_WEB_LISTEN".to_owned()));
@@ -1620,6 +1770,8 @@ format = "json"
             "POSTERN_SSH_IDLE_TIMEOUT",
             "POSTERN_SSH_MAX_SESSION_DURATION",
             "POSTERN_SSH_MAX_CONNECTIONS",
+            "POSTERN_RECORDING_RECORD_INPUT",
+            "POSTERN_RECORDING_RETENTION_DAYS",
         ] {
             assert!(names.contains(&var.to_owned()), "{var}");
         }
@@ -1746,6 +1898,8 @@ format = "json"
                 "log.format",
                 "log.level",
                 "rdp.listen",
+                "recording.record_input",
+                "recording.retention_days",
                 "ssh.connect_timeout",
                 "ssh.host_key_dir",
                 "ssh.idle_timeout",
@@ -1756,9 +1910,14 @@ format = "json"
                 "ssh.dangerous.accept_any_target_host_key",
                 "vault.database_url",
                 "vault.master_key_file",
+                "web.api_allow",
+                "web.api_deny",
                 "web.listen",
+                "web.session_idle_timeout",
                 "web.tls_cert",
                 "web.tls_key",
+                "web.ui_allow",
+                "web.ui_deny",
             ]
         );
         assert!(s.contains("shutdown_grace = \"5s\""));
@@ -1819,5 +1978,47 @@ format = "json"
             );
             assert!(EXAMPLE.contains(&key.env_var()), "{} not documented", key.env_var());
         }
+    }
+
+    #[test]
+    fn web_session_timeout_and_ip_lists() {
+        let c = Config::default();
+        assert_eq!(c.web.session_idle_timeout, Duration::from_secs(15 * 60));
+        assert!(c.web.ui_allow.is_empty() && c.web.ui_deny.is_empty());
+        assert!(c.web.api_allow.is_empty() && c.web.api_deny.is_empty());
+
+        let f = file("[web]\nsession_idle_timeout = \"5m\"\nui_allow = [\"10.1.2.3/8\", \"::1\"]\napi_deny = []\n");
+        let c = load(
+            Some(f.path()),
+            &[("POSTERN_WEB_API_ALLOW", "192.0.2.0/24, 198.51.100.7")],
+            &[("web.ui_deny", "")],
+        )
+        .unwrap();
+        assert_eq!(c.web.session_idle_timeout, Duration::from_secs(300));
+        let nets = |v: &[&str]| v.iter().map(|s| s.parse::<IpNet>().unwrap()).collect::<Vec<_>>();
+        assert_eq!(c.web.ui_allow, nets(&["10.0.0.0/8", "::1/128"]));
+        assert_eq!(c.web.api_allow, nets(&["192.0.2.0/24", "198.51.100.7/32"]));
+        assert!(c.web.ui_deny.is_empty() && c.web.api_deny.is_empty());
+        let s = c.summary();
+        assert!(s.contains("web.ui_allow = [\"10.0.0.0/8\", \"::1/128\"]"), "{s}");
+        assert!(s.contains("web.session_idle_timeout = \"5m\""), "{s}");
+        let (_f, r) = load_text(&s);
+        assert_eq!(r.unwrap(), c, "the summary loads back");
+
+        // Bad values: every one reported, with the key.
+        let f = file("[web]\nui_allow = [\"10.0.0.0/33\"]\nui_deny = \"10.0.0.0/8\"\napi_allow = [1]\nsession_idle_timeout = \"0s\"\n");
+        let e = errs(load(Some(f.path()), &[("POSTERN_WEB_API_DENY", "example.com")], &[]));
+        assert_eq!(e.len(), 5, "{e:?}");
+        let msg = e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+        for k in [
+            "web.ui_allow",
+            "web.ui_deny",
+            "web.api_allow",
+            "web.session_idle_timeout",
+            "POSTERN_WEB_API_DENY",
+        ] {
+            assert!(msg.contains(k), "{k} missing from: {msg}");
+        }
+        assert!(msg.contains("CIDR"), "{msg}");
     }
 }

@@ -30,6 +30,10 @@ declare -A needed=(
   [xwd]=x11-apps
   [openssl]=openssl
   [/usr/bin/convert]=imagemagick
+  [/usr/bin/chromium]=chromium
+  [node]=nodejs
+  [npm]=npm
+  [script]=bsdutils
 )
 missing=()
 for cmd in "${!needed[@]}"; do
@@ -41,6 +45,27 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Browser tests (tests/web_ui.rs): playwright-core from the lockfile, driving
+# Debian's chromium (no browser download). The web console itself is built by
+# web/build.rs during cargo build.
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.postern-lock)
+
+# schemathesis (PyPI, pinned) fuzzes the API from its OpenAPI document in
+# tests/web_ui.rs; it lives in its own virtualenv.
+ST_VENV="$HOME/.cache/postern-schemathesis"
+ST_VERSION=4.32.5
+if ! "$ST_VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv
+  fi
+  rm -rf "$ST_VENV"
+  python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/pip" install -q "schemathesis==$ST_VERSION"
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postern-target}"

@@ -10,6 +10,7 @@
 //! * [`verify`]: recomputes the chain and the signatures of a recording file, names the first
 //!   bad chunk, and reports a recording cut by a crash as truncated with its intact prefix.
 //! * [`export_cast`]: the plain asciicast v2 text (`asciinema play`/`asciinema cat` read it).
+//! * [`index`]: plain text, commands and markers of a recording, for search ([`Indexer`]).
 //! * [`Hub`]: the live fan-out of a session's output to any number of viewers; a slow viewer
 //!   is dropped and never slows the session.
 //!
@@ -20,6 +21,7 @@
 
 mod format;
 mod hub;
+pub mod index;
 mod verify;
 mod writer;
 
@@ -29,6 +31,7 @@ use std::path::PathBuf;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use format::{SessionMeta, FILE_EXTENSION};
 pub use hub::{Hub, HubConfig, Subscriber};
+pub use index::{EntryKind, IndexEntry, IndexLimits, IndexMarker, Indexer, TextIndex};
 pub use verify::{export_cast, verify, Exported, Verification};
 pub use writer::{RecorderConfig, Recording, Sealed};
 

@@ -20,6 +20,7 @@ pub const ADMIN_PW: &str = "admin passphrase for tests";
 #[derive(Default)]
 pub struct Builder {
     overrides: Vec<(String, String)>,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Builder {
@@ -28,8 +29,17 @@ impl Builder {
         self
     }
 
+    /// Starts on the data of an earlier (stopped) server: its `dir`.
+    pub fn reuse_dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
     pub async fn start(self) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = match self.dir {
+            Some(d) => d,
+            None => tempfile::tempdir().unwrap(),
+        };
         let mut cli = vec![
             ("data_dir".to_string(), dir.path().join("data").display().to_string()),
             ("web.listen".to_string(), "127.0.0.1:0".to_string()),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod gateway;
 mod import;
 pub mod model;
+mod recordings;
 mod resources;
 pub mod secret;
 mod store;
@@ -30,6 +31,10 @@ pub use error::{Error, MasterKeyProblem, Result};
 pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
 pub use import::{ImportReport, ImportRowError};
 pub use model::*;
+pub use recordings::{
+    fts_query, NewRecording, RecordingAccess, RecordingDetail, RecordingEnd, RecordingFilter, RecordingInfo,
+    RecordingMarker, RecordingStatus, SearchHit, SearchResult, TextLine,
+};
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
 pub use secret::{Lease, SecretKind, SecretString};
 pub use store::{format_ts, now, parse_ts};

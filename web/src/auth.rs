@@ -1,37 +1,62 @@
-//! Bearer-token authentication.
+//! Authentication of every request: Bearer tokens (API clients) and the
+//! browser session cookie (web console), plus the IP allow/deny lists.
 //!
-//! [`require_bearer`] is a middleware over the whole router: every request
-//! under `/api/` except the public paths ([`PUBLIC_API_PATHS`]) must carry
-//! `Authorization: Bearer pst_…`; the token is resolved to a vault
-//! [`Actor`] once and stored in the request extensions, where handlers take it
-//! with the [`Authenticated`] extractor. Unknown `/api/` paths also need a
-//! token, so the API's shape is not revealed to anonymous callers.
+//! [`authenticate`] is a middleware over the whole router:
+//!
+//! 1. The client address must pass the IP lists of its side: `/api/…` the
+//!    API lists, everything else (the console) the UI lists; `/healthz` is
+//!    exempt. A refused address gets 403 `ip-refused`.
+//! 2. Every request under `/api/` except the public paths
+//!    ([`PUBLIC_API_PATHS`]) must be authenticated, either with
+//!    `Authorization: Bearer pst_…` or with the `__Host-postern_session`
+//!    cookie of a browser session (see [`crate::websession`]): a cookie
+//!    request that changes state needs the session's `X-CSRF-Token`, and an
+//!    idle session ends. A browser session's token is refused as a Bearer
+//!    token. The caller is resolved to a vault [`Actor`] once and stored in
+//!    the request extensions, where handlers take it with the
+//!    [`Authenticated`] extractor. Unknown `/api/` paths also need
+//!    authentication, so the API's shape is not revealed to anonymous callers.
+//!
+//! WebSocket routes are plain `GET`s, so browsers reach them with the cookie
+//! alone (no custom header needed).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use postern_vault::{Actor, RequestContext, SecretString};
 
 use crate::error::ApiError;
+use crate::websession::{self, CookieRefusal, CSRF_HEADER};
 use crate::AppState;
 
-/// `/api/` paths that need no token.
-pub const PUBLIC_API_PATHS: [&str; 2] = ["/api/v1/auth/login", "/api/v1/openapi.json"];
+/// `/api/` paths that need no authentication.
+pub const PUBLIC_API_PATHS: [&str; 3] = ["/api/v1/auth/login", "/api/v1/auth/web-login", "/api/v1/openapi.json"];
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// `Authorization: Bearer pst_…`.
+    Bearer,
+    /// The browser session cookie.
+    Cookie,
+}
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     /// Who is acting.
     pub actor: Actor,
+    /// Bearer header or browser cookie.
+    pub method: AuthMethod,
     token: SecretString,
 }
 
 impl Authenticated {
-    /// The bearer token the request was authenticated with (for logout).
+    /// The token the request was authenticated with (for logout).
     pub fn token(&self) -> &SecretString {
         &self.token
     }
@@ -45,22 +70,101 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Middleware: authenticates every non-public `/api/` request.
-pub async fn require_bearer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// The peer address of a request (absent when the router is called without
+/// `ConnectInfo`, as unit tests do).
+fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip().to_canonical())
+}
+
+/// Methods that never change state (no CSRF token needed with the cookie).
+fn is_safe(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// 401 that also tells the browser to drop its session cookie.
+fn cookie_refused(detail: &str) -> Response {
+    let mut resp = ApiError::invalid_token(detail).into_response();
+    resp.headers_mut()
+        .append(header::SET_COOKIE, websession::clear_cookie());
+    resp
+}
+
+/// Middleware: IP lists for everything, authentication for every non-public `/api/` request.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if !path.starts_with("/api/") || PUBLIC_API_PATHS.contains(&path) {
+    let is_api = path.starts_with("/api/");
+    if path != "/healthz" {
+        let rules = if is_api {
+            &state.web.options.api
+        } else {
+            &state.web.options.ui
+        };
+        if !rules.admits(peer_ip(&req)) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "ip-refused",
+                "Address not allowed",
+                "this address may not use this service",
+            )
+            .into_response();
+        }
+    }
+    if !is_api || PUBLIC_API_PATHS.contains(&path) {
         return next.run(req).await;
     }
-    let Some(token) = bearer_token(req.headers()) else {
-        return ApiError::invalid_token("this endpoint needs an `Authorization: Bearer pst_…` header").into_response();
+    let sessions = &state.web.sessions;
+    let (token, method) = if let Some(token) = bearer_token(req.headers()) {
+        if sessions.contains(token) {
+            return ApiError::invalid_token("a browser session token is accepted only from its cookie").into_response();
+        }
+        (SecretString::new(token), AuthMethod::Bearer)
+    } else if let Some(token) = websession::session_cookie(req.headers()) {
+        let csrf = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        let background = req.headers().contains_key(websession::BACKGROUND_HEADER);
+        match sessions.check(token, !is_safe(req.method()), csrf, background) {
+            Ok(()) => (SecretString::new(token), AuthMethod::Cookie),
+            Err(CookieRefusal::Csrf) => {
+                return ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf-failed",
+                    "CSRF check failed",
+                    "a request that changes state with the session cookie needs the session's X-CSRF-Token header",
+                )
+                .into_response();
+            }
+            Err(refusal) => {
+                // Unknown to this process or idle: the token must not live on.
+                if let Err(e) = state.vault.revoke_token(token).await {
+                    tracing::warn!(error = %e, "revoking an ended browser session failed");
+                }
+                let detail = if refusal == CookieRefusal::Idle {
+                    "the browser session ended after inactivity; log in again"
+                } else {
+                    "unknown or ended browser session; log in again"
+                };
+                return cookie_refused(detail);
+            }
+        }
+    } else {
+        return ApiError::invalid_token(
+            "this endpoint needs an `Authorization: Bearer pst_…` header or a session cookie",
+        )
+        .into_response();
     };
-    let token = SecretString::new(token);
     match state.vault.authenticate_token(token.expose()).await {
         Ok(actor) => {
-            req.extensions_mut().insert(Authenticated { actor, token });
+            req.extensions_mut().insert(Authenticated { actor, method, token });
             next.run(req).await
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => {
+            if method == AuthMethod::Cookie {
+                sessions.remove(token.expose());
+                return cookie_refused("the browser session ended; log in again");
+            }
+            ApiError::from(e).into_response()
+        }
     }
 }
 

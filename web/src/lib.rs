@@ -3,7 +3,11 @@
 //!
 //! * [`router`] builds the whole application (no TLS): `/api/v1/…` JSON
 //!   routes, `/api/v1/openapi.json` (which documents every `/api/` route), and
-//!   the `/healthz` probe (not part of the API document).
+//!   the `/healthz` probe (not part of the API document), and the web
+//!   console ([`ui`], a single-page application embedded at build time) for
+//!   every other path.
+//! * [`auth`] authenticates API requests (Bearer token or browser session
+//!   cookie + CSRF token, see [`websession`]) and applies the IP lists.
 //! * [`load_tls`] and [`serve`] terminate TLS and run the accept loop with
 //!   graceful shutdown.
 //!
@@ -25,12 +29,14 @@ pub mod error;
 pub mod live;
 pub mod terminal;
 mod tls;
+pub mod ui;
+pub mod websession;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -41,9 +47,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{ApiError, Error};
-pub use live::{LiveSession, LiveSessions, NoLiveSessions};
+/// A network in CIDR notation (re-exported for the configuration).
+pub use ipnet::IpNet;
+pub use live::{LiveSession, LiveSessions, NoLiveSessions, Watch, WatchEnd, WatchFeed, WatchNext};
 pub use terminal::{NoTerminals, TerminalError, TerminalInput, TerminalIo, TerminalOutput, Terminals};
 pub use tls::{load_tls, serve, HANDSHAKE_TIMEOUT};
+pub use websession::{parse_network, IpRules, WebOptions, WebSessions};
 
 /// Largest JSON request body.
 pub const MAX_JSON_BYTES: usize = 1024 * 1024;
@@ -55,8 +64,31 @@ pub struct AppState {
     pub vault: postern_vault::Vault,
     /// The gateway's live sessions ([`NoLiveSessions`] unless the root sets them).
     pub live: Arc<dyn LiveSessions>,
+    /// The public key recordings are verified with (`None`: not configured, verification
+    /// reports it).
+    pub recording_key: Option<postern_recorder::VerifyingKey>,
     /// The browser terminal ([`NoTerminals`] unless the root sets it).
     pub terminals: Arc<dyn Terminals>,
+    /// Web settings and the browser sessions.
+    pub web: Arc<WebState>,
+}
+
+/// The web layer's own state: its settings and the browser sessions.
+#[derive(Debug)]
+pub struct WebState {
+    /// Settings from `[web]`.
+    pub options: WebOptions,
+    /// Browser sessions (cookie + CSRF token).
+    pub sessions: WebSessions,
+}
+
+impl WebState {
+    fn new(options: WebOptions) -> Self {
+        WebState {
+            sessions: WebSessions::new(options.session_idle_timeout),
+            options,
+        }
+    }
 }
 
 impl AppState {
@@ -65,13 +97,31 @@ impl AppState {
         AppState {
             vault,
             live: Arc::new(NoLiveSessions),
+            recording_key: None,
             terminals: Arc::new(NoTerminals),
+            web: Arc::new(WebState::new(WebOptions::default())),
+        }
+    }
+
+    /// The same state with these web settings (and a fresh browser-session table).
+    pub fn with_options(self, options: WebOptions) -> Self {
+        AppState {
+            web: Arc::new(WebState::new(options)),
+            ..self
         }
     }
 
     /// The same state, reaching live sessions through `live`.
     pub fn with_live(self, live: Arc<dyn LiveSessions>) -> Self {
         AppState { live, ..self }
+    }
+
+    /// The same state, verifying recordings with `key`.
+    pub fn with_recording_key(self, key: postern_recorder::VerifyingKey) -> Self {
+        AppState {
+            recording_key: Some(key),
+            ..self
+        }
     }
 
     /// The same state, opening browser terminals through `terminals`.
@@ -93,7 +143,9 @@ impl std::fmt::Debug for AppState {
     info(
         title = "Postern API",
         description = "REST API of Postern, the privileged session gateway. Authenticate with \
-                       `POST /api/v1/auth/login`, then send `Authorization: Bearer pst_…`. Errors are RFC 9457 \
+                       `POST /api/v1/auth/login`, then send `Authorization: Bearer pst_…`. Browsers use \
+                       `POST /api/v1/auth/web-login` instead: the token goes into an HttpOnly cookie and \
+                       every state-changing request needs the `X-CSRF-Token` header it returns. Errors are RFC 9457 \
                        problem details (`application/problem+json`) whose `type` is `urn:postern:problem:<slug>`."
     ),
     modifiers(&BearerScheme),
@@ -106,6 +158,7 @@ impl std::fmt::Debug for AppState {
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "import", description = "Bulk import"),
         (name = "sessions", description = "Live gateway sessions"),
+        (name = "recordings", description = "Session recordings: catalog, verification, export and search"),
         (name = "meta", description = "The API description"),
     )
 )]
@@ -132,7 +185,7 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, import, resources, sessions, terminal, users};
+    use api::{accounts, audit, auth, browser, import, recordings, resources, sessions, terminal, users};
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -140,6 +193,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::openapi_json))
         .routes(routes!(auth::login))
         .routes(routes!(auth::logout))
+        .routes(routes!(browser::web_login))
+        .routes(routes!(browser::current_session, browser::end_session))
         .routes(routes!(auth::me))
         .routes(routes!(auth::change_password))
         .routes(routes!(auth::totp_begin))
@@ -167,6 +222,11 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::verify))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::terminate_session))
+        .routes(routes!(sessions::watch_session))
+        .routes(routes!(recordings::list_recordings))
+        .routes(routes!(recordings::search_recordings))
+        .routes(routes!(recordings::get_recording))
+        .routes(routes!(recordings::download_cast))
         .merge(csv)
 }
 
@@ -189,15 +249,26 @@ pub fn router(state: AppState) -> axum::Router {
     });
     routes
         .route("/healthz", axum::routing::get(api::healthz))
-        .fallback(api::not_found)
+        .fallback(ui::fallback)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require_bearer))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(Extension(api::OpenApiJson(Arc::from(doc_json))))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(middleware::from_fn(finish_response))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
 }
+
+/// The Content-Security-Policy of every response: scripts, styles, images,
+/// fonts and connections (fetch, WebSocket) from this origin only; no inline
+/// script or style, no JavaScript `eval`, no plugins, no framing, no `<base>`
+/// tricks. `'wasm-unsafe-eval'` lets the recording player (asciinema-player)
+/// compile its bundled WebAssembly terminal emulator; it does not allow
+/// JavaScript `eval` or inline code.
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+     img-src 'self'; font-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'; object-src 'none'";
 
 /// Adds the security headers, `Cache-Control: no-store` under `/api/`, and
 /// turns any error response that is not a problem yet into one.
@@ -226,10 +297,15 @@ async fn finish_response(req: Request, next: Next) -> Response {
     );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
     if is_api {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -278,6 +354,8 @@ mod tests {
             "/api/v1/openapi.json",
             "/api/v1/auth/login",
             "/api/v1/auth/logout",
+            "/api/v1/auth/web-login",
+            "/api/v1/auth/session",
             "/api/v1/me",
             "/api/v1/me/password",
             "/api/v1/me/totp",
@@ -297,6 +375,11 @@ mod tests {
             "/api/v1/audit/verify",
             "/api/v1/sessions",
             "/api/v1/sessions/{id}",
+            "/api/v1/sessions/{id}/watch",
+            "/api/v1/recordings",
+            "/api/v1/recordings/search",
+            "/api/v1/recordings/{id}",
+            "/api/v1/recordings/{id}/cast",
         ] {
             assert!(paths.contains_key(p), "missing {p}");
         }
@@ -316,6 +399,9 @@ mod tests {
             "NewUserKey",
             "LiveSession",
             "TerminateRequest",
+            "RecordingInfo",
+            "RecordingDetails",
+            "SearchResult",
         ] {
             assert!(json["components"]["schemas"].get(s).is_some(), "missing schema {s}");
         }

@@ -152,6 +152,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/auth/logout"),
+    ("POST", "/api/v1/auth/web-login"),
+    ("GET", "/api/v1/auth/session"),
+    ("DELETE", "/api/v1/auth/session"),
     ("GET", "/api/v1/me"),
     ("POST", "/api/v1/me/password"),
     ("POST", "/api/v1/me/totp"),
@@ -176,14 +179,20 @@ const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/v1/accounts/{id}"),
     ("DELETE", "/api/v1/accounts/{id}"),
     ("POST", "/api/v1/accounts/{id}/retrieve"),
+    ("GET", "/api/v1/accounts/{id}/terminal"),
     ("POST", "/api/v1/import/resources"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/audit/verify"),
     ("GET", "/api/v1/sessions"),
     ("DELETE", "/api/v1/sessions/{id}"),
+    ("GET", "/api/v1/sessions/{id}/watch"),
+    ("GET", "/api/v1/recordings"),
+    ("GET", "/api/v1/recordings/search"),
+    ("GET", "/api/v1/recordings/{id}"),
+    ("GET", "/api/v1/recordings/{id}/cast"),
 ];
 
-const PUBLIC: &[&str] = &["/api/v1/openapi.json", "/api/v1/auth/login"];
+const PUBLIC: &[&str] = &["/api/v1/openapi.json", "/api/v1/auth/login", "/api/v1/auth/web-login"];
 
 #[tokio::test]
 async fn first_admin_must_change_password_then_manages_and_secrets_never_leak() {
@@ -726,7 +735,8 @@ async fn rejections_are_problem_details() {
     call(app, Method::GET, "/api/v1/nothing-here", tok, None)
         .await
         .assert_problem(404, "not-found");
-    call(app, Method::GET, "/nothing-here", None, None)
+    // Outside /api/ unknown paths are the console's (index.html), except missing built files.
+    call(app, Method::GET, "/assets/nothing-here.js", None, None)
         .await
         .assert_problem(404, "not-found");
     let r = call(app, Method::PUT, "/api/v1/users", tok, Some(json!({}))).await;
@@ -761,8 +771,10 @@ async fn security_headers_on_every_response() {
             "{uri}"
         );
         let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-        assert_eq!(csp, "default-src 'self'; frame-ancestors 'none'");
-        assert!(!csp.contains("unsafe-inline"));
+        assert_eq!(csp, postern_web::CONTENT_SECURITY_POLICY);
+        assert!(csp.contains("script-src 'self' 'wasm-unsafe-eval';") && csp.contains("style-src 'self';"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("'unsafe-eval'"));
         assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(r.headers[header::REFERRER_POLICY], "no-referrer");
         if api {

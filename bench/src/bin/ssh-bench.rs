@@ -1576,6 +1576,20 @@ fn main() -> Result<()> {
     drop(bed);
     println!("{text}");
     if let Some(out) = &s.out {
+        // Keep the other programs' blocks (the recorder's figures).
+        let mut text = text.clone();
+        if let Some(rec) = fs::read_to_string(out)
+            .ok()
+            .and_then(|old| postern_bench::block(&old, "recorder-bench").map(str::to_owned))
+        {
+            text = format!(
+                "{}
+
+{rec}
+",
+                text.trim_end()
+            );
+        }
         fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("written to {}", out.display());
     }

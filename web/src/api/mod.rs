@@ -7,7 +7,9 @@
 pub mod accounts;
 pub mod audit;
 pub mod auth;
+pub mod browser;
 pub mod import;
+pub mod recordings;
 pub mod resources;
 pub mod sessions;
 pub mod terminal;
@@ -34,6 +36,7 @@ pub(crate) mod tags {
     pub const AUDIT: &str = "audit";
     pub const IMPORT: &str = "import";
     pub const SESSIONS: &str = "sessions";
+    pub const RECORDINGS: &str = "recordings";
     pub const META: &str = "meta";
 }
 
