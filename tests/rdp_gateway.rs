@@ -333,26 +333,32 @@ async fn refusals_and_a_wrong_vaulted_password() {
     assert_eq!(c.status, 204, "{}", c.text);
 
     let x = Xvfb::start();
-    for (user, pw, why) in [
+    let insufficient = "ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES";
+    let denied = "ERRINFO_SERVER_DENIED_CONNECTION";
+    for (user, pw, why, errinfo) in [
         (
             "bob#winuser@rdp2",
             "bob passphrase 12",
             "no such target, or you may not use it: winuser@rdp2",
+            insufficient,
         ),
         (
             "alice#nobody@rdp2",
             ALICE_PW,
             "no such target, or you may not use it: nobody@rdp2",
+            insufficient,
         ),
         (
             "alice#winuser@rdp2",
             "not alice's password",
             "authentication failed for alice",
+            denied,
         ),
         (
             "carol#winuser@rdp2",
             "carol passphrase 12",
             "carol has two-factor authentication",
+            denied,
         ),
     ] {
         let mut c = env.connect(&x, user, pw, "refused.log");
@@ -363,6 +369,12 @@ async fn refusals_and_a_wrong_vaulted_password() {
             c.log()
         );
         assert!(logs().contains(why), "{user}: no {why:?} in the gateway log");
+        // The client was told why, in RDP's reason codes.
+        assert!(
+            c.log().contains(errinfo),
+            "{user}: xfreerdp did not report {errinfo}:\n{}",
+            c.log()
+        );
     }
     // None of them reached the target.
     assert!(!t.log(Log::Xrdp).contains("receive connection request"), "{}", t.logs());

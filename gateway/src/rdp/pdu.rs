@@ -7,9 +7,13 @@ use ironrdp_pdu::gcc::{
     ConferenceCreateResponse, ServerCoreData, ServerCoreOptionalData, ServerGccBlocks, ServerNetworkData,
     ServerSecurityData,
 };
-use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, SendDataRequest};
+use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
-use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, Credentials};
+use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials};
+use ironrdp_pdu::rdp::headers::{
+    CompressionFlags, ShareControlHeader, ShareControlPdu, ShareDataHeader, ShareDataPdu, StreamPriority,
+};
+use ironrdp_pdu::rdp::server_error_info::{ErrorInfo, ProtocolIndependentCode, ServerSetErrorInfoPdu};
 use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::x224::{X224Data, X224};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -20,6 +24,8 @@ pub(crate) const MAX_FRAME: usize = 16 * 1024;
 
 /// The MCS I/O (global) channel.
 pub(crate) const IO_CHANNEL: u16 = 1003;
+/// The server's own MCS id (source of the PDUs the gateway sends as the server).
+pub(crate) const SERVER_CHANNEL: u16 = 1002;
 /// The first static virtual channel id.
 pub(crate) const FIRST_STATIC_CHANNEL: u16 = 1004;
 
@@ -135,6 +141,30 @@ pub(crate) fn send_data_request(user_channel: u16, user_data: &[u8]) -> Result<V
     }))
 }
 
+/// A Set Error Info PDU on the I/O channel: the reason code a client shows when the gateway then disconnects it
+/// (FreeRDP accepts it during licensing, where a refused client is waiting). Sent without a security header, as
+/// servers do under TLS.
+pub(crate) fn set_error_info(code: ProtocolIndependentCode) -> Result<Vec<u8>, String> {
+    let pdu = ShareControlHeader {
+        share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+            share_data_pdu: ShareDataPdu::ServerSetErrorInfo(ServerSetErrorInfoPdu(
+                ErrorInfo::ProtocolIndependentCode(code),
+            )),
+            stream_priority: StreamPriority::Low,
+            compression_flags: CompressionFlags::empty(),
+            compression_type: CompressionType::K8,
+        }),
+        pdu_source: SERVER_CHANNEL,
+        share_id: 0,
+    };
+    let data = encode(&pdu)?;
+    encode(&X224(SendDataIndication {
+        initiator_id: SERVER_CHANNEL,
+        channel_id: IO_CHANNEL,
+        user_data: Cow::Owned(data),
+    }))
+}
+
 /// The Client Info PDU the target gets, framed: the vaulted account and password with the autologon flag;
 /// everything else (flags, shell, time zone, performance flags) as the client sent it. The intermediate buffers
 /// holding the password are zeroized; the caller zeroizes the returned frame once sent.
@@ -199,6 +229,31 @@ mod tests {
         assert_eq!(user_channel(3), 1007);
         assert_eq!(user_channel(0), 1004);
         assert!(parse::<X224<McsMessage<'_>>>(&[3, 0, 0, 7, 2, 0xf0, 0x80], "x").is_err());
+    }
+
+    #[test]
+    fn set_error_info_round_trip() {
+        let f = set_error_info(ProtocolIndependentCode::ServerInsufficientPrivileges).unwrap();
+        let sd = match parse::<X224<McsMessage<'_>>>(&f, "test").unwrap().0 {
+            McsMessage::SendDataIndication(sd) => sd,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(sd.channel_id, IO_CHANNEL);
+        // The first four bytes are what FreeRDP reads as a security header during licensing: neither
+        // SEC_LICENSE_PKT (0x80) nor SEC_ENCRYPT (0x08) may be set in the total length.
+        let total = u16::from_le_bytes([sd.user_data[0], sd.user_data[1]]);
+        assert_eq!(usize::from(total), sd.user_data.len());
+        assert_eq!(total & 0x88, 0);
+        let h: ShareControlHeader = parse(&sd.user_data, "test").unwrap();
+        match h.share_control_pdu {
+            ShareControlPdu::Data(d) => assert_eq!(
+                d.share_data_pdu,
+                ShareDataPdu::ServerSetErrorInfo(ServerSetErrorInfoPdu(ErrorInfo::ProtocolIndependentCode(
+                    ProtocolIndependentCode::ServerInsufficientPrivileges
+                )))
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

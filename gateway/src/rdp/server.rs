@@ -18,6 +18,7 @@ use ironrdp_pdu::mcs::{
 use ironrdp_pdu::nego::{
     ConnectionConfirm, ConnectionRequest, FailureCode, NegoRequestData, RequestFlags, ResponseFlags, SecurityProtocol,
 };
+use ironrdp_pdu::rdp::server_error_info::ProtocolIndependentCode;
 use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::x224::X224;
 use postern_vault::{Actor, LoginRequest, RequestContext, SecretKind, SecretString, Vault};
@@ -82,6 +83,9 @@ struct ClientHello {
     user_channel: u16,
     info: ClientInfoPdu,
 }
+
+/// The refusal for unknown and forbidden targets (the same words for both).
+const NO_TARGET: &str = "no such target, or you may not use it";
 
 /// A refusal: what the log and audit say (never a secret), and which side failed.
 type Refusal = Error;
@@ -162,12 +166,22 @@ impl RdpGateway {
             Ok(()) => {}
             Err(e) => {
                 info!(error = %e, side = ?e.side(), "RDP session refused or failed");
-                // Tell the client the connection is over (it reports a disconnect; the reason is in the audit).
-                if let Ok(f) = pdu::encode(&X224(DisconnectProviderUltimatum::from_reason(
-                    DisconnectReason::ProviderInitiated,
-                ))) {
-                    let _ = tls.write_all(&f).await;
-                }
+                // Tell the client why in RDP's terms (a reason code), then that the connection is over; the
+                // words are in the log and the audit.
+                let code = match &e {
+                    Error::Client(m) if m.starts_with(NO_TARGET) => {
+                        ProtocolIndependentCode::ServerInsufficientPrivileges
+                    }
+                    _ => ProtocolIndependentCode::ServerDeniedConnection,
+                };
+                let mut out = pdu::set_error_info(code).unwrap_or_default();
+                out.extend(
+                    pdu::encode(&X224(DisconnectProviderUltimatum::from_reason(
+                        DisconnectReason::ProviderInitiated,
+                    )))
+                    .unwrap_or_default(),
+                );
+                let _ = tls.write_all(&out).await;
                 let _ = tls.shutdown().await;
             }
         }
@@ -322,7 +336,7 @@ impl RdpGateway {
             Err(_) => return Err(client(format!("authentication failed for {}", login.user))),
         };
         drop(req);
-        let denied = || client(format!("no such target, or you may not use it: {target_name}"));
+        let denied = || client(format!("{NO_TARGET}: {target_name}"));
         let target = match self
             .vault
             .resolve_target(&actor, &target_name.account, &target_name.resource, ctx)
