@@ -49,6 +49,23 @@ fn direct_xfreerdp_to_xrdp_autologon_and_wrong_password() {
         t.logs()
     );
     assert!(!t.log(Log::Xrdp).contains("login successful for user carol"));
+    // What the clients show (screenshots of their displays): xrdp's own "login failed" dialog (its grey,
+    // #DEDEDE, in the middle of the dialog) on carol's; bob's desktop is not that dialog.
+    let png = tmp.path().join("bad.png");
+    let grey = "#DEDEDE".to_string();
+    let mut seen = String::new();
+    for _ in 0..50 {
+        x2.screenshot(&png);
+        seen = rdp::pixel(&png, 200, 200);
+        if seen == grey {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(seen, grey, "carol's screen does not show xrdp's login dialog");
+    let ok_png = tmp.path().join("ok.png");
+    x.screenshot(&ok_png);
+    assert_ne!(rdp::pixel(&ok_png, 200, 200), grey, "bob's screen shows a login dialog");
 }
 
 const ALICE_PW: &str = "alice passphrase 123";
@@ -198,6 +215,7 @@ async fn autologon_through_postern_with_the_vaulted_password() {
     let t = XrdpTarget::start(&[("winuser", &secret)]);
     let rid = env.add_resource("rdp1", &t).await;
     env.add_account(&rid, "winuser", &secret).await;
+    let cert_fp = t.cert_fingerprint();
     let x = Xvfb::start();
     let mut c = env.connect(&x, "alice#winuser@rdp1", ALICE_PW, "alice.log");
     let ok = t.wait_for_log(
@@ -233,7 +251,8 @@ async fn autologon_through_postern_with_the_vaulted_password() {
     assert!(
         starts.iter().any(|e| e["actor_name"] == "alice"
             && e["object_name"] == "winuser@rdp1"
-            && e["detail"].as_str().unwrap_or_default().starts_with("rdp session")),
+            && e["detail"].as_str().unwrap_or_default().starts_with("rdp session")
+            && e["detail"].as_str().unwrap_or_default().contains(&cert_fp)),
         "{starts:?}"
     );
     // Terminated from the web: the client is disconnected, the session leaves the registry, and session.end

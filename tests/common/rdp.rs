@@ -290,6 +290,25 @@ impl XrdpTarget {
         assert_eq!(code, 0, "chpasswd for {name} failed:\n{out}{err}");
     }
 
+    /// `SHA256:<hex>` of the target's TLS certificate (DER), from openssl.
+    pub fn cert_fingerprint(&self) -> String {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(self.dir.join("cert.pem"))
+            .output()
+            .expect("run openssl x509");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let hex = text
+            .trim()
+            .rsplit('=')
+            .next()
+            .unwrap_or_default()
+            .replace(':', "")
+            .to_lowercase();
+        assert_eq!(hex.len(), 64, "openssl x509 -fingerprint: {text}");
+        format!("SHA256:{hex}")
+    }
+
     /// One of the target's logs so far.
     pub fn log(&self, which: Log) -> String {
         self.read(match which {
@@ -364,7 +383,17 @@ impl Xvfb {
         let display = free_display(700);
         let child = Command::new("Xvfb")
             .arg(format!(":{display}"))
-            .args(["-screen", "0", "1024x768x24", "-nolisten", "tcp", "-nolisten", "unix"])
+            // No lock file and no socket file in the host's /tmp: only the abstract socket, gone with the process.
+            .args([
+                "-screen",
+                "0",
+                "1024x768x24",
+                "-nolisten",
+                "tcp",
+                "-nolisten",
+                "unix",
+                "-nolock",
+            ])
             .env("PATH", SYS_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -486,6 +515,26 @@ impl Drop for FreeRdp {
     }
 }
 
+/// The colour of one pixel as `#RRGGBB` (ImageMagick `convert … txt:-`).
+pub fn pixel(image: &Path, x: u32, y: u32) -> String {
+    let out = Command::new("convert")
+        .arg(image)
+        .args(["-crop", &format!("1x1+{x}+{y}"), "-depth", "8", "txt:-"])
+        .env("PATH", SYS_PATH)
+        .output()
+        .expect("run convert");
+    assert!(
+        out.status.success(),
+        "convert failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .find(|w| w.starts_with('#') && w.len() >= 7)
+        .map(|w| w[..7].to_uppercase())
+        .unwrap_or_else(|| panic!("no colour in {text:?}"))
+}
+
 /// SIGKILL to the child's process group (spawned with `process_group(0)`, so the group id is its pid).
 fn kill_group(child: &Child) {
     let _ = Command::new("kill")
@@ -520,16 +569,18 @@ fn abstract_x_socket_taken(n: u32) -> bool {
 }
 
 /// A display number from `base` up whose next 10 numbers are unused (sesman may take several), different for
-/// each call in this process and spread by pid across concurrent test processes.
+/// each call in this process and spread by pid across concurrent test processes. Panics when all 29 candidates
+/// are in use.
 fn free_display(base: u32) -> u32 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let spread = (std::process::id() % 20) * 10;
-    loop {
+    for _ in 0..29 {
         let n = base + (spread + NEXT.fetch_add(10, Ordering::SeqCst)) % 290;
-        if !(n..n + 10).any(abstract_x_socket_taken) && !Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+        if !(n..n + 10).any(abstract_x_socket_taken) {
             return n;
         }
     }
+    panic!("no free X display between {base} and {}", base + 300);
 }
 
 /// Ok when this machine can run xrdp targets and FreeRDP clients.

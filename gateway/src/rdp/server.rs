@@ -22,6 +22,7 @@ use ironrdp_pdu::rdp::server_error_info::ProtocolIndependentCode;
 use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::x224::X224;
 use postern_vault::{Actor, LoginRequest, RequestContext, SecretKind, SecretString, Vault};
+use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -387,7 +388,7 @@ impl RdpGateway {
                 self.target_handshake(&addr, &target.account.login, &hello),
             ) => r.unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.connect_timeout))),
         };
-        let mut target_tls = match connected {
+        let (mut target_tls, target_cert) = match connected {
             Ok(t) => t,
             Err(detail) => {
                 let e = Error::Target {
@@ -436,7 +437,9 @@ impl RdpGateway {
             "session.start",
             object,
             false,
-            format!("rdp session {id} from {peer} (TLS, credentials injected with autologon)"),
+            format!(
+                "rdp session {id} from {peer} (TLS, credentials injected with autologon; target certificate {target_cert}, not pinned)"
+            ),
             ctx,
         )
         .await;
@@ -472,7 +475,7 @@ impl RdpGateway {
         addr: &str,
         account: &str,
         hello: &ClientHello,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, String), String> {
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
@@ -506,6 +509,13 @@ impl RdpGateway {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS handshake: {e}"))?;
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| format!("SHA256:{}", hex::encode(sha2::Sha256::digest(c.as_ref()))))
+            .unwrap_or_else(|| "(none)".into());
         tls.write_all(&hello.connect_initial)
             .await
             .map_err(|e| format!("MCS Connect Initial: {e}"))?;
@@ -547,7 +557,7 @@ impl RdpGateway {
                 other => return Err(format!("joining channel {ch}: {other:?}")),
             }
         }
-        Ok(tls)
+        Ok((tls, cert))
     }
 
     /// Raw bytes both ways until either side closes, the session is terminated, idles or lasts too long.
