@@ -85,6 +85,14 @@ struct ClientHello {
     info: ClientInfoPdu,
 }
 
+/// What one client PDU before the Client Info PDU asks for.
+enum Step {
+    /// Answer with this PDU (or nothing).
+    Reply(Option<Result<Vec<u8>, String>>),
+    /// The Client Info PDU, decoded.
+    Info(Box<Result<ClientInfoPdu, String>>),
+}
+
 /// The refusal for unknown and forbidden targets (the same words for both).
 const NO_TARGET: &str = "no such target, or you may not use it";
 
@@ -238,14 +246,16 @@ impl RdpGateway {
 
         let mut joined = Vec::new();
         for _ in 0..(8 + static_channels.len()) {
-            let f = read(&mut tls, "MCS domain PDU").await?;
-            let msg: X224<McsMessage<'_>> = pdu::parse(&f, "MCS domain PDU").map_err(client)?;
-            let reply = match msg.0 {
-                McsMessage::ErectDomainRequest(_) => None,
-                McsMessage::AttachUserRequest(_) => Some(pdu::encode(&X224(AttachUserConfirm {
+            let mut f = read(&mut tls, "MCS domain PDU").await?;
+            let step = match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS domain PDU")
+                .map_err(client)?
+                .0
+            {
+                McsMessage::ErectDomainRequest(_) => Step::Reply(None),
+                McsMessage::AttachUserRequest(_) => Step::Reply(Some(pdu::encode(&X224(AttachUserConfirm {
                     result: 0,
                     initiator_id: user_channel,
-                }))),
+                })))),
                 McsMessage::ChannelJoinRequest(j) => {
                     let known = j.channel_id == user_channel
                         || j.channel_id == IO_CHANNEL
@@ -253,15 +263,21 @@ impl RdpGateway {
                     if known && !joined.contains(&j.channel_id) {
                         joined.push(j.channel_id);
                     }
-                    Some(pdu::encode(&X224(ChannelJoinConfirm {
+                    Step::Reply(Some(pdu::encode(&X224(ChannelJoinConfirm {
                         result: if known { 0 } else { 14 }, // rt-no-such-channel
                         initiator_id: user_channel,
                         requested_channel_id: j.channel_id,
                         channel_id: j.channel_id,
-                    })))
+                    }))))
                 }
-                McsMessage::SendDataRequest(sd) => {
-                    let info: ClientInfoPdu = pdu::parse(&sd.user_data, "Client Info PDU").map_err(client)?;
+                McsMessage::SendDataRequest(sd) => Step::Info(Box::new(pdu::parse(&sd.user_data, "Client Info PDU"))),
+                other => return Err(client(format!("unexpected {other:?} before the Client Info PDU"))),
+            };
+            let reply = match step {
+                Step::Reply(r) => r,
+                Step::Info(info) => {
+                    // The frame holds the user's password (UTF-16): wipe it once decoded.
+                    f.zeroize();
                     return Ok((
                         tls,
                         ClientHello {
@@ -269,11 +285,10 @@ impl RdpGateway {
                             joined,
                             static_channels,
                             user_channel,
-                            info,
+                            info: (*info).map_err(client)?,
                         },
                     ));
                 }
-                other => return Err(client(format!("unexpected {other:?} before the Client Info PDU"))),
             };
             if let Some(r) = reply {
                 tls.write_all(&r.map_err(client)?)
