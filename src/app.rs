@@ -253,6 +253,7 @@ impl App {
         if cfg.ssh.dangerous.accept_any_target_host_key {
             tracing::warn!("[ssh.dangerous] accept_any_target_host_key is on: changed target host keys are accepted");
         }
+        wire_workflows(cfg, &vault, &registry, &tracker, &shutdown)?;
         let state = postern_web::AppState::new(vault.clone())
             .with_live(Arc::new(LiveRegistry {
                 registry: registry.clone(),
@@ -321,6 +322,92 @@ impl Running {
         .await
         .is_ok()
     }
+}
+
+/// Wires the vault's workflows to the rest of the server: the SSH resetter for
+/// Linux/Unix resources, the ticket webhook, a task that ends a user's gateway
+/// sessions on an account when their access request is checked in, and the
+/// periodic sweep that checks in expired check-outs and rotates passwords past
+/// their policy's maximum age.
+fn wire_workflows(
+    cfg: &Config,
+    vault: &Vault,
+    registry: &postern_gateway::Registry,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    vault.set_tasks(tracker.clone(), shutdown.clone());
+    vault.set_require_reason(cfg.vault.require_reason);
+    let resetter = Arc::new(postern_gateway::reset::SshResetter {
+        timeout: cfg.ssh.connect_timeout.max(Duration::from_secs(10)),
+    });
+    vault.set_resetter(postern_vault::ResourceType::Linux, resetter.clone());
+    vault.set_resetter(postern_vault::ResourceType::Unix, resetter);
+    if !cfg.vault.ticket_webhook_url.is_empty() {
+        let v = crate::tickets::WebhookValidator::new(&cfg.vault.ticket_webhook_url)
+            .context("building the ticket webhook client")?;
+        vault.set_ticket_validator(Arc::new(v));
+    }
+    let mut events = vault.subscribe();
+    let (reg, token) = (registry.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                _ = token.cancelled() => break,
+            };
+            match ev {
+                Ok(postern_vault::VaultEvent::CheckedIn {
+                    account_label,
+                    username,
+                    ..
+                }) => {
+                    for s in reg.list() {
+                        if s.user == username && s.target == account_label {
+                            reg.terminate(&s.id, "postern", "the access request was checked in");
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "vault events were dropped"),
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+    let (v, token, every) = (vault.clone(), shutdown.clone(), cfg.vault.sweep_interval);
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = token.cancelled() => break,
+            }
+            let swept = tokio::select! {
+                r = v.expire_checkouts(time::OffsetDateTime::now_utc()) => r,
+                _ = token.cancelled() => break,
+            };
+            match swept {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(checked_in = n, "expired check-outs checked in"),
+                Err(e) => tracing::warn!(error = %e, "checking in expired check-outs failed"),
+            }
+            let rotated = tokio::select! {
+                r = v.rotate_aged_passwords(time::OffsetDateTime::now_utc()) => r,
+                _ = token.cancelled() => break,
+            };
+            match rotated {
+                Ok(r) if r.is_empty() => {}
+                Ok(r) => tracing::info!(
+                    rotated = r.iter().filter(|x| x.outcome == "ok").count(),
+                    failed = r.iter().filter(|x| x.outcome != "ok").count(),
+                    "passwords past their maximum age rotated"
+                ),
+                Err(e) => tracing::warn!(error = %e, "rotating aged passwords failed"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// How often expired recordings are purged (when `[recording] retention_days` is set).

@@ -83,6 +83,20 @@ pub struct VaultConfig {
     /// Database URL (`database_url`, default `sqlite://<data_dir>/postern.db`).
     /// Must start with `sqlite:`.
     pub database_url: String,
+    /// How often expired access-request check-outs are checked in (and their
+    /// passwords reset) and passwords past their maximum age are rotated
+    /// (`sweep_interval`, default `30s`, non-zero).
+    pub sweep_interval: Duration,
+    /// URL that checks ticket ids of access requests (`ticket_webhook_url`,
+    /// default empty: ticket ids are recorded unchecked). Postern POSTs
+    /// `{"ticket_id", "requester", "account", "reason"}` and expects
+    /// `{"valid": true}`.
+    pub ticket_webhook_url: String,
+    /// A reason is mandatory for every password retrieval and every gateway
+    /// session (`require_reason`, default false). Sessions take it from the
+    /// user's checked-out access request (approved at once for accounts that
+    /// need no approval); the reason is in the audit.
+    pub require_reason: bool,
 }
 
 /// `[auth]` section.
@@ -445,6 +459,9 @@ enum Setting {
     ShutdownGrace,
     VaultMasterKeyFile,
     VaultDatabaseUrl,
+    VaultSweepInterval,
+    VaultTicketWebhookUrl,
+    VaultRequireReason,
     AuthLockoutThreshold,
     AuthLockoutDuration,
     AuthTokenTtl,
@@ -472,11 +489,14 @@ enum Setting {
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 29] = [
+const ALL_KEYS: [Setting; 32] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
     Setting::VaultDatabaseUrl,
+    Setting::VaultSweepInterval,
+    Setting::VaultTicketWebhookUrl,
+    Setting::VaultRequireReason,
     Setting::AuthLockoutThreshold,
     Setting::AuthLockoutDuration,
     Setting::AuthTokenTtl,
@@ -512,6 +532,9 @@ impl Setting {
             Setting::ShutdownGrace => "shutdown_grace",
             Setting::VaultMasterKeyFile => "vault.master_key_file",
             Setting::VaultDatabaseUrl => "vault.database_url",
+            Setting::VaultSweepInterval => "vault.sweep_interval",
+            Setting::VaultTicketWebhookUrl => "vault.ticket_webhook_url",
+            Setting::VaultRequireReason => "vault.require_reason",
             Setting::AuthLockoutThreshold => "auth.lockout_threshold",
             Setting::AuthLockoutDuration => "auth.lockout_duration",
             Setting::AuthTokenTtl => "auth.token_ttl",
@@ -654,6 +677,20 @@ impl<'a> Ctx<'a> {
             return Err(self.invalid(EXPECTED));
         }
         Ok(s.to_owned())
+    }
+
+    fn webhook_url(&self) -> Fallible<String> {
+        const EXPECTED: &str = "empty, or an http:// or https:// URL";
+        let s = self.text("URL")?;
+        let ok = s.is_empty()
+            || ((s.starts_with("https://") || s.starts_with("http://"))
+                && s.len() > "https://".len()
+                && !s.chars().any(|c| c.is_control() || c.is_whitespace()));
+        if ok {
+            Ok(s.to_owned())
+        } else {
+            Err(self.invalid(EXPECTED))
+        }
     }
 
     fn log_level(&self) -> Fallible<String> {
@@ -838,6 +875,9 @@ struct Partial {
     shutdown_grace: Option<Slot<Duration>>,
     master_key_file: Option<Slot<PathBuf>>,
     database_url: Option<Slot<String>>,
+    sweep_interval: Option<Slot<Duration>>,
+    ticket_webhook_url: Option<Slot<String>>,
+    require_reason: Option<Slot<bool>>,
     lockout_threshold: Option<Slot<u32>>,
     lockout_duration: Option<Slot<Duration>>,
     token_ttl: Option<Slot<Duration>>,
@@ -886,6 +926,9 @@ impl Partial {
             Setting::ShutdownGrace => self.shutdown_grace = slot(c.duration(true)?, origin),
             Setting::VaultMasterKeyFile => self.master_key_file = slot(c.path()?, origin),
             Setting::VaultDatabaseUrl => self.database_url = slot(c.database_url()?, origin),
+            Setting::VaultSweepInterval => self.sweep_interval = slot(c.duration(false)?, origin),
+            Setting::VaultTicketWebhookUrl => self.ticket_webhook_url = slot(c.webhook_url()?, origin),
+            Setting::VaultRequireReason => self.require_reason = slot(c.boolean()?, origin),
             Setting::AuthLockoutThreshold => {
                 let n = c.integer(1, u64::from(u32::MAX))?;
                 self.lockout_threshold = slot(u32::try_from(n).unwrap_or(u32::MAX), origin);
@@ -1026,6 +1069,9 @@ impl Partial {
             vault: VaultConfig {
                 master_key_file: value_or(&self.master_key_file, data_dir.join("master.key")),
                 database_url: value_or(&self.database_url, default_db),
+                sweep_interval: value_or(&self.sweep_interval, Duration::from_secs(30)),
+                ticket_webhook_url: value_or(&self.ticket_webhook_url, String::new()),
+                require_reason: value_or(&self.require_reason, false),
             },
             auth: AuthConfig {
                 lockout_threshold: value_or(&self.lockout_threshold, 5),
@@ -1234,6 +1280,9 @@ impl Config {
                     Setting::ShutdownGrace => dur(self.shutdown_grace),
                     Setting::VaultMasterKeyFile => path(&self.vault.master_key_file),
                     Setting::VaultDatabaseUrl => toml_string(&self.vault.database_url),
+                    Setting::VaultSweepInterval => dur(self.vault.sweep_interval),
+                    Setting::VaultTicketWebhookUrl => toml_string(&self.vault.ticket_webhook_url),
+                    Setting::VaultRequireReason => self.vault.require_reason.to_string(),
                     Setting::AuthLockoutThreshold => self.auth.lockout_threshold.to_string(),
                     Setting::AuthLockoutDuration => dur(self.auth.lockout_duration),
                     Setting::AuthTokenTtl => dur(self.auth.token_ttl),
@@ -1910,6 +1959,9 @@ format = "json"
                 "ssh.dangerous.accept_any_target_host_key",
                 "vault.database_url",
                 "vault.master_key_file",
+                "vault.require_reason",
+                "vault.sweep_interval",
+                "vault.ticket_webhook_url",
                 "web.api_allow",
                 "web.api_deny",
                 "web.listen",
@@ -1928,6 +1980,26 @@ format = "json"
         // The summary is itself valid TOML that loads back to the same config.
         let (_f, r) = load_text(&s);
         assert_eq!(r.unwrap(), Config::default());
+    }
+
+    #[test]
+    fn vault_workflow_keys() {
+        let (_f, r) = load_text(
+            "[vault]\nticket_webhook_url = \"https://tickets.example/check\"\nsweep_interval = \"5s\"\nrequire_reason = true\n",
+        );
+        let c = r.unwrap();
+        assert_eq!(c.vault.ticket_webhook_url, "https://tickets.example/check");
+        assert_eq!(c.vault.sweep_interval, Duration::from_secs(5));
+        assert!(c.vault.require_reason);
+        for bad in [
+            "[vault]\nticket_webhook_url = \"ftp://x\"\n",
+            "[vault]\nticket_webhook_url = \"https://a b\"\n",
+            "[vault]\nsweep_interval = \"0s\"\n",
+            "[vault]\nsweep_interval = 5\n",
+        ] {
+            let (_f, r) = load_text(bad);
+            assert!(r.is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod app;
 pub mod config;
 pub mod recording;
 pub mod terminals;
+pub mod tickets;
 pub mod tls;

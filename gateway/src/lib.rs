@@ -14,6 +14,7 @@ pub mod hostkeys;
 pub mod login;
 pub mod rdp;
 pub mod registry;
+pub mod reset;
 pub mod ssh;
 
 pub use error::{Error, Side};

@@ -49,6 +49,98 @@ impl Operation {
     ];
 }
 
+impl Operation {
+    /// The stable id used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::ManageUsers => "manage_users",
+            Operation::ManageResources => "manage_resources",
+            Operation::ManagePasswords => "manage_passwords",
+            Operation::ViewPasswords => "view_passwords",
+            Operation::PersonalPasswords => "personal_passwords",
+            Operation::ViewAudit => "view_audit",
+            Operation::PrivacySecurity => "privacy_security",
+            Operation::RemoteAccess => "remote_access",
+            Operation::SessionControl => "session_control",
+        }
+    }
+
+    /// Parses an operation id.
+    pub fn parse(s: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|o| o.as_str() == s)
+    }
+
+    /// The seed's category of the operation (Users, Password, Reports, Settings, Remote access).
+    pub fn category(self) -> &'static str {
+        match self {
+            Operation::ManageUsers => "users",
+            Operation::ManageResources
+            | Operation::ManagePasswords
+            | Operation::ViewPasswords
+            | Operation::PersonalPasswords => "password",
+            Operation::ViewAudit => "reports",
+            Operation::PrivacySecurity => "settings",
+            Operation::RemoteAccess | Operation::SessionControl => "remote_access",
+        }
+    }
+}
+
+/// A set of operations (a custom role's grant). Small and `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct OpSet(u16);
+
+impl OpSet {
+    /// No operation.
+    pub const EMPTY: OpSet = OpSet(0);
+
+    fn bit(op: Operation) -> u16 {
+        1 << Operation::ALL.iter().position(|o| *o == op).unwrap_or(15)
+    }
+
+    /// The set of `ops`.
+    pub fn of(ops: &[Operation]) -> OpSet {
+        OpSet(ops.iter().fold(0, |m, o| m | Self::bit(*o)))
+    }
+
+    /// The operations a built-in role grants.
+    pub fn of_role(role: Role) -> OpSet {
+        OpSet::of(
+            &Operation::ALL
+                .into_iter()
+                .filter(|o| role_grants(role, *o))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Is `op` in the set?
+    pub fn contains(self, op: Operation) -> bool {
+        self.0 & Self::bit(op) != 0
+    }
+
+    /// Every operation of `self` is in `other`.
+    pub fn is_subset(self, other: OpSet) -> bool {
+        self.0 & !other.0 == 0
+    }
+
+    /// The operations, in catalogue order.
+    pub fn ops(self) -> Vec<Operation> {
+        Operation::ALL.into_iter().filter(|o| self.contains(*o)).collect()
+    }
+
+    /// A JSON list of operation ids.
+    pub fn to_json(self) -> String {
+        serde_json::to_string(&self.ops().iter().map(|o| o.as_str()).collect::<Vec<_>>())
+            .unwrap_or_else(|_| "[]".into())
+    }
+
+    /// Parses a JSON list of operation ids (None on anything else).
+    pub fn from_json(s: &str) -> Option<OpSet> {
+        let ids: Vec<String> = serde_json::from_str(s).ok()?;
+        let ops: Option<Vec<Operation>> = ids.iter().map(|i| Operation::parse(i)).collect();
+        ops.map(|o| OpSet::of(&o))
+    }
+}
+
 /// Does `role` include `op`? This is the seed's table.
 pub fn role_grants(role: Role, op: Operation) -> bool {
     use Operation::*;
@@ -79,6 +171,42 @@ pub enum ShareLevel {
     Full,
 }
 
+impl ShareLevel {
+    /// Every level, lowest first.
+    pub const ALL: [ShareLevel; 4] = [
+        ShareLevel::Connect,
+        ShareLevel::View,
+        ShareLevel::Modify,
+        ShareLevel::Full,
+    ];
+
+    /// The stable id used in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareLevel::Connect => "connect",
+            ShareLevel::View => "view",
+            ShareLevel::Modify => "modify",
+            ShareLevel::Full => "full",
+        }
+    }
+
+    /// Parses a level id.
+    pub fn parse(s: &str) -> Option<ShareLevel> {
+        ShareLevel::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+/// Whether an account's access-control policy lets the actor in right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// The account needs no access request.
+    Free,
+    /// The account needs a request and the actor holds a checked-out one whose window is open.
+    Open,
+    /// The account needs a request and the actor has no open window.
+    Closed,
+}
+
 /// What is acted on, with the facts the decision needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Object<'a> {
@@ -97,6 +225,8 @@ pub enum Object<'a> {
         owner_id: Option<&'a str>,
         /// The actor's share level on it, if any.
         share: Option<ShareLevel>,
+        /// The access-request window (only `Connect` and `RetrieveSecret` look at it).
+        access: Access,
     },
 }
 
@@ -145,6 +275,22 @@ pub enum Action {
     ViewSessions,
     /// Terminate a live session (object: System).
     TerminateSession,
+    /// Share or revoke a share of a resource, account or resource group (object: Owned).
+    Share,
+    /// Manage user groups and their members (object: System).
+    ManageUserGroups,
+    /// Create a resource group (object: System).
+    CreateResourceGroup,
+    /// Ask for access to an account under access control (object: Owned).
+    RequestAccess,
+    /// Approve or deny someone's access request (object: Owned = the account).
+    ApproveAccess,
+    /// Propose or edit a custom role with these operations (object: System).
+    ProposeRole(OpSet),
+    /// Approve a custom role (with these operations) proposed by `author` (object: User = the author).
+    ApproveRole(OpSet),
+    /// Give users a custom role with these operations (object: User, or System for the role itself).
+    AssignCustomRole(OpSet),
 }
 
 /// The answer.
@@ -164,7 +310,20 @@ impl Decision {
 }
 
 fn has(actor: &Actor, op: Operation) -> bool {
-    actor.is_system || role_grants(actor.role, op)
+    actor.is_system
+        || match actor.custom_ops {
+            Some(ops) => ops.contains(op),
+            None => role_grants(actor.role, op),
+        }
+}
+
+/// The actor's operations (its custom role's, else its role's).
+fn actor_ops(actor: &Actor) -> OpSet {
+    if actor.is_system {
+        OpSet::of(&Operation::ALL)
+    } else {
+        actor.custom_ops.unwrap_or_else(|| OpSet::of_role(actor.role))
+    }
 }
 
 /// The single authorization decision used by CLI, web and gateway.
@@ -257,7 +416,57 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
             Operation::SessionControl,
             "terminating sessions needs the Session control operation",
         ),
-        (action, Object::Owned { owner_id, share }) => owned(actor, action, owner_id, share),
+        (ManageUserGroups, _) => need(Operation::ManageUsers, "user groups need the Manage users operation"),
+        (CreateResourceGroup, _) => need(
+            Operation::ManageResources,
+            "resource groups need the Manage resources operation",
+        ),
+        (ProposeRole(ops), _) => {
+            if !has(actor, Operation::ManageUsers) {
+                Deny("roles need the Manage users operation")
+            } else if !ops.is_subset(actor_ops(actor)) {
+                Deny("a role cannot grant operations you do not have")
+            } else {
+                Allow
+            }
+        }
+        (ApproveRole(ops), Object::User { id, .. }) => {
+            if !has(actor, Operation::ManageUsers) {
+                return Deny("approving roles needs the Manage users operation");
+            }
+            if id == actor.id && !actor.is_system {
+                return Deny("a role change must be approved by another administrator");
+            }
+            if !ops.is_subset(actor_ops(actor)) {
+                return Deny("a role cannot grant operations you do not have");
+            }
+            Allow
+        }
+        (AssignCustomRole(ops), object) => {
+            if !has(actor, Operation::ManageUsers) {
+                return Deny("changing roles needs the Manage users operation");
+            }
+            if let Object::User { id, role } = object {
+                if id == actor.id && !actor.is_system {
+                    return Deny("users cannot change their own role");
+                }
+                if let Decision::Deny(d) = may_manage_role(actor, role) {
+                    return Deny(d);
+                }
+            }
+            if !ops.is_subset(actor_ops(actor)) {
+                return Deny("cannot give a role with operations you do not have");
+            }
+            Allow
+        }
+        (
+            action,
+            Object::Owned {
+                owner_id,
+                share,
+                access,
+            },
+        ) => owned(actor, action, owner_id, share, access),
         _ => Deny("this action does not apply to that object"),
     }
 }
@@ -265,21 +474,20 @@ pub fn authorize(actor: &Actor, action: Action, object: Object<'_>) -> Decision 
 /// An actor may manage users of a role only if the actor's role grants at
 /// least every operation of that role (no privilege escalation).
 fn may_manage_role(actor: &Actor, role: Role) -> Decision {
-    if actor.is_system
-        || Operation::ALL
-            .iter()
-            .all(|&op| !role_grants(role, op) || role_grants(actor.role, op))
-    {
+    if actor.is_system || OpSet::of_role(role).is_subset(actor_ops(actor)) {
         Decision::Allow
     } else {
         Decision::Deny("cannot manage a user whose role has more rights than yours")
     }
 }
 
-fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<ShareLevel>) -> Decision {
+fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<ShareLevel>, access: Access) -> Decision {
     use Action::*;
     use Decision::*;
-    let full_control = actor.is_system || actor.super_admin || owner_id == Some(actor.id.as_str());
+    let is_owner = owner_id == Some(actor.id.as_str());
+    let full_control = actor.is_system || actor.super_admin || is_owner;
+    // Access control binds everyone but the owner and the local operator.
+    let window_shut = access == Access::Closed && !(actor.is_system || is_owner);
     let at_least = |lvl: ShareLevel| share.is_some_and(|s| s >= lvl);
     if !full_control && share.is_none() {
         // Not visible at all: same answer as a missing object.
@@ -290,19 +498,23 @@ fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<Sh
         Connect => {
             if !has(actor, Operation::RemoteAccess) {
                 Deny("remote access is not part of your role")
-            } else if full_control || at_least(ShareLevel::Connect) {
-                Allow
-            } else {
+            } else if !(full_control || at_least(ShareLevel::Connect)) {
                 Deny("not shared for sessions")
+            } else if window_shut {
+                Deny("this account needs an approved access request that is checked out now")
+            } else {
+                Allow
             }
         }
         RetrieveSecret => {
             if !has(actor, Operation::ViewPasswords) {
                 Deny("viewing passwords is not part of your role")
-            } else if full_control || at_least(ShareLevel::View) {
-                Allow
-            } else {
+            } else if !(full_control || at_least(ShareLevel::View)) {
                 Deny("shared for sessions only: the password cannot be retrieved")
+            } else if window_shut {
+                Deny("this account needs an approved access request that is checked out now")
+            } else {
+                Allow
             }
         }
         UpdateAccount | CreateAccount => {
@@ -333,6 +545,27 @@ fn owned(actor: &Actor, action: Action, owner_id: Option<&str>, share: Option<Sh
                 Deny("deleting resources needs the Manage resources operation or a full share")
             }
         }
+        Share => {
+            if full_control || at_least(ShareLevel::Full) {
+                Allow
+            } else {
+                Deny("sharing needs ownership or a full share")
+            }
+        }
+        RequestAccess => {
+            if has(actor, Operation::RemoteAccess) || has(actor, Operation::ViewPasswords) {
+                Allow
+            } else {
+                Deny("access requests need the Remote access or View passwords operation")
+            }
+        }
+        ApproveAccess => {
+            if (full_control && has(actor, Operation::ManagePasswords)) || at_least(ShareLevel::Full) {
+                Allow
+            } else {
+                Deny("approving access needs ownership with the Manage passwords operation, or a full share")
+            }
+        }
         _ => Deny("this action does not apply to that object"),
     }
 }
@@ -350,6 +583,7 @@ mod tests {
             super_admin: false,
             must_change_password: false,
             is_system: false,
+            custom_ops: None,
         }
     }
 
@@ -392,10 +626,12 @@ mod tests {
         let own = Object::Owned {
             owner_id: Some("me"),
             share: None,
+            access: Access::Free,
         };
         let foreign = Object::Owned {
             owner_id: Some("x"),
             share: None,
+            access: Access::Free,
         };
         // (action, object, [Admin, PwdAdmin, PrivAdmin, PwdUser, Auditor])
         let rows: Vec<(Action, Object, [bool; 5])> = vec![
@@ -472,6 +708,7 @@ mod tests {
         let foreign = Object::Owned {
             owner_id: Some("x"),
             share: None,
+            access: Access::Free,
         };
         for action in [
             Action::ViewObject,
@@ -490,6 +727,7 @@ mod tests {
         let shared = |l| Object::Owned {
             owner_id: Some("x"),
             share: Some(l),
+            access: Access::Free,
         };
         use ShareLevel::*;
         assert!(authorize(&u, Action::Connect, shared(Connect)).is_allowed());
@@ -499,6 +737,114 @@ mod tests {
         assert!(authorize(&u, Action::UpdateAccount, shared(Modify)).is_allowed());
         assert!(!authorize(&u, Action::DeleteAccount, shared(Modify)).is_allowed());
         assert!(authorize(&u, Action::DeleteAccount, shared(Full)).is_allowed());
+    }
+
+    /// Share level × action: what each level allows a password user on a foreign account,
+    /// and what a shut access window takes away.
+    #[test]
+    fn share_level_action_matrix() {
+        use Action::*;
+        use ShareLevel as L;
+        let u = actor(PasswordUser);
+        // (action, [none, connect, view, modify, full])
+        let rows: [(Action, [bool; 5]); 10] = [
+            (ViewObject, [false, true, true, true, true]),
+            (Connect, [false, true, true, true, true]),
+            (RetrieveSecret, [false, false, true, true, true]),
+            (UpdateAccount, [false, false, false, true, true]),
+            (CreateAccount, [false, false, false, true, true]),
+            (UpdateResource, [false, false, false, true, true]),
+            (DeleteAccount, [false, false, false, false, true]),
+            (DeleteResource, [false, false, false, false, true]),
+            (Share, [false, false, false, false, true]),
+            (ApproveAccess, [false, false, false, false, true]),
+        ];
+        let levels = [None, Some(L::Connect), Some(L::View), Some(L::Modify), Some(L::Full)];
+        for (action, want) in rows {
+            for (level, w) in levels.into_iter().zip(want) {
+                let o = Object::Owned {
+                    owner_id: Some("x"),
+                    share: level,
+                    access: Access::Free,
+                };
+                assert_eq!(authorize(&u, action, o).is_allowed(), w, "{action:?} with {level:?}");
+                // A shut window refuses sessions and retrievals, nothing else.
+                let shut = Object::Owned {
+                    owner_id: Some("x"),
+                    share: level,
+                    access: Access::Closed,
+                };
+                let w_shut = w && !matches!(action, Connect | RetrieveSecret);
+                assert_eq!(
+                    authorize(&u, action, shut).is_allowed(),
+                    w_shut,
+                    "{action:?} shut {level:?}"
+                );
+                let open = Object::Owned {
+                    owner_id: Some("x"),
+                    share: level,
+                    access: Access::Open,
+                };
+                assert_eq!(authorize(&u, action, open).is_allowed(), w, "{action:?} open {level:?}");
+            }
+        }
+        // The owner is never bound by the window.
+        let own_shut = Object::Owned {
+            owner_id: Some("me"),
+            share: None,
+            access: Access::Closed,
+        };
+        assert!(authorize(&u, Connect, own_shut).is_allowed());
+        // Nor is the local operator; a super admin is.
+        assert!(authorize(&Actor::system(), RetrieveSecret, own_shut).is_allowed());
+        let mut sa = actor(Administrator);
+        sa.super_admin = true;
+        let foreign_shut = Object::Owned {
+            owner_id: Some("x"),
+            share: None,
+            access: Access::Closed,
+        };
+        assert!(!authorize(&sa, Connect, foreign_shut).is_allowed());
+        assert!(authorize(&sa, ViewObject, foreign_shut).is_allowed());
+    }
+
+    #[test]
+    fn role_approval_needs_another_administrator() {
+        let a = actor(Administrator);
+        let author_me = Object::User {
+            id: "me",
+            role: Administrator,
+        };
+        let author_other = Object::User {
+            id: "u2",
+            role: Administrator,
+        };
+        let small = OpSet::of(&[Operation::ViewAudit]);
+        let big = OpSet::of(&[Operation::PrivacySecurity]);
+        assert!(!authorize(&a, Action::ApproveRole(small), author_me).is_allowed());
+        assert!(authorize(&a, Action::ApproveRole(small), author_other).is_allowed());
+        // Nobody approves or proposes operations they lack (administrator lacks privacy & security).
+        assert!(!authorize(&a, Action::ApproveRole(big), author_other).is_allowed());
+        assert!(!authorize(&a, Action::ProposeRole(big), Object::System).is_allowed());
+        assert!(authorize(&a, Action::ProposeRole(small), Object::System).is_allowed());
+        assert!(!authorize(&actor(PasswordAdministrator), Action::ApproveRole(small), author_other).is_allowed());
+        // A custom role replaces the built-in role's operations.
+        let mut c = actor(PasswordUser);
+        c.custom_ops = Some(OpSet::of(&[Operation::ViewAudit, Operation::ViewPasswords]));
+        assert!(authorize(&c, Action::ViewAudit, Object::System).is_allowed());
+        let own = Object::Owned {
+            owner_id: Some("me"),
+            share: None,
+            access: Access::Free,
+        };
+        assert!(!authorize(&c, Action::Connect, own).is_allowed());
+        c.custom_ops = Some(OpSet::EMPTY);
+        assert!(!authorize(&c, Action::ViewAudit, Object::System).is_allowed());
+        assert_eq!(
+            OpSet::from_json(&OpSet::of(&Operation::ALL).to_json()),
+            Some(OpSet::of(&Operation::ALL))
+        );
+        assert_eq!(OpSet::from_json("[\"root\"]"), None);
     }
 
     #[test]
@@ -522,7 +868,8 @@ mod tests {
             Action::ViewObject,
             Object::Owned {
                 owner_id: Some("me"),
-                share: None
+                share: None,
+                access: Access::Free
             }
         )
         .is_allowed());

@@ -108,9 +108,52 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A workflow step that the object's current state does not allow
+    /// (approving a denied request, checking in one never checked out...).
+    #[error("cannot {action} an access request that is {state}")]
+    InvalidTransition {
+        /// The attempted step (`approve`, `deny`, `check out`, `check in`).
+        action: &'static str,
+        /// The current state (`requested`, `approved`, ...).
+        state: &'static str,
+    },
+
+    /// A remote password reset failed at `stage`; the old password stays vaulted.
+    #[error("password reset failed while {stage}: {detail}")]
+    Reset {
+        /// Where it failed.
+        stage: ResetStage,
+        /// What the target or the connection said (never a secret).
+        detail: String,
+    },
+
     /// An internal invariant was broken (a bug). Never includes secrets.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Where a remote password reset failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetStage {
+    /// No resetter exists for the resource type, or the account cannot be reset that way.
+    Unsupported,
+    /// Reaching or logging in to the target.
+    Connecting,
+    /// Changing the password on the target.
+    Changing,
+    /// Logging in with the new password.
+    Verifying,
+}
+
+impl std::fmt::Display for ResetStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResetStage::Unsupported => "choosing a reset method",
+            ResetStage::Connecting => "connecting to the target",
+            ResetStage::Changing => "changing the password on the target",
+            ResetStage::Verifying => "verifying the new password",
+        })
+    }
 }
 
 /// Why the master key could not be used.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{self, NewEvent, Outcome};
-use crate::authz::{authorize, Action, Object};
+use crate::authz::{authorize, Access, Action, Object};
 use crate::error::{Error, Result};
 use crate::model::{Account, Actor, RequestContext, Resource};
 use crate::store::{self, Db};
@@ -48,6 +48,9 @@ pub struct SessionTarget {
     pub account: Account,
     /// Landing servers, in order from the gateway: each hop's resource and account.
     pub hops: Vec<(Resource, Account)>,
+    /// End of the user's access window (RFC 3339) when the account is under access
+    /// control: the gateway warns 5 minutes before and ends the session then.
+    pub window_end: Option<String>,
 }
 
 /// A pinned target host key.
@@ -330,7 +333,7 @@ impl Vault {
             .await?;
             return Err(not_found);
         };
-        if !self.may_connect(actor, &account, &resource).await? {
+        if !self.may_connect(actor, &account, &resource, true).await? {
             self.audit_alone(
                 NewEvent::by(actor, "session.authorize", "account")
                     .object(&account.id, &label)
@@ -352,7 +355,7 @@ impl Vault {
                 .resource_by_id(&a.resource_id)
                 .await?
                 .ok_or(Error::NotFound { kind: "resource" })?;
-            if !self.may_connect(actor, &a, &r).await? {
+            if !self.may_connect(actor, &a, &r, false).await? {
                 self.audit_alone(
                     NewEvent::by(actor, "session.authorize", "account")
                         .object(&account.id, &label)
@@ -372,21 +375,39 @@ impl Vault {
             ctx,
         )
         .await?;
+        let window_end = self
+            .access_for(actor, &account, true)
+            .await?
+            .window_end
+            .map(store::format_ts);
         Ok(SessionTarget {
             resource,
             account,
             hops,
+            window_end,
         })
     }
 
-    async fn may_connect(&self, actor: &Actor, account: &Account, resource: &Resource) -> Result<bool> {
+    /// `target`: the session's own account (with `[vault] require_reason` it needs a stated
+    /// reason, i.e. an open window); landing servers only need their own access control.
+    async fn may_connect(&self, actor: &Actor, account: &Account, resource: &Resource, target: bool) -> Result<bool> {
         let share = self.share_level_for(actor, &resource.id, Some(&account.id)).await?;
+        let access = self.access_for(actor, account, target).await?.access;
         let owner = if resource.owner_id.as_deref() == Some(actor.id.as_str()) {
             resource.owner_id.as_deref()
         } else {
             account.owner_id.as_deref()
         };
-        Ok(authorize(actor, Action::Connect, Object::Owned { owner_id: owner, share }).is_allowed())
+        Ok(authorize(
+            actor,
+            Action::Connect,
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access,
+            },
+        )
+        .is_allowed())
     }
 
     /// Every account the actor may open a session with, for the picker.
@@ -394,7 +415,7 @@ impl Vault {
         let mut out = Vec::new();
         for r in self.list_resources(actor, ctx).await? {
             for a in self.list_accounts(actor, &r.id, ctx).await? {
-                if self.may_connect(actor, &a, &r).await? {
+                if self.may_connect(actor, &a, &r, true).await? {
                     out.push((r.clone(), a));
                 }
             }
@@ -456,6 +477,7 @@ impl Vault {
             Object::Owned {
                 owner_id: r.owner_id.as_deref(),
                 share: None,
+                access: Access::Free,
             },
             "resource.host_key_forget",
             "resource",

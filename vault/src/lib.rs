@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod authz;
@@ -14,29 +15,43 @@ pub mod crypto;
 pub mod error;
 pub mod gateway;
 mod import;
+mod jobs;
 pub mod model;
+mod ownership;
 mod recordings;
+pub mod reset;
 mod resources;
+mod roles;
 pub mod secret;
+mod sharing;
 mod store;
 mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use access::{
+    AccessPolicy, AccessRequest, ExclusiveMode, NewAccessRequest, RequestState, TicketCheck, TicketValidator,
+    VaultEvent,
+};
 pub use audit::{AuditEvent, AuditFilter, AuditVerification};
 pub use auth::AuthPolicy;
-pub use authz::{authorize, Action, Decision, Object, Operation, ShareLevel};
-pub use error::{Error, MasterKeyProblem, Result};
+pub use authz::{authorize, Access, Action, Decision, Object, OpSet, Operation, ShareLevel};
+pub use error::{Error, MasterKeyProblem, ResetStage, Result};
 pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
 pub use import::{ImportReport, ImportRowError};
+pub use jobs::{Job, MAX_JOBS};
 pub use model::*;
+pub use ownership::{ExitEntry, TransferReport, TransferRequest};
 pub use recordings::{
     fts_query, NewRecording, RecordingAccess, RecordingDetail, RecordingEnd, RecordingFilter, RecordingInfo,
     RecordingMarker, RecordingStatus, SearchHit, SearchResult, TextLine,
 };
+pub use reset::{NewPasswordPolicy, PasswordPolicy, ResetResult, ResetTarget, Resetter, StoredPolicy};
 pub use resources::{AccountPatch, NewAccount, NewResource, ResourcePatch};
+pub use roles::{CatalogueEntry, RoleChange, RoleInfo, RoleProposal};
 pub use secret::{Lease, SecretKind, SecretString};
+pub use sharing::{NewGroup, NewShare, Share};
 pub use store::{format_ts, now, parse_ts};
 pub use users::{IssuedToken, LoginRequest, NewUser, TotpEnrollment, UserPatch};
 
@@ -110,6 +125,22 @@ struct Inner {
     hash_slots: tokio::sync::Semaphore,
     /// Work areas of those checks, reused (see [`auth::HashMemory`]).
     hash_memory: Arc<auth::HashMemory>,
+    /// Password resetters by resource type (wired by the root).
+    resetters: std::sync::RwLock<reset::Resetters>,
+    /// Events for the rest of the server (bounded).
+    events: tokio::sync::broadcast::Sender<VaultEvent>,
+    /// Background password jobs.
+    jobs: jobs::Jobs,
+    /// `[vault] require_reason`: reasons are mandatory for retrievals and sessions.
+    require_reason: std::sync::atomic::AtomicBool,
+    /// Ticket validator for access requests (wired by the root).
+    tickets: std::sync::RwLock<Option<Arc<dyn TicketValidator>>>,
+}
+
+impl std::fmt::Debug for dyn TicketValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketValidator")
+    }
 }
 
 const META_KEY_ID: &str = "master_key_id";
@@ -221,6 +252,11 @@ impl Vault {
                 initial_password_file: opts.initial_admin_password_file,
                 hash_slots: tokio::sync::Semaphore::new(2),
                 hash_memory: Arc::default(),
+                resetters: Default::default(),
+                events: tokio::sync::broadcast::channel(256).0,
+                tickets: Default::default(),
+                jobs: Default::default(),
+                require_reason: Default::default(),
             }),
         };
         Ok((vault, report))
@@ -494,6 +530,51 @@ pub(crate) mod testutil {
             initial_admin_password_file: None,
         };
         Vault::open(opts).await.unwrap().0
+    }
+
+    /// A user (no password: fast) and its actor.
+    pub async fn user(v: &Vault, name: &str, role: Role) -> Actor {
+        let u = v
+            .create_user(
+                &Actor::system(),
+                NewUser {
+                    username: name.into(),
+                    role,
+                    email: None,
+                    password: None,
+                    super_admin: false,
+                    must_change_password: None,
+                },
+                &RequestContext::default(),
+            )
+            .await
+            .unwrap();
+        v.user_row(&u.id).await.unwrap().unwrap().to_actor().unwrap()
+    }
+
+    /// A Linux resource at 127.0.0.1.
+    pub fn linux(name: &str) -> NewResource {
+        NewResource {
+            name: name.into(),
+            resource_type: ResourceType::Linux,
+            host: "127.0.0.1".into(),
+            port: None,
+            description: None,
+            landing_chain: vec![],
+            extra: Default::default(),
+            allow_port_forwarding: false,
+            allow_agent_forwarding: false,
+        }
+    }
+
+    /// A password account.
+    pub fn account(login: &str, pw: &str) -> NewAccount {
+        NewAccount {
+            login: login.into(),
+            password: Some(pw.into()),
+            private_key: None,
+            notes: None,
+        }
     }
 }
 

@@ -155,6 +155,8 @@ pub struct User {
     pub must_change_password: bool,
     /// Creation time (RFC 3339).
     pub created_at: String,
+    /// The custom role that replaces `role`'s operations, if one is assigned.
+    pub custom_role_id: Option<String>,
 }
 
 /// A resource (a server, device, database...).
@@ -257,6 +259,8 @@ pub struct Actor {
     pub must_change_password: bool,
     /// The local operator at the server's console (CLI), not a network user.
     pub is_system: bool,
+    /// The approved operations of the actor's custom role, which replace those of `role`.
+    pub custom_ops: Option<crate::authz::OpSet>,
 }
 
 impl Actor {
@@ -269,6 +273,7 @@ impl Actor {
             super_admin: true,
             must_change_password: false,
             is_system: true,
+            custom_ops: None,
         }
     }
 }

@@ -771,6 +771,7 @@ mod tests {
             super_admin: false,
             must_change_password: false,
             is_system: false,
+            custom_ops: None,
         };
         assert!(matches!(
             v.list_recordings(&actor, &RecordingFilter::default(), &ctx).await,

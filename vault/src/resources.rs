@@ -6,7 +6,7 @@ use serde::Deserialize;
 use sqlx::FromRow;
 
 use crate::audit::{self, NewEvent};
-use crate::authz::{Action, Object, ShareLevel};
+use crate::authz::{Access, Action, Object, ShareLevel};
 use crate::error::{Error, Result};
 use crate::model::{Account, Actor, RequestContext, Resource, ResourceType};
 use crate::secret::{Lease, SecretKind, SecretString};
@@ -309,17 +309,6 @@ impl Vault {
         )
     }
 
-    /// The actor's share level on a resource or account. The sharing workflows
-    /// fill this seam; until then nothing is shared.
-    pub(crate) async fn share_level_for(
-        &self,
-        _actor: &Actor,
-        _resource_id: &str,
-        _account_id: Option<&str>,
-    ) -> Result<Option<ShareLevel>> {
-        Ok(None)
-    }
-
     async fn resource_object(&self, actor: &Actor, id: &str) -> Result<(Resource, Option<ShareLevel>)> {
         let r = self
             .resource_by_id(id)
@@ -331,7 +320,11 @@ impl Vault {
 
     /// Loads an account with its resource and decides with the account's facts.
     /// The effective owner is the resource owner when the actor owns the resource.
-    async fn account_object(&self, actor: &Actor, id: &str) -> Result<(Account, Resource, Option<ShareLevel>)> {
+    pub(crate) async fn account_object(
+        &self,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<(Account, Resource, Option<ShareLevel>)> {
         let a = self
             .account_by_id(id)
             .await?
@@ -344,7 +337,7 @@ impl Vault {
         Ok((a, r, share))
     }
 
-    fn owner_for<'a>(actor: &Actor, a_owner: Option<&'a str>, r_owner: Option<&'a str>) -> Option<&'a str> {
+    pub(crate) fn owner_for<'a>(actor: &Actor, a_owner: Option<&'a str>, r_owner: Option<&'a str>) -> Option<&'a str> {
         if r_owner == Some(actor.id.as_str()) {
             r_owner
         } else {
@@ -360,7 +353,8 @@ impl Vault {
         let all = actor.is_system || actor.super_admin;
         let rows = sqlx::query_as::<Db, ResourceRow>(&format!(
             "SELECT {RES_COLS} FROM resources WHERE $1 OR owner_id = $2 \
-             OR id IN (SELECT resource_id FROM accounts WHERE owner_id = $2) ORDER BY name"
+             OR id IN (SELECT resource_id FROM accounts WHERE owner_id = $2) OR {} ORDER BY name",
+            Vault::SHARED_RESOURCES_SQL
         ))
         .bind(all)
         .bind(&actor.id)
@@ -378,7 +372,8 @@ impl Vault {
                 .bind(&actor.id)
                 .fetch_one(&self.store().pool)
                 .await?;
-        let owner = if owned_account {
+        let shared_account = share.is_none() && !self.shared_account_ids(actor, id).await?.is_empty();
+        let owner = if owned_account || shared_account {
             Some(actor.id.as_str())
         } else {
             r.owner_id.as_deref()
@@ -386,7 +381,11 @@ impl Vault {
         self.require(
             actor,
             Action::ViewObject,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             "resource.view",
             "resource",
             Some((id, &r.name)),
@@ -409,7 +408,11 @@ impl Vault {
             self.require(
                 actor,
                 Action::Connect,
-                Object::Owned { owner_id: owner, share },
+                Object::Owned {
+                    owner_id: owner,
+                    share,
+                    access: Access::Free,
+                },
                 "resource.landing_chain",
                 "account",
                 Some((&a.id, &a.login)),
@@ -502,6 +505,7 @@ impl Vault {
             Object::Owned {
                 owner_id: r.owner_id.as_deref(),
                 share,
+                access: Access::Free,
             },
             "resource.update",
             "resource",
@@ -591,6 +595,7 @@ impl Vault {
             Object::Owned {
                 owner_id: r.owner_id.as_deref(),
                 share,
+                access: Access::Free,
             },
             "resource.delete",
             "resource",
@@ -638,7 +643,12 @@ impl Vault {
         let (r, share) = self.resource_object(actor, resource_id).await?;
         let sees_all =
             actor.is_system || actor.super_admin || r.owner_id.as_deref() == Some(actor.id.as_str()) || share.is_some();
-        let rows = sqlx::query_as::<Db, AccountRow>(&format!(
+        let shared = if sees_all {
+            Vec::new()
+        } else {
+            self.shared_account_ids(actor, resource_id).await?
+        };
+        let rows: Vec<AccountRow> = sqlx::query_as::<Db, AccountRow>(&format!(
             "{ACC_SELECT} WHERE a.resource_id = $1 AND ($2 OR a.owner_id = $3) ORDER BY a.login"
         ))
         .bind(resource_id)
@@ -646,6 +656,18 @@ impl Vault {
         .bind(&actor.id)
         .fetch_all(&self.store().pool)
         .await?;
+        let mut rows = rows;
+        if !shared.is_empty() {
+            let all =
+                sqlx::query_as::<Db, AccountRow>(&format!("{ACC_SELECT} WHERE a.resource_id = $1 ORDER BY a.login"))
+                    .bind(resource_id)
+                    .fetch_all(&self.store().pool)
+                    .await?;
+            rows = all
+                .into_iter()
+                .filter(|a| a.owner_id.as_deref() == Some(actor.id.as_str()) || shared.contains(&a.id))
+                .collect();
+        }
         if rows.is_empty() && !sees_all {
             // Neither the resource nor any account on it is visible.
             self.require(
@@ -654,6 +676,7 @@ impl Vault {
                 Object::Owned {
                     owner_id: r.owner_id.as_deref(),
                     share,
+                    access: Access::Free,
                 },
                 "account.list",
                 "resource",
@@ -672,7 +695,11 @@ impl Vault {
         self.require(
             actor,
             Action::ViewObject,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             "account.view",
             "account",
             Some((id, &a.login)),
@@ -697,6 +724,7 @@ impl Vault {
             Object::Owned {
                 owner_id: r.owner_id.as_deref(),
                 share,
+                access: Access::Free,
             },
             "account.create",
             "resource",
@@ -779,7 +807,11 @@ impl Vault {
         self.require(
             actor,
             Action::UpdateAccount,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             "account.update",
             "account",
             Some((id, &a.login)),
@@ -855,7 +887,11 @@ impl Vault {
         self.require(
             actor,
             Action::DeleteAccount,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access: Access::Free,
+            },
             "account.delete",
             "account",
             Some((id, &a.login)),
@@ -904,10 +940,29 @@ impl Vault {
     ) -> Result<Lease> {
         let (a, r, share) = self.account_object(actor, id).await?;
         let owner = Self::owner_for(actor, a.owner_id.as_deref(), r.owner_id.as_deref());
+        // Sessions are gated by require_reason in resolve_target (the target only, not landing servers).
+        let info = self.access_for(actor, &a, false).await?;
+        let access = info.access;
+        // The checked-out request's reason goes into the audit of the lease.
+        let with_reason;
+        let ctx = match (&ctx.reason, info.reason) {
+            (None, Some(r)) => {
+                with_reason = RequestContext {
+                    client_ip: ctx.client_ip,
+                    reason: Some(r),
+                };
+                &with_reason
+            }
+            _ => ctx,
+        };
         self.require(
             actor,
             action,
-            Object::Owned { owner_id: owner, share },
+            Object::Owned {
+                owner_id: owner,
+                share,
+                access,
+            },
             audit_action,
             "account",
             Some((id, &a.login)),
@@ -952,6 +1007,9 @@ impl Vault {
     ) -> Result<Lease> {
         if let Some(r) = &ctx.reason {
             clean_text("reason", r, 1000)?;
+        }
+        if self.require_reason() && ctx.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(Error::invalid("reason", "is required: say why you need the secret"));
         }
         self.lease(actor, account_id, kind, Action::RetrieveSecret, "account.retrieve", ctx)
             .await

@@ -7,7 +7,7 @@ use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use crate::audit::{self, NewEvent, Outcome};
-use crate::authz::{authorize, Action, Decision, Object};
+use crate::authz::{authorize, Action, Decision, Object, OpSet};
 use crate::crypto::Sealed;
 use crate::error::{Error, Result};
 use crate::model::{Actor, RequestContext, Role, User};
@@ -117,6 +117,9 @@ pub(crate) struct UserRow {
     pub enabled: bool,
     pub locked_until: Option<String>,
     pub created_at: String,
+    pub custom_role_id: Option<String>,
+    /// The custom role's approved operations (JSON), when it has any.
+    pub custom_ops: Option<String>,
 }
 
 impl UserRow {
@@ -142,6 +145,7 @@ impl UserRow {
             totp_enabled: self.totp_enabled,
             must_change_password: self.must_change_password,
             created_at: self.created_at.clone(),
+            custom_role_id: self.custom_role_id.clone(),
         })
     }
     pub(crate) fn to_actor(&self) -> Result<Actor> {
@@ -152,12 +156,23 @@ impl UserRow {
             super_admin: self.super_admin,
             must_change_password: self.must_change_password,
             is_system: false,
+            custom_ops: match (&self.custom_role_id, &self.custom_ops) {
+                (None, _) => None,
+                // A custom role without approved operations grants nothing.
+                (Some(_), None) => Some(OpSet::EMPTY),
+                (Some(_), Some(json)) => Some(OpSet::from_json(json).ok_or_else(|| Error::Corrupt {
+                    table: "custom_roles",
+                    id: self.custom_role_id.clone().unwrap_or_default(),
+                    detail: "operations is not a list of operation ids".into(),
+                })?),
+            },
         })
     }
 }
 
 const USER_COLS: &str = "id, username, email, role, super_admin, password_hash, must_change_password, totp_enabled, \
-                         totp_last_step, enabled, locked_until, created_at";
+                         totp_last_step, enabled, locked_until, created_at, custom_role_id, \
+                         (SELECT operations FROM custom_roles c WHERE c.id = users.custom_role_id) AS custom_ops";
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -491,8 +506,8 @@ impl Vault {
         }
         let hash = auth::token_hash(token);
         let row = sqlx::query_as::<Db, UserRow>(&format!(
-            "SELECT {} FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.expires_at > $2",
-            USER_COLS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+            "SELECT {USER_COLS} FROM users WHERE id = \
+             (SELECT user_id FROM api_tokens WHERE token_hash = $1 AND expires_at > $2)"
         ))
         .bind(&hash)
         .bind(store::now())
@@ -875,13 +890,15 @@ impl Vault {
         let now = store::now();
         if let Some(r) = patch.role.filter(|r| *r != role) {
             let keep_super = r.may_be_super_admin() && row.super_admin;
-            sqlx::query("UPDATE users SET role = $1, super_admin = $2, updated_at = $3 WHERE id = $4")
-                .bind(r.as_str())
-                .bind(keep_super)
-                .bind(&now)
-                .bind(id)
-                .execute(&mut *w.tx)
-                .await?;
+            sqlx::query(
+                "UPDATE users SET role = $1, super_admin = $2, updated_at = $3, custom_role_id = NULL WHERE id = $4",
+            )
+            .bind(r.as_str())
+            .bind(keep_super)
+            .bind(&now)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await?;
             changes.push(format!("role {} -> {}", role.as_str(), r.as_str()));
         }
         if let Some(e) = &patch.email {

@@ -310,6 +310,18 @@ impl From<postern_vault::Error> for ApiError {
             V::NotFound { kind } => ApiError::not_found(format!("{kind} not found")),
             V::Invalid { field, message } => ApiError::validation(field, message),
             V::Conflict { message } => ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", message),
+            e @ V::InvalidTransition { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid-transition",
+                "Invalid transition",
+                e.to_string(),
+            ),
+            e @ V::Reset { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "reset-failed",
+                "Password reset failed",
+                e.to_string(),
+            ),
             V::Csv(message) => ApiError::new(StatusCode::BAD_REQUEST, "invalid-csv", "Unusable CSV input", message),
             other => {
                 tracing::error!(error = %other, "request failed with an internal error");

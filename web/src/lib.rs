@@ -158,6 +158,8 @@ impl std::fmt::Debug for AppState {
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "import", description = "Bulk import"),
         (name = "sessions", description = "Live gateway sessions"),
+        (name = "sharing", description = "Shares, user groups and resource groups"),
+        (name = "access-requests", description = "Access requests: approval, check-out and check-in"),
         (name = "recordings", description = "Session recordings: catalog, verification, export and search"),
         (name = "meta", description = "The API description"),
     )
@@ -185,7 +187,10 @@ impl utoipa::Modify for BearerScheme {
 
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
-    use api::{accounts, audit, auth, browser, import, recordings, resources, sessions, terminal, users};
+    use api::{
+        access_requests, accounts, audit, auth, browser, import, passwords, recordings, resources, roles, sessions,
+        shares, terminal, users,
+    };
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
         .layer(DefaultBodyLimit::max(import::MAX_CSV_BYTES));
@@ -222,6 +227,43 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::verify))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::terminate_session))
+        .routes(routes!(shares::list_shares, shares::create_share))
+        .routes(routes!(shares::revoke_share))
+        .routes(routes!(shares::list_user_groups, shares::create_user_group))
+        .routes(routes!(shares::delete_user_group))
+        .routes(routes!(shares::add_user_group_member, shares::remove_user_group_member))
+        .routes(routes!(shares::list_resource_groups, shares::create_resource_group))
+        .routes(routes!(shares::delete_resource_group))
+        .routes(routes!(
+            shares::add_resource_group_member,
+            shares::remove_resource_group_member
+        ))
+        .routes(routes!(
+            access_requests::list_access_requests,
+            access_requests::create_access_request
+        ))
+        .routes(routes!(access_requests::approve))
+        .routes(routes!(access_requests::deny))
+        .routes(routes!(access_requests::checkout))
+        .routes(routes!(access_requests::checkin))
+        .routes(routes!(
+            access_requests::get_access_policy,
+            access_requests::set_access_policy
+        ))
+        .routes(routes!(roles::list_roles, roles::propose_role))
+        .routes(routes!(roles::catalogue))
+        .routes(routes!(roles::edit_role, roles::delete_role))
+        .routes(routes!(roles::approve_role))
+        .routes(routes!(roles::assign_role))
+        .routes(routes!(passwords::list_policies, passwords::create_policy))
+        .routes(routes!(passwords::set_account_policy))
+        .routes(routes!(passwords::set_group_policy))
+        .routes(routes!(passwords::reset_account))
+        .routes(routes!(passwords::randomize_group))
+        .routes(routes!(passwords::get_job))
+        .routes(routes!(users::transfer_ownership))
+        .routes(routes!(users::exit_report))
+        .routes(routes!(users::reset_all))
         .routes(routes!(sessions::watch_session))
         .routes(routes!(recordings::list_recordings))
         .routes(routes!(recordings::search_recordings))
@@ -375,6 +417,34 @@ mod tests {
             "/api/v1/audit/verify",
             "/api/v1/sessions",
             "/api/v1/sessions/{id}",
+            "/api/v1/shares",
+            "/api/v1/shares/{id}",
+            "/api/v1/user-groups",
+            "/api/v1/user-groups/{id}",
+            "/api/v1/user-groups/{id}/members/{user_id}",
+            "/api/v1/resource-groups",
+            "/api/v1/resource-groups/{id}",
+            "/api/v1/resource-groups/{id}/members/{resource_id}",
+            "/api/v1/access-requests",
+            "/api/v1/access-requests/{id}/approve",
+            "/api/v1/access-requests/{id}/deny",
+            "/api/v1/access-requests/{id}/checkout",
+            "/api/v1/access-requests/{id}/checkin",
+            "/api/v1/resources/{id}/access-policy",
+            "/api/v1/roles",
+            "/api/v1/roles/catalogue",
+            "/api/v1/roles/{id}",
+            "/api/v1/roles/{id}/approve",
+            "/api/v1/roles/{id}/assign",
+            "/api/v1/password-policies",
+            "/api/v1/accounts/{id}/password-policy",
+            "/api/v1/resource-groups/{id}/password-policy",
+            "/api/v1/accounts/{id}/reset",
+            "/api/v1/resource-groups/{id}/randomize",
+            "/api/v1/users/{id}/transfer",
+            "/api/v1/users/{id}/exit-report",
+            "/api/v1/users/{id}/reset-all",
+            "/api/v1/jobs/{id}",
             "/api/v1/sessions/{id}/watch",
             "/api/v1/recordings",
             "/api/v1/recordings/search",

@@ -185,6 +185,44 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/audit/verify"),
     ("GET", "/api/v1/sessions"),
     ("DELETE", "/api/v1/sessions/{id}"),
+    ("GET", "/api/v1/shares"),
+    ("POST", "/api/v1/shares"),
+    ("DELETE", "/api/v1/shares/{id}"),
+    ("GET", "/api/v1/user-groups"),
+    ("POST", "/api/v1/user-groups"),
+    ("DELETE", "/api/v1/user-groups/{id}"),
+    ("POST", "/api/v1/user-groups/{id}/members/{user_id}"),
+    ("DELETE", "/api/v1/user-groups/{id}/members/{user_id}"),
+    ("GET", "/api/v1/resource-groups"),
+    ("POST", "/api/v1/resource-groups"),
+    ("DELETE", "/api/v1/resource-groups/{id}"),
+    ("POST", "/api/v1/resource-groups/{id}/members/{resource_id}"),
+    ("DELETE", "/api/v1/resource-groups/{id}/members/{resource_id}"),
+    ("GET", "/api/v1/access-requests"),
+    ("POST", "/api/v1/access-requests"),
+    ("POST", "/api/v1/access-requests/{id}/approve"),
+    ("POST", "/api/v1/access-requests/{id}/deny"),
+    ("POST", "/api/v1/access-requests/{id}/checkout"),
+    ("POST", "/api/v1/access-requests/{id}/checkin"),
+    ("GET", "/api/v1/resources/{id}/access-policy"),
+    ("PUT", "/api/v1/resources/{id}/access-policy"),
+    ("GET", "/api/v1/roles"),
+    ("POST", "/api/v1/roles"),
+    ("GET", "/api/v1/roles/catalogue"),
+    ("PUT", "/api/v1/roles/{id}"),
+    ("DELETE", "/api/v1/roles/{id}"),
+    ("POST", "/api/v1/roles/{id}/approve"),
+    ("POST", "/api/v1/roles/{id}/assign"),
+    ("GET", "/api/v1/password-policies"),
+    ("POST", "/api/v1/password-policies"),
+    ("PUT", "/api/v1/accounts/{id}/password-policy"),
+    ("PUT", "/api/v1/resource-groups/{id}/password-policy"),
+    ("POST", "/api/v1/accounts/{id}/reset"),
+    ("POST", "/api/v1/resource-groups/{id}/randomize"),
+    ("POST", "/api/v1/users/{id}/transfer"),
+    ("GET", "/api/v1/users/{id}/exit-report"),
+    ("POST", "/api/v1/users/{id}/reset-all"),
+    ("GET", "/api/v1/jobs/{id}"),
     ("GET", "/api/v1/sessions/{id}/watch"),
     ("GET", "/api/v1/recordings"),
     ("GET", "/api/v1/recordings/search"),
@@ -599,7 +637,11 @@ async fn every_route_needs_a_token_and_openapi_lists_every_route() {
     let id = uuid::Uuid::new_v4().to_string();
     let bad_token = format!("pst_{}", "0".repeat(40));
     for (m, p) in ROUTES.iter().filter(|(_, p)| !PUBLIC.contains(p)) {
-        let uri = p.replace("{id}", &id).replace("{key_id}", &id);
+        let uri = p
+            .replace("{id}", &id)
+            .replace("{key_id}", &id)
+            .replace("{user_id}", &id)
+            .replace("{resource_id}", &id);
         assert!(!uri.contains('{'), "unsubstituted path parameter in {p}");
         let method = Method::from_bytes(m.as_bytes()).unwrap();
         for token in [None, Some(bad_token.as_str()), Some("garbage")] {

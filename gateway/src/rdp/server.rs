@@ -154,9 +154,13 @@ impl RdpGateway {
         let id = uuid::Uuid::new_v4().to_string();
         let span = info_span!("rdp_session", session.id = %id, user = tracing::field::Empty, target = tracing::field::Empty, client = %peer);
         let s = span.clone();
-        async move { self.session(stream, peer, &id, &s, &cancel).await }
-            .instrument(span)
-            .await
+        async move {
+            self.session(stream, peer, &id, &s, &cancel).await;
+            // Ends this session's helper tasks (the access-window watch).
+            cancel.cancel();
+        }
+        .instrument(span)
+        .await
     }
 
     async fn session(&self, stream: TcpStream, peer: SocketAddr, id: &str, span: &Span, cancel: &CancellationToken) {
@@ -459,6 +463,20 @@ impl RdpGateway {
         )
         .await;
         info!("session started");
+        if let Some(end) = target.window_end.as_deref().and_then(postern_vault::parse_ts) {
+            // Under access control the session ends with the user's window (RDP has no text channel for the
+            // 5-minute notice SSH sessions get).
+            let left = Duration::try_from(end - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO);
+            let (registry, id, cancel) = (self.registry.clone(), id.to_owned(), cancel.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(left) => {
+                        registry.terminate(&id, "postern", "the access window ended");
+                    }
+                    _ = cancel.cancelled() => {}
+                }
+            });
+        }
         let started = Instant::now();
         let (up, down, why) = self.relay(client_tls, &mut target_tls, cancel).await;
         let why = match registration.termination() {

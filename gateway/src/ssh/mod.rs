@@ -3,6 +3,7 @@
 mod relay;
 mod server;
 mod target;
+mod transfer;
 mod webterm;
 
 pub use server::{SshGateway, SshSettings};

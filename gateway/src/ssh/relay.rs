@@ -14,6 +14,35 @@ use tracing::{debug, info, warn};
 
 use crate::login::TargetName;
 use crate::ssh::server::{Live, Shared};
+use crate::ssh::transfer::{FileEvent, Tracker};
+
+/// The file-transfer tracker of a channel, fed by both directions.
+type Transfers = Arc<Mutex<Option<Tracker>>>;
+
+/// Feeds bytes to the channel's transfer tracker (if any); returns the events.
+fn track(xfer: &Transfers, from_client: bool, data: &[u8]) -> Vec<FileEvent> {
+    let mut out = Vec::new();
+    if let Some(t) = xfer.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if from_client {
+            t.client_bytes(data, &mut out);
+        } else {
+            t.target_bytes(data, &mut out);
+        }
+    }
+    out
+}
+
+/// Records file events as `file` markers and audits each transferred file.
+async fn file_events(shared: &Shared, live: &Live, ch: u32, events: Vec<FileEvent>) {
+    for e in events {
+        live.sink.event(ch, "file", &e.to_json());
+        if e.is_transfer() {
+            shared.audit_live(live, "session.file", e.failed(), e.summary()).await;
+        } else if e.op == "stopped" {
+            warn!(why = %e.status, "file transfer metadata: parsing stopped");
+        }
+    }
+}
 
 /// What the client asked for before the target was chosen (picker mode).
 struct PtyParams {
@@ -128,18 +157,27 @@ async fn relay(
     let q: ReplyQueue = Arc::new(Mutex::new(VecDeque::new()));
     let ch = u32::from(cid);
     let sink = live.sink.clone();
-    // File transfers (sftp, scp) are recorded as metadata only, not their bytes.
+    // File transfers (sftp, scp) are recorded as metadata (file markers), not their bytes.
     let tee = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let xfer: Transfers = Arc::new(Mutex::new(None));
     let up = {
-        let tee = tee.clone();
+        let (tee, xfer) = (tee.clone(), xfer.clone());
         let (q, handle, sink, shared, live) = (q.clone(), handle.clone(), sink.clone(), shared.clone(), live.clone());
         async move {
             let push = || q.lock().unwrap_or_else(|e| e.into_inner()).push_back(false);
             while let Some(msg) = crd.wait().await {
+                shared.touch();
                 let r = match msg {
+                    // Once the recording failed nothing more reaches the target unrecorded; the
+                    // other direction ends the channel with the message at the target's next word.
+                    ChannelMsg::Data { .. } if sink.failed().is_some() => Ok(()),
                     ChannelMsg::Data { data } => {
                         if tee.load(std::sync::atomic::Ordering::Relaxed) {
                             sink.input(ch, &data);
+                        } else {
+                            // Parsed before it is forwarded, so the target's answer is never seen first.
+                            let events = track(&xfer, true, &data);
+                            file_events(&shared, &live, ch, events).await;
                         }
                         twr.data_bytes(data).await
                     }
@@ -175,7 +213,10 @@ async fn relay(
                     }
                     ChannelMsg::Exec { command, .. } => {
                         let cmd = String::from_utf8_lossy(&command).into_owned();
-                        if cmd.starts_with("scp ") {
+                        if let Some(t) = Tracker::scp(&cmd) {
+                            *xfer.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+                            tee.store(false, std::sync::atomic::Ordering::Relaxed);
+                        } else if cmd.starts_with("scp ") {
                             tee.store(false, std::sync::atomic::Ordering::Relaxed);
                         }
                         sink.event(ch, "exec", &cmd);
@@ -186,6 +227,7 @@ async fn relay(
                         twr.exec(true, command).await
                     }
                     ChannelMsg::RequestSubsystem { name, .. } if name == "sftp" => {
+                        *xfer.lock().unwrap_or_else(|e| e.into_inner()) = Some(Tracker::sftp());
                         tee.store(false, std::sync::atomic::Ordering::Relaxed);
                         sink.event(ch, "subsystem", &name);
                         shared
@@ -249,7 +291,8 @@ async fn relay(
         }
     };
     let down = {
-        let (q, handle, sink) = (q.clone(), handle.clone(), sink.clone());
+        let (q, handle, sink, xfer) = (q.clone(), handle.clone(), sink.clone(), xfer.clone());
+        let (shared, live) = (shared.clone(), live.clone());
         async move {
             while let Some(msg) = trd.wait().await {
                 if let Some(why) = sink.failed() {
@@ -267,6 +310,9 @@ async fn relay(
                     ChannelMsg::Data { data } => {
                         if teeing {
                             sink.output(ch, &data);
+                        } else {
+                            let events = track(&xfer, false, &data);
+                            file_events(&shared, &live, ch, events).await;
                         }
                         cwr.data_bytes(data).await
                     }
@@ -285,6 +331,7 @@ async fn relay(
                         error_message,
                         lang_tag,
                     } => {
+                        sink.event(ch, "exit-signal", &format!("{signal_name:?}"));
                         let _ = handle
                             .exit_signal_request(cid, signal_name, core_dumped, error_message, lang_tag)
                             .await;
@@ -315,6 +362,12 @@ async fn relay(
     if tokio::time::timeout(Duration::from_secs(5), up).await.is_err() {
         debug!("client did not close its channel after the target did");
     }
+    // Files still open when the channel ended.
+    let mut events = Vec::new();
+    if let Some(mut t) = xfer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        t.finish(&mut events);
+    }
+    file_events(&shared, &live, ch, events).await;
 }
 
 /// The account picker for a plain `USER` login: list, filter by typing, pick by number.
@@ -402,7 +455,7 @@ async fn picker(
         }
         text.push_str("Type a number and Enter to connect, text and Enter to filter, Ctrl-D to quit: ");
         let _ = wr.data_bytes(Bytes::from(text)).await;
-        let line = read_line(rd, wr, &mut pending).await?;
+        let line = read_line(shared, rd, wr, &mut pending).await?;
         let line = line.trim();
         if let Ok(n) = line.parse::<usize>() {
             if let Some(t) = n.checked_sub(1).and_then(|i| shown.get(i)) {
@@ -422,12 +475,20 @@ async fn picker(
 }
 
 /// Reads one line with local echo; bytes after the line end stay in `pending`.
-async fn read_line(rd: &mut ChannelReadHalf, wr: &ChannelWriteHalf<Msg>, pending: &mut Vec<u8>) -> Option<String> {
+async fn read_line(
+    shared: &Shared,
+    rd: &mut ChannelReadHalf,
+    wr: &ChannelWriteHalf<Msg>,
+    pending: &mut Vec<u8>,
+) -> Option<String> {
     let mut line = String::new();
     loop {
         let data = if pending.is_empty() {
             match rd.wait().await? {
-                ChannelMsg::Data { data } => data.to_vec(),
+                ChannelMsg::Data { data } => {
+                    shared.touch();
+                    data.to_vec()
+                }
                 ChannelMsg::Close | ChannelMsg::Eof => return None,
                 _ => continue,
             }
@@ -534,7 +595,10 @@ pub(crate) async fn direct_tcpip(
             &shared.ctx(),
         )
         .await;
-    let mut a = channel.into_stream();
+    let mut a = Touching {
+        inner: channel.into_stream(),
+        shared: shared.clone(),
+    };
     let mut b = tch.into_stream();
     let (up, down) = tokio::io::copy_bidirectional(&mut a, &mut b).await.unwrap_or((0, 0));
     let _ = shared
@@ -548,4 +612,48 @@ pub(crate) async fn direct_tcpip(
             &shared.ctx(),
         )
         .await;
+}
+
+/// The client's side of a forward: reading from it counts as client input (not idle).
+struct Touching<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Touching<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.shared.touch();
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Touching<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

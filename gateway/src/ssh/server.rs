@@ -109,7 +109,9 @@ fn server_config(s: &SshSettings) -> server::Config {
         preferred,
         max_auth_attempts: 6,
         inactivity_timeout: Some(s.idle_timeout),
-        keepalive_interval: Some(Duration::from_secs(5)),
+        // A client that stops answering (frozen, network gone) is dropped after three unanswered
+        // keepalives, within 6 s of its last packet, so it leaves the live list within 10 s.
+        keepalive_interval: Some(Duration::from_secs(2)),
         keepalive_max: 2,
         nodelay: true,
         window_size: 8 * 1024 * 1024,
@@ -190,6 +192,8 @@ impl SshGateway {
             who: std::sync::Mutex::new(None),
             live: OnceCell::new(),
             client_handle: Arc::new(std::sync::Mutex::new(None)),
+            born: Instant::now(),
+            last_input_ms: std::sync::atomic::AtomicU64::new(0),
         });
         let handler = Conn {
             shared: shared.clone(),
@@ -215,6 +219,11 @@ impl SshGateway {
             let max_deadline = tokio::time::sleep(max);
             tokio::pin!(max_deadline);
             let mut login_checked = false;
+            // The idle timeout counts input from the client only: russh's own inactivity timer
+            // is reset by the answers to our keepalives, so it never fires for a live client.
+            let idle = self.settings.idle_timeout;
+            let mut idle_tick = tokio::time::interval(Duration::from_secs(1).min(idle).max(Duration::from_millis(10)));
+            idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let ended_by = loop {
                 tokio::select! {
                     r = &mut running => {
@@ -231,6 +240,15 @@ impl SshGateway {
                         }
                     }
                     _ = &mut max_deadline => break Some(format!("the maximum session duration ({}s) was reached", max.as_secs())),
+                    _ = idle_tick.tick() => {
+                        // A recording that failed while the session was quiet ends it too.
+                        if let Some(why) = shared.recording_failure() {
+                            break Some(format!("session ended: {why}"));
+                        }
+                        if shared.idle_for() >= idle {
+                            break Some(format!("no input for {}s (idle timeout): session closed", idle.as_secs()));
+                        }
+                    }
                     _ = cancel.cancelled() => {
                         let why = match self.registry.termination(&id) {
                             Some(t) => format!("session terminated by {}: {}", t.by, t.reason),
@@ -273,6 +291,10 @@ pub(crate) struct Shared {
     who: std::sync::Mutex<Option<(Actor, Login)>>,
     live: OnceCell<Result<Arc<Live>, String>>,
     client_handle: Arc<std::sync::Mutex<Option<server::Handle>>>,
+    /// When the connection was accepted.
+    born: Instant,
+    /// Milliseconds after `born` of the client's last input (channel data, requests, forwarded bytes).
+    last_input_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The connected target of a session.
@@ -426,7 +448,7 @@ impl Shared {
             )
             .await;
         info!("session started");
-        Ok(Arc::new(Live {
+        let live = Arc::new(Live {
             conn,
             sink,
             target,
@@ -435,7 +457,46 @@ impl Shared {
             label,
             notices: std::sync::Mutex::new(Vec::new()),
             registration: std::sync::Mutex::new(Some(registration)),
-        }))
+        });
+        if let Some(end) = live.target.window_end.as_deref().and_then(postern_vault::parse_ts) {
+            self.watch_window(&live, end);
+        }
+        Ok(live)
+    }
+
+    /// Access window of an account under access control: a notice on every
+    /// channel 5 minutes before the end (at once when less is left), and the
+    /// session ends with the window.
+    fn watch_window(&self, live: &Arc<Live>, end: time::OffsetDateTime) {
+        const WARN_BEFORE: Duration = Duration::from_secs(5 * 60);
+        let left = Duration::try_from(end - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO);
+        let live = Arc::downgrade(live);
+        let registry = self.gw.registry.clone();
+        let (id, cancel) = (self.id.clone(), self.cancel.clone());
+        let end_text = postern_vault::format_ts(end);
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            // Give the client a moment to open its channel when the notice is due at once.
+            let warn_at = left.saturating_sub(WARN_BEFORE).max(Duration::from_secs(1)).min(left);
+            tokio::select! {
+                _ = tokio::time::sleep(warn_at) => {}
+                _ = cancel.cancelled() => return,
+            }
+            if let Some(live) = live.upgrade() {
+                let mins = left.saturating_sub(warn_at).as_secs().div_ceil(60);
+                let msg = format!("\r\npostern: your access window ends at {end_text} (in {mins} min); the session will be closed then\r\n");
+                let chans = live.notices.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                for (h, ch) in chans {
+                    let _ = h.extended_data(ch, 1, bytes::Bytes::from(msg.clone())).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(start + left) => {
+                    registry.terminate(&id, "postern", "the access window ended");
+                }
+                _ = cancel.cancelled() => {}
+            }
+        });
     }
 
     /// Tells every open channel why the session ends.
@@ -455,6 +516,11 @@ impl Shared {
             // Leave the live list as soon as the connection is gone, whatever tasks still hold the session.
             drop(live.registration.lock().unwrap_or_else(|e| e.into_inner()).take());
             let secs = live.started.elapsed().as_secs();
+            // Here rather than where the failure is seen: channel tasks may be cancelled mid-audit.
+            if let Some(why) = live.sink.failed() {
+                let detail = format!("session ended: its recording failed: {why}");
+                self.audit_live(live, "session.recording_failed", true, detail).await;
+            }
             let recording = match live.sink.close() {
                 Some(f) => f.await,
                 None => None,
@@ -809,6 +875,24 @@ impl Shared {
         if h.is_none() {
             *h = Some(session.handle());
         }
+    }
+
+    /// Why the session's recording failed, if it did.
+    fn recording_failure(&self) -> Option<String> {
+        let Some(Ok(live)) = self.live.get() else { return None };
+        live.sink.failed()
+    }
+
+    /// The client sent input: the session is not idle.
+    pub(crate) fn touch(&self) {
+        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_input_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the client's last input.
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_input_ms.load(Ordering::Relaxed));
+        self.born.elapsed().saturating_sub(last)
     }
 
     /// The actor and the login name.

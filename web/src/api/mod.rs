@@ -4,14 +4,18 @@
 //! [`ApiJson`] for JSON bodies, [`ApiQuery`] for query strings, [`Id`] (one)
 //! and [`Ids`] (two) for UUID path parameters (anything else is a 404).
 
+pub mod access_requests;
 pub mod accounts;
 pub mod audit;
 pub mod auth;
 pub mod browser;
 pub mod import;
+pub mod passwords;
 pub mod recordings;
 pub mod resources;
+pub mod roles;
 pub mod sessions;
+pub mod shares;
 pub mod terminal;
 pub mod users;
 
@@ -36,6 +40,8 @@ pub(crate) mod tags {
     pub const AUDIT: &str = "audit";
     pub const IMPORT: &str = "import";
     pub const SESSIONS: &str = "sessions";
+    pub const SHARING: &str = "sharing";
+    pub const ACCESS: &str = "access-requests";
     pub const RECORDINGS: &str = "recordings";
     pub const META: &str = "meta";
 }

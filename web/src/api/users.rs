@@ -7,7 +7,7 @@ use axum::Json;
 use postern_vault::{NewUser, NewUserKey, Role, SecretString, User, UserKey, UserPatch};
 use serde::Deserialize;
 
-use super::{created, tags, ApiJson, Id, Ids};
+use super::{created, tags, ApiJson, ApiQuery, Id, Ids};
 use crate::auth::{Authenticated, ClientContext};
 use crate::error::{ApiResult, AuthErrors, BodyErrors, ConflictError, ForbiddenError, NotFoundError};
 use crate::AppState;
@@ -42,15 +42,31 @@ impl From<StrictNewUser> for NewUser {
     }
 }
 
-/// Lists users.
-#[utoipa::path(get, path = "/api/v1/users", tag = tags::USERS, security(("bearer" = [])),
-    responses((status = 200, description = "Users", body = Vec<User>), AuthErrors, ForbiddenError))]
+/// The role filter of the user list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserFilter {
+    /// Only users holding this role: a built-in role id (without a custom role) or a custom role id.
+    pub role: Option<String>,
+}
+
+/// Lists users, optionally only those holding one role.
+#[utoipa::path(get, path = "/api/v1/users", tag = tags::USERS, security(("bearer" = [])), params(UserFilter),
+    responses((status = 200, description = "Users", body = Vec<User>), AuthErrors, ForbiddenError, BodyErrors))]
 pub async fn list_users(
     State(state): State<AppState>,
     auth: Authenticated,
     ClientContext(ctx): ClientContext,
+    ApiQuery(filter): ApiQuery<UserFilter>,
 ) -> ApiResult<Json<Vec<User>>> {
-    Ok(Json(state.vault.list_users(&auth.actor, &ctx).await?))
+    let mut users = state.vault.list_users(&auth.actor, &ctx).await?;
+    if let Some(role) = filter.role.as_deref() {
+        users.retain(|u| match Role::parse(role) {
+            Some(r) => u.role == r && u.custom_role_id.is_none(),
+            None => u.custom_role_id.as_deref() == Some(role),
+        });
+    }
+    Ok(Json(users))
 }
 
 /// Creates a user. Role ids: `administrator`, `password_administrator`,
@@ -159,4 +175,51 @@ pub async fn delete_user_key(
 ) -> ApiResult<StatusCode> {
     state.vault.delete_user_key(&auth.actor, &id, &key_id, &ctx).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Transfers everything the user owns (resources, accounts, resource groups, and with them the
+/// approval of access requests) to another user (Manage users; the new owner must manage resources or passwords).
+#[utoipa::path(post, path = "/api/v1/users/{id}/transfer", tag = tags::USERS, security(("bearer" = [])), request_body = postern_vault::TransferRequest,
+    params(("id" = String, Path, description = "User id (UUID) of the current owner")),
+    responses((status = 200, description = "What moved", body = postern_vault::TransferReport), AuthErrors, ForbiddenError, NotFoundError, BodyErrors))]
+pub async fn transfer_ownership(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+    ApiJson(body): ApiJson<postern_vault::TransferRequest>,
+) -> ApiResult<Json<postern_vault::TransferReport>> {
+    Ok(Json(
+        state.vault.transfer_ownership(&auth.actor, &id, body, &ctx).await?,
+    ))
+}
+
+/// Exit report: every account the user could reach, how, whether they could see the password, and
+/// when they last retrieved it (Manage users and View audit).
+#[utoipa::path(get, path = "/api/v1/users/{id}/exit-report", tag = tags::USERS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses((status = 200, description = "Reachable accounts", body = Vec<postern_vault::ExitEntry>), AuthErrors, ForbiddenError, NotFoundError))]
+pub async fn exit_report(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<Json<Vec<postern_vault::ExitEntry>>> {
+    Ok(Json(state.vault.exit_report(&auth.actor, &id, &ctx).await?))
+}
+
+/// Resets every password the user could see (the exit report's `could_see_password` accounts) in a
+/// background job; follow it at `GET /api/v1/jobs/{id}`.
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset-all", tag = tags::USERS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "User id (UUID)")),
+    responses((status = 202, description = "Started", body = postern_vault::Job, headers(("Location" = String, description = "URL of the job"))),
+        AuthErrors, ForbiddenError, NotFoundError))]
+pub async fn reset_all(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+) -> ApiResult<Response> {
+    let job = state.vault.reset_all_for_user(&auth.actor, &id, &ctx).await?;
+    Ok(super::passwords::accepted(job))
 }

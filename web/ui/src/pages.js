@@ -593,8 +593,14 @@ function GroupList({ title, path, candidates, testid, canRandomize }) {
     setResults({ group: g.name, running: true });
     a.run(async () => {
       try {
-        const rows = await api('POST', `${path}/${enc(g.id)}/randomize`);
-        setResults({ group: g.name, rows });
+        // The server answers with a job (202); follow its progress until every account is done.
+        let job = await api('POST', `${path}/${enc(g.id)}/randomize`);
+        while (job && !Array.isArray(job) && job.id && !job.finished) {
+          setResults({ group: g.name, running: true, done: job.done, total: job.total });
+          await new Promise((r) => setTimeout(r, 1000));
+          job = await api('GET', `/api/v1/jobs/${enc(job.id)}`);
+        }
+        setResults({ group: g.name, rows: Array.isArray(job) ? job : job.results });
       } catch (e) {
         setResults(null);
         throw e;
@@ -629,7 +635,7 @@ function GroupList({ title, path, candidates, testid, canRandomize }) {
           <button class="danger" onClick=${() => remove(g)}>Delete</button></div>` },
     ]} />
     ${results && html`<h3>Randomize: ${results.group}</h3>
-      ${results.running ? html`<p class="muted" data-testid="randomize-progress">Resetting every account of the group on its target…</p>`
+      ${results.running ? html`<p class="muted" data-testid="randomize-progress">Resetting every account of the group on its target…${results.total ? ` ${results.done}/${results.total}` : ''}</p>`
         : html`<${AutoTable} rows=${results.rows} testid="randomize-results" />`}`}`;
 }
 
