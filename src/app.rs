@@ -27,6 +27,7 @@ pub fn vault_options(cfg: &Config) -> VaultOptions {
             lockout_duration: cfg.auth.lockout_duration,
             token_ttl: cfg.auth.token_ttl,
             min_password_length: cfg.auth.min_password_length,
+            deny_new_super_admins: cfg.auth.deny_new_super_admins,
         },
         initial_admin_password_file: Some(initial_password_path(cfg)),
     }

@@ -114,6 +114,10 @@ pub struct AuthConfig {
     /// Minimum length of user passwords (`min_password_length`, default 12,
     /// at least 8).
     pub min_password_length: usize,
+    /// Refuse to make any further user a super administrator
+    /// (`deny_new_super_admins`, default false). Existing super admins keep
+    /// the flag and may still give it up.
+    pub deny_new_super_admins: bool,
 }
 
 /// `[web]` section.
@@ -466,6 +470,7 @@ enum Setting {
     AuthLockoutDuration,
     AuthTokenTtl,
     AuthMinPasswordLength,
+    AuthDenyNewSuperAdmins,
     WebListen,
     WebTlsCert,
     WebTlsKey,
@@ -489,7 +494,7 @@ enum Setting {
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 32] = [
+const ALL_KEYS: [Setting; 33] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
@@ -501,6 +506,7 @@ const ALL_KEYS: [Setting; 32] = [
     Setting::AuthLockoutDuration,
     Setting::AuthTokenTtl,
     Setting::AuthMinPasswordLength,
+    Setting::AuthDenyNewSuperAdmins,
     Setting::WebListen,
     Setting::WebTlsCert,
     Setting::WebTlsKey,
@@ -539,6 +545,7 @@ impl Setting {
             Setting::AuthLockoutDuration => "auth.lockout_duration",
             Setting::AuthTokenTtl => "auth.token_ttl",
             Setting::AuthMinPasswordLength => "auth.min_password_length",
+            Setting::AuthDenyNewSuperAdmins => "auth.deny_new_super_admins",
             Setting::WebListen => "web.listen",
             Setting::WebTlsCert => "web.tls_cert",
             Setting::WebTlsKey => "web.tls_key",
@@ -882,6 +889,7 @@ struct Partial {
     lockout_duration: Option<Slot<Duration>>,
     token_ttl: Option<Slot<Duration>>,
     min_password_length: Option<Slot<usize>>,
+    deny_new_super_admins: Option<Slot<bool>>,
     web_listen: Option<Slot<SocketAddr>>,
     tls_cert: Option<Slot<PathBuf>>,
     tls_key: Option<Slot<PathBuf>>,
@@ -929,6 +937,7 @@ impl Partial {
             Setting::VaultSweepInterval => self.sweep_interval = slot(c.duration(false)?, origin),
             Setting::VaultTicketWebhookUrl => self.ticket_webhook_url = slot(c.webhook_url()?, origin),
             Setting::VaultRequireReason => self.require_reason = slot(c.boolean()?, origin),
+            Setting::AuthDenyNewSuperAdmins => self.deny_new_super_admins = slot(c.boolean()?, origin),
             Setting::AuthLockoutThreshold => {
                 let n = c.integer(1, u64::from(u32::MAX))?;
                 self.lockout_threshold = slot(u32::try_from(n).unwrap_or(u32::MAX), origin);
@@ -1078,6 +1087,7 @@ impl Partial {
                 lockout_duration: value_or(&self.lockout_duration, Duration::from_secs(15 * 60)),
                 token_ttl: value_or(&self.token_ttl, Duration::from_secs(12 * 3600)),
                 min_password_length: value_or(&self.min_password_length, 12),
+                deny_new_super_admins: value_or(&self.deny_new_super_admins, false),
             },
             web: WebConfig {
                 listen: value_or(&self.web_listen, SocketAddr::from(([127, 0, 0, 1], 8443))),
@@ -1287,6 +1297,7 @@ impl Config {
                     Setting::AuthLockoutDuration => dur(self.auth.lockout_duration),
                     Setting::AuthTokenTtl => dur(self.auth.token_ttl),
                     Setting::AuthMinPasswordLength => self.auth.min_password_length.to_string(),
+                    Setting::AuthDenyNewSuperAdmins => self.auth.deny_new_super_admins.to_string(),
                     Setting::WebListen => addr(self.web.listen),
                     Setting::WebTlsCert => path(&self.web.tls_cert),
                     Setting::WebTlsKey => path(&self.web.tls_key),
@@ -1940,6 +1951,7 @@ format = "json"
             [
                 "data_dir",
                 "shutdown_grace",
+                "auth.deny_new_super_admins",
                 "auth.lockout_duration",
                 "auth.lockout_threshold",
                 "auth.min_password_length",

@@ -302,3 +302,63 @@ async fn security_headers() {
     assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_deny_new_super_admins_setting_stops_further_super_admins() {
+    // Off (default): the first admin makes another administrator super admin.
+    let mut s = TestServer::builder().start().await;
+    let admin = s.admin_token().await;
+    let body =
+        json!({"username": "ada", "role": "administrator", "password": "ada passphrase 123", "super_admin": true});
+    let r = s.req("POST", "/api/v1/users", Some(&admin), Some(body.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    s.stop().await;
+
+    // On: neither creating nor promoting works; both refusals are audited; giving the flag up still works.
+    let mut s = TestServer::builder()
+        .set("auth.deny_new_super_admins", "true")
+        .start()
+        .await;
+    let admin = s.admin_token().await;
+    let r = s.req("POST", "/api/v1/users", Some(&admin), Some(body)).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("deny_new_super_admins"), "{}", r.text);
+    let r = s
+        .req(
+            "POST",
+            "/api/v1/users",
+            Some(&admin),
+            Some(json!({"username": "bea", "role": "administrator", "password": "bea passphrase 123"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let bea = r.body["id"].as_str().unwrap().to_owned();
+    let r = s
+        .req(
+            "PATCH",
+            &format!("/api/v1/users/{bea}"),
+            Some(&admin),
+            Some(json!({"super_admin": true})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let audit = s.req("GET", "/api/v1/audit?limit=1000", Some(&admin), None).await;
+    let denied = audit
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["outcome"] == "denied" && e["detail"].as_str().unwrap_or("").contains("deny_new_super_admins"))
+        .count();
+    assert_eq!(denied, 2, "{}", audit.text);
+    let users = s.req("GET", "/api/v1/users", Some(&admin), None).await;
+    let supers = users
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["super_admin"] == true)
+        .count();
+    assert_eq!(supers, 1, "only the first admin: {}", users.text);
+    s.stop().await;
+}

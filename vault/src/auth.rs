@@ -25,6 +25,8 @@ pub struct AuthPolicy {
     pub token_ttl: Duration,
     /// Minimum length of a new password.
     pub min_password_length: usize,
+    /// Refuse to make any further user a super administrator.
+    pub deny_new_super_admins: bool,
 }
 
 impl Default for AuthPolicy {
@@ -34,6 +36,7 @@ impl Default for AuthPolicy {
             lockout_duration: Duration::from_secs(15 * 60),
             token_ttl: Duration::from_secs(12 * 3600),
             min_password_length: 12,
+            deny_new_super_admins: false,
         }
     }
 }

@@ -248,6 +248,29 @@ impl Vault {
 
     /// Authorizes; on refusal audits it and returns the error to give the caller.
     #[allow(clippy::too_many_arguments)]
+    /// Refuses, audited, to make anyone a super administrator when the
+    /// `deny_new_super_admins` setting is on.
+    async fn refuse_new_super_admin(
+        &self,
+        actor: &Actor,
+        audit_action: &str,
+        object_ref: Option<(&str, &str)>,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        if !self.policy().deny_new_super_admins {
+            return Ok(());
+        }
+        let reason = "further super administrators are denied by the setting auth.deny_new_super_admins";
+        let mut ev = NewEvent::by(actor, audit_action, "user")
+            .outcome(Outcome::Denied)
+            .detail(reason);
+        if let Some((id, name)) = object_ref {
+            ev = ev.object(id, name);
+        }
+        self.audit_alone(ev, ctx).await?;
+        Err(Error::Forbidden { reason })
+    }
+
     pub(crate) async fn require(
         &self,
         actor: &Actor,
@@ -770,6 +793,7 @@ impl Vault {
         }
         let id = store::new_id();
         if new.super_admin {
+            self.refuse_new_super_admin(actor, "user.create", None, ctx).await?;
             self.require(
                 actor,
                 Action::SetSuperAdmin,
@@ -858,6 +882,9 @@ impl Vault {
             }
         }
         if patch.super_admin.is_some_and(|s| s != row.super_admin) {
+            if patch.super_admin == Some(true) {
+                self.refuse_new_super_admin(actor, "user.update", me, ctx).await?;
+            }
             self.require(
                 actor,
                 Action::SetSuperAdmin,
