@@ -247,7 +247,6 @@ impl Vault {
     }
 
     /// Authorizes; on refusal audits it and returns the error to give the caller.
-    #[allow(clippy::too_many_arguments)]
     /// Refuses, audited, to make anyone a super administrator when the
     /// `deny_new_super_admins` setting is on.
     async fn refuse_new_super_admin(
@@ -271,6 +270,7 @@ impl Vault {
         Err(Error::Forbidden { reason })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn require(
         &self,
         actor: &Actor,
