@@ -142,6 +142,8 @@ pub struct Running {
     pub web_addr: SocketAddr,
     /// The SSH gateway address actually bound.
     pub ssh_addr: SocketAddr,
+    /// The RDP gateway address actually bound.
+    pub rdp_addr: SocketAddr,
     /// Live gateway sessions.
     pub registry: postern_gateway::Registry,
     /// Live output hubs of the sessions being recorded (what viewers watch).
@@ -203,6 +205,10 @@ impl App {
         }
         let tls =
             postern_web::load_tls(&cfg.web.tls_cert, &cfg.web.tls_key).context("loading the web TLS certificate")?;
+        let rdp_listener = tokio::net::TcpListener::bind(cfg.rdp.listen)
+            .await
+            .with_context(|| format!("binding the RDP listener on {}", cfg.rdp.listen))?;
+        let rdp_addr = rdp_listener.local_addr()?;
         let listener = tokio::net::TcpListener::bind(cfg.web.listen)
             .await
             .with_context(|| format!("binding the web listener on {}", cfg.web.listen))?;
@@ -249,6 +255,27 @@ impl App {
                 accept_any_target_host_key: cfg.ssh.dangerous.accept_any_target_host_key,
             },
         );
+        // RDP: TLS security with the web's certificate; timeouts and limits as for SSH.
+        let rdp = postern_gateway::rdp::RdpGateway::new(
+            vault.clone(),
+            registry.clone(),
+            postern_gateway::rdp::RdpSettings {
+                tls_cert: cfg.web.tls_cert.clone(),
+                tls_key: cfg.web.tls_key.clone(),
+                connect_timeout: cfg.ssh.connect_timeout,
+                login_grace_time: cfg.ssh.login_grace_time,
+                idle_timeout: cfg.ssh.idle_timeout,
+                max_session_duration: (!cfg.ssh.max_session_duration.is_zero()).then_some(cfg.ssh.max_session_duration),
+                max_connections: cfg.ssh.max_connections as usize,
+            },
+        )
+        .context("the RDP gateway")?;
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(e) = rdp.serve(rdp_listener, token).await {
+                tracing::error!(error = %e, "RDP gateway stopped with an error");
+            }
+        });
         let terminals = crate::terminals::GatewayTerminals {
             gateway: ssh.clone(),
             vault: vault.clone(),
@@ -292,10 +319,12 @@ impl App {
         });
         tracker.close();
         tracing::info!(addr = %ssh_addr, "SSH gateway listening");
+        tracing::info!(addr = %rdp_addr, "RDP gateway listening");
         tracing::info!(addr = %web_addr, url = %format!("https://{web_addr}/"), "web console and API listening");
         Ok(Running {
             web_addr,
             ssh_addr,
+            rdp_addr,
             registry,
             hubs,
             vault,

@@ -21,6 +21,15 @@ declare -A needed=(
   [/usr/sbin/useradd]=passwd
   [/usr/sbin/chpasswd]=passwd
   [asciinema]=asciinema
+  [/usr/sbin/xrdp]=xrdp
+  [/usr/sbin/xrdp-sesman]=xrdp
+  [/usr/lib/xorg/Xorg]=xorgxrdp
+  [/etc/X11/xrdp/xorg.conf]=xorgxrdp
+  [xfreerdp]=freerdp2-x11
+  [Xvfb]=xvfb
+  [xwd]=x11-apps
+  [openssl]=openssl
+  [/usr/bin/convert]=imagemagick
   [/usr/bin/chromium]=chromium
   [node]=nodejs
   [npm]=npm
@@ -28,7 +37,7 @@ declare -A needed=(
 )
 missing=()
 for cmd in "${!needed[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("${needed[$cmd]}")
+  command -v "$cmd" >/dev/null 2>&1 || [ -e "$cmd" ] || missing+=("${needed[$cmd]}")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"

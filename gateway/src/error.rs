@@ -25,6 +25,14 @@ pub enum Error {
         /// What went wrong.
         detail: String,
     },
+    /// A TLS certificate or key could not be loaded.
+    #[error("certificate {path}: {detail}")]
+    Certificate {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
     /// File-system error.
     #[error("{path}: {source}")]
     Io {
@@ -63,9 +71,12 @@ impl Error {
         match self {
             Error::Client(_) => Side::Client,
             Error::Target { .. } => Side::Target,
-            Error::HostKey { .. } | Error::Io { .. } | Error::Listen(_) | Error::Vault(_) | Error::Ssh(_) => {
-                Side::Internal
-            }
+            Error::HostKey { .. }
+            | Error::Certificate { .. }
+            | Error::Io { .. }
+            | Error::Listen(_)
+            | Error::Vault(_)
+            | Error::Ssh(_) => Side::Internal,
         }
     }
 }

@@ -4,12 +4,15 @@
 //! stock OpenSSH clients reach vaulted accounts as `USER#ACCOUNT@RESOURCE`,
 //! logs in to the target with the vaulted credential through the resource's
 //! landing-server chain, and relays the channels with a tee for the recorder.
+//! The RDP front end (TLS security) authenticates the user from the Client Info
+//! PDU and replays the connection to the target with the vaulted credentials.
 
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod hostkeys;
 pub mod login;
+pub mod rdp;
 pub mod registry;
 pub mod reset;
 pub mod ssh;

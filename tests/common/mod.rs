@@ -2,6 +2,7 @@
 //! binary as a child process, each with its own temporary data directory.
 #![allow(dead_code)]
 
+pub mod rdp;
 pub mod sshd;
 pub mod ws;
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 /// The server binary (not on a non-root PATH, so always by absolute path; sshd re-execs itself and needs one).
 pub const SSHD: &str = "/usr/sbin/sshd";
 /// PATH for everything this module runs, so `useradd`/`chpasswd` are found whatever the test's PATH is.
-const SYS_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const SYS_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An account that exists only inside one target.
@@ -479,7 +479,7 @@ impl Drop for SshTarget {
 }
 
 /// Processes (not zombies: those have no namespace link any more) in the mount namespace `ns`.
-fn pids_in_ns(ns: &str) -> Vec<String> {
+pub fn pids_in_ns(ns: &str) -> Vec<String> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -793,15 +793,15 @@ fn check_available() -> Result<(), String> {
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn set_mode(p: &Path, mode: u32) {
+pub fn set_mode(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// Single-quotes for /bin/sh.
-fn sq(s: impl AsRef<std::ffi::OsStr>) -> String {
+pub fn sq(s: impl AsRef<std::ffi::OsStr>) -> String {
     format!("'{}'", s.as_ref().to_string_lossy().replace('\'', "'\\''"))
 }

@@ -1,0 +1,307 @@
+//! RDP framing and the few PDUs the gateway reads or writes itself (IronRDP's `ironrdp-pdu` does the encoding).
+
+use std::borrow::Cow;
+
+use ironrdp_core::{decode, encode_vec, Decode, Encode};
+use ironrdp_pdu::gcc::{
+    ConferenceCreateResponse, ServerCoreData, ServerCoreOptionalData, ServerGccBlocks, ServerNetworkData,
+    ServerSecurityData,
+};
+use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, SendDataIndication, SendDataRequest};
+use ironrdp_pdu::nego::SecurityProtocol;
+use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials};
+use ironrdp_pdu::rdp::headers::{
+    CompressionFlags, ShareControlHeader, ShareControlPdu, ShareDataHeader, ShareDataPdu, StreamPriority,
+};
+use ironrdp_pdu::rdp::server_error_info::{ErrorInfo, ProtocolIndependentCode, ServerSetErrorInfoPdu};
+use ironrdp_pdu::rdp::ClientInfoPdu;
+use ironrdp_pdu::x224::{X224Data, X224};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use zeroize::Zeroize;
+
+/// The largest slow-path frame accepted during the connection sequence.
+pub(crate) const MAX_FRAME: usize = 16 * 1024;
+
+/// The MCS I/O (global) channel.
+pub(crate) const IO_CHANNEL: u16 = 1003;
+/// The server's own MCS id (source of the PDUs the gateway sends as the server).
+pub(crate) const SERVER_CHANNEL: u16 = 1002;
+/// The first static virtual channel id.
+pub(crate) const FIRST_STATIC_CHANNEL: u16 = 1004;
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    /// The socket failed or closed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Not a TPKT frame, or too large.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Reads one TPKT (slow-path) frame, header included.
+pub(crate) async fn read_tpkt<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, FrameError> {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).await?;
+    if head[0] != 3 {
+        return Err(FrameError::Malformed(format!(
+            "expected a TPKT frame (version 3), got first byte {:#04x}",
+            head[0]
+        )));
+    }
+    let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+    if !(7..=MAX_FRAME).contains(&len) {
+        return Err(FrameError::Malformed(format!("TPKT length {len} out of range")));
+    }
+    let mut frame = vec![0u8; len];
+    frame[..4].copy_from_slice(&head);
+    s.read_exact(&mut frame[4..]).await?;
+    Ok(frame)
+}
+
+/// Decodes `frame` as `T`, with the PDU's name in the error.
+pub(crate) fn parse<'a, T: Decode<'a>>(frame: &'a [u8], what: &str) -> Result<T, String> {
+    decode::<T>(frame).map_err(|e| format!("malformed {what}: {e}"))
+}
+
+/// Encodes `pdu`.
+pub(crate) fn encode<T: Encode>(pdu: &T) -> Result<Vec<u8>, String> {
+    encode_vec(pdu).map_err(|e| format!("encoding {}: {e}", pdu.name()))
+}
+
+/// The static virtual channels the client asked for (their count).
+pub(crate) fn static_channel_count(ci: &ConnectInitial) -> usize {
+    ci.conference_create_request
+        .gcc_blocks()
+        .network
+        .as_ref()
+        .map(|n| n.channels.len())
+        .unwrap_or(0)
+}
+
+/// The static channel ids the gateway assigns, in the client's order.
+pub(crate) fn static_channel_ids(count: usize) -> Vec<u16> {
+    (0..count)
+        .map(|i| FIRST_STATIC_CHANNEL.saturating_add(u16::try_from(i).unwrap_or(u16::MAX)))
+        .collect()
+}
+
+/// The MCS user channel the gateway assigns to the client (and expects the target to assign): the id after the
+/// static channels, as xrdp and Windows do.
+pub(crate) fn user_channel(static_count: usize) -> u16 {
+    FIRST_STATIC_CHANNEL.saturating_add(u16::try_from(static_count).unwrap_or(u16::MAX))
+}
+
+/// The gateway's MCS Connect Response to the client: TLS (no RDP encryption), the I/O channel and one id per
+/// static channel, numbered like xrdp and Windows do (1003, then 1004 and up).
+pub(crate) fn connect_response(ci: &ConnectInitial, requested: SecurityProtocol) -> Result<Vec<u8>, String> {
+    let blocks = ServerGccBlocks {
+        core: ServerCoreData {
+            version: ironrdp_pdu::gcc::RdpVersion::V5_PLUS,
+            optional_data: ServerCoreOptionalData {
+                client_requested_protocols: Some(requested),
+                early_capability_flags: None,
+            },
+        },
+        network: ServerNetworkData {
+            channel_ids: static_channel_ids(static_channel_count(ci)),
+            io_channel: IO_CHANNEL,
+        },
+        security: ServerSecurityData::no_security(),
+        message_channel: None,
+        multi_transport_channel: None,
+    };
+    let response = ConnectResponse {
+        conference_create_response: ConferenceCreateResponse::new(user_channel(static_channel_count(ci)), blocks)
+            .map_err(|e| format!("building the connect response: {e}"))?,
+        called_connect_id: 1,
+        domain_parameters: ci.target_parameters.clone(),
+    };
+    wrap(encode(&response)?)
+}
+
+/// `data` in an X.224 Data TPDU (MCS Connect Initial/Response are not MCS domain PDUs).
+pub(crate) fn wrap(data: Vec<u8>) -> Result<Vec<u8>, String> {
+    encode(&X224(X224Data { data: Cow::Owned(data) }))
+}
+
+/// The BER payload of an X.224 Data TPDU decoded as `T`.
+pub(crate) fn parse_wrapped<T: for<'a> Decode<'a>>(frame: &[u8], what: &str) -> Result<T, String> {
+    let d: X224<X224Data<'_>> = parse(frame, what)?;
+    parse(&d.0.data, what)
+}
+
+/// An MCS Send Data Request on the I/O channel carrying `user_data`.
+pub(crate) fn send_data_request(user_channel: u16, user_data: &[u8]) -> Result<Vec<u8>, String> {
+    encode(&X224(SendDataRequest {
+        initiator_id: user_channel,
+        channel_id: IO_CHANNEL,
+        user_data: Cow::Borrowed(user_data),
+    }))
+}
+
+/// A Set Error Info PDU on the I/O channel: the reason code a client shows when the gateway then disconnects it
+/// (FreeRDP accepts it during licensing, where a refused client is waiting). Sent without a security header, as
+/// servers do under TLS.
+pub(crate) fn set_error_info(code: ProtocolIndependentCode) -> Result<Vec<u8>, String> {
+    let pdu = ShareControlHeader {
+        share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+            share_data_pdu: ShareDataPdu::ServerSetErrorInfo(ServerSetErrorInfoPdu(
+                ErrorInfo::ProtocolIndependentCode(code),
+            )),
+            stream_priority: StreamPriority::Low,
+            compression_flags: CompressionFlags::empty(),
+            compression_type: CompressionType::K8,
+        }),
+        pdu_source: SERVER_CHANNEL,
+        share_id: 0,
+    };
+    let data = encode(&pdu)?;
+    encode(&X224(SendDataIndication {
+        initiator_id: SERVER_CHANNEL,
+        channel_id: IO_CHANNEL,
+        user_data: Cow::Owned(data),
+    }))
+}
+
+/// The Client Info PDU the target gets, framed: the vaulted account and password with the autologon flag;
+/// everything else (flags, shell, time zone, performance flags) as the client sent it. The intermediate buffers
+/// holding the password are zeroized; the caller zeroizes the returned frame once sent.
+pub(crate) fn injected_client_info(
+    mut info: ClientInfoPdu,
+    user_channel: u16,
+    account: &str,
+    password: &str,
+) -> Result<Vec<u8>, String> {
+    info.client_info.credentials = Credentials {
+        username: account.to_owned(),
+        password: password.to_owned(),
+        domain: None,
+    };
+    info.client_info.flags |= ClientInfoFlags::AUTOLOGON;
+    let encoded = encode(&info);
+    info.client_info.credentials.password.zeroize();
+    let mut inner = encoded?;
+    let framed = send_data_request(user_channel, &inner);
+    inner.zeroize();
+    framed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironrdp_pdu::mcs::{AttachUserConfirm, ChannelJoinConfirm, McsMessage};
+
+    #[tokio::test]
+    async fn tpkt_framing() {
+        let frame = encode(&X224(AttachUserConfirm {
+            result: 0,
+            initiator_id: 1007,
+        }))
+        .unwrap();
+        let mut two = frame.clone();
+        two.extend_from_slice(&frame);
+        let mut r = &two[..];
+        assert_eq!(read_tpkt(&mut r).await.unwrap(), frame);
+        assert_eq!(read_tpkt(&mut r).await.unwrap(), frame);
+        assert!(matches!(read_tpkt(&mut r).await, Err(FrameError::Io(_))));
+        let mut bad: &[u8] = &[0x16, 3, 1, 0, 0x20];
+        assert!(matches!(read_tpkt(&mut bad).await, Err(FrameError::Malformed(_))));
+        let mut huge: &[u8] = &[3, 0, 0xff, 0xff];
+        assert!(matches!(read_tpkt(&mut huge).await, Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn mcs_round_trip() {
+        let f = encode(&X224(ChannelJoinConfirm {
+            result: 0,
+            initiator_id: 1007,
+            requested_channel_id: IO_CHANNEL,
+            channel_id: IO_CHANNEL,
+        }))
+        .unwrap();
+        match parse::<X224<McsMessage<'_>>>(&f, "test").unwrap().0 {
+            McsMessage::ChannelJoinConfirm(c) => assert_eq!((c.initiator_id, c.channel_id), (1007, IO_CHANNEL)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(static_channel_ids(3), vec![1004, 1005, 1006]);
+        assert_eq!(user_channel(3), 1007);
+        assert_eq!(user_channel(0), 1004);
+        assert!(parse::<X224<McsMessage<'_>>>(&[3, 0, 0, 7, 2, 0xf0, 0x80], "x").is_err());
+    }
+
+    #[test]
+    fn set_error_info_round_trip() {
+        let f = set_error_info(ProtocolIndependentCode::ServerInsufficientPrivileges).unwrap();
+        let sd = match parse::<X224<McsMessage<'_>>>(&f, "test").unwrap().0 {
+            McsMessage::SendDataIndication(sd) => sd,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(sd.channel_id, IO_CHANNEL);
+        // The first four bytes are what FreeRDP reads as a security header during licensing: neither
+        // SEC_LICENSE_PKT (0x80) nor SEC_ENCRYPT (0x08) may be set in the total length.
+        let total = u16::from_le_bytes([sd.user_data[0], sd.user_data[1]]);
+        assert_eq!(usize::from(total), sd.user_data.len());
+        assert_eq!(total & 0x88, 0);
+        let h: ShareControlHeader = parse(&sd.user_data, "test").unwrap();
+        match h.share_control_pdu {
+            ShareControlPdu::Data(d) => assert_eq!(
+                d.share_data_pdu,
+                ShareDataPdu::ServerSetErrorInfo(ServerSetErrorInfoPdu(ErrorInfo::ProtocolIndependentCode(
+                    ProtocolIndependentCode::ServerInsufficientPrivileges
+                )))
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_info_gets_the_vaulted_credentials_and_autologon() {
+        use ironrdp_pdu::rdp::client_info::{
+            AddressFamily, ClientInfo, CompressionType, ExtendedClientInfo, ExtendedClientOptionalInfo,
+        };
+        use ironrdp_pdu::rdp::headers::{BasicSecurityHeader, BasicSecurityHeaderFlags};
+        let from_client = ClientInfoPdu {
+            security_header: BasicSecurityHeader {
+                flags: BasicSecurityHeaderFlags::INFO_PKT,
+            },
+            client_info: ClientInfo {
+                credentials: Credentials {
+                    username: "alice#root@win1".into(),
+                    password: "alice's postern password".into(),
+                    domain: Some(String::new()),
+                },
+                code_page: 0,
+                flags: ClientInfoFlags::UNICODE | ClientInfoFlags::MOUSE,
+                compression_type: CompressionType::K8,
+                alternate_shell: String::new(),
+                work_dir: String::new(),
+                extra_info: ExtendedClientInfo {
+                    address_family: AddressFamily::INET,
+                    address: "127.0.0.1".into(),
+                    dir: "C:\\client".into(),
+                    optional_data: ExtendedClientOptionalInfo::default(),
+                },
+            },
+        };
+        let frame = injected_client_info(from_client, 1007, "root", "vaulted secret").unwrap();
+        let sd = match parse::<X224<McsMessage<'_>>>(&frame, "test").unwrap().0 {
+            McsMessage::SendDataRequest(sd) => sd,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((sd.initiator_id, sd.channel_id), (1007, IO_CHANNEL));
+        let info: ClientInfoPdu = parse(&sd.user_data, "test").unwrap();
+        let c = &info.client_info.credentials;
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("root", "vaulted secret"));
+        assert!(info
+            .client_info
+            .flags
+            .contains(ClientInfoFlags::AUTOLOGON | ClientInfoFlags::UNICODE | ClientInfoFlags::MOUSE));
+        assert_eq!(info.client_info.extra_info.dir, "C:\\client");
+        assert!(
+            !format!("{info:?}").contains("vaulted secret"),
+            "Debug of the PDU hides the password"
+        );
+    }
+}

@@ -1,0 +1,677 @@
+//! The RDP listener and the per-connection handler.
+//!
+//! The gateway terminates the client's connection sequence up to the Client Info PDU (X.224 negotiation
+//! selecting TLS, TLS with the gateway's certificate, MCS Connect Response, Attach User and Channel Join
+//! confirms), so the user is authenticated and authorized before any target is contacted. It then plays the
+//! same sequence towards the target (the client's own MCS Connect Initial, replayed), sends a Client Info PDU
+//! rewritten with the vaulted account and password and the autologon flag, and relays the rest as raw bytes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ironrdp_pdu::mcs::{
+    AttachUserConfirm, AttachUserRequest, ChannelJoinConfirm, ChannelJoinRequest, ConnectInitial, ConnectResponse,
+    DisconnectProviderUltimatum, DisconnectReason, ErectDomainPdu, McsMessage,
+};
+use ironrdp_pdu::nego::{
+    ConnectionConfirm, ConnectionRequest, FailureCode, NegoRequestData, RequestFlags, ResponseFlags, SecurityProtocol,
+};
+use ironrdp_pdu::rdp::server_error_info::ProtocolIndependentCode;
+use ironrdp_pdu::rdp::ClientInfoPdu;
+use ironrdp_pdu::x224::X224;
+use postern_vault::{Actor, LoginRequest, RequestContext, SecretKind, SecretString, Vault};
+use sha2::Digest;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument, Span};
+use zeroize::Zeroize;
+
+use crate::error::Error;
+use crate::login;
+use crate::rdp::pdu::{self, FrameError, IO_CHANNEL};
+use crate::rdp::tls;
+use crate::registry::{Registry, SessionInfo};
+
+/// Settings of the RDP front end.
+#[derive(Debug, Clone)]
+pub struct RdpSettings {
+    /// The certificate (PEM chain) the gateway shows RDP clients.
+    pub tls_cert: PathBuf,
+    /// Its private key (PEM).
+    pub tls_key: PathBuf,
+    /// Timeout to connect to the target and finish its connection sequence.
+    pub connect_timeout: Duration,
+    /// Clients that have not sent their Client Info PDU by then are dropped.
+    pub login_grace_time: Duration,
+    /// Sessions without traffic from the client for this long are closed.
+    pub idle_timeout: Duration,
+    /// Sessions are ended after this long (`None`: unlimited).
+    pub max_session_duration: Option<Duration>,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// The RDP gateway.
+pub struct RdpGateway {
+    vault: Vault,
+    registry: Registry,
+    settings: RdpSettings,
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for RdpGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdpGateway")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the client sent up to its Client Info PDU.
+struct ClientHello {
+    connect_initial: Vec<u8>,
+    /// Channels the client joined, in its order.
+    joined: Vec<u16>,
+    static_channels: Vec<u16>,
+    /// The user channel the gateway assigned.
+    user_channel: u16,
+    info: ClientInfoPdu,
+}
+
+/// What one client PDU before the Client Info PDU asks for.
+enum Step {
+    /// Answer with this PDU (or nothing).
+    Reply(Option<Result<Vec<u8>, String>>),
+    /// The Client Info PDU, decoded.
+    Info(Box<Result<ClientInfoPdu, String>>),
+}
+
+/// The refusal for unknown and forbidden targets (the same words for both).
+const NO_TARGET: &str = "no such target, or you may not use it";
+
+/// A refusal: what the log and audit say (never a secret), and which side failed.
+type Refusal = Error;
+
+fn client(msg: impl Into<String>) -> Error {
+    Error::Client(msg.into())
+}
+
+impl RdpGateway {
+    /// A gateway over `vault`, registering sessions in `registry`; loads the TLS certificate.
+    pub fn new(vault: Vault, registry: Registry, settings: RdpSettings) -> Result<Arc<Self>, Error> {
+        let acceptor = tls::acceptor(&settings.tls_cert, &settings.tls_key)?;
+        Ok(Arc::new(RdpGateway {
+            vault,
+            registry,
+            settings,
+            acceptor,
+            connector: tls::connector_accepting_any(),
+        }))
+    }
+
+    /// Serves `listener` until `shutdown`; then ends every session and returns.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(self.settings.max_connections.max(1)));
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "RDP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                warn!(client = %peer, "RDP connection refused: max_connections reached");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let gw = self.clone();
+            let cancel = shutdown.child_token();
+            tracker.spawn(async move {
+                gw.connection(stream, peer, cancel).await;
+                drop(permit);
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, cancel: CancellationToken) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let span = info_span!("rdp_session", session.id = %id, user = tracing::field::Empty, target = tracing::field::Empty, client = %peer);
+        let s = span.clone();
+        async move {
+            self.session(stream, peer, &id, &s, &cancel).await;
+            // Ends this session's helper tasks (the access-window watch).
+            cancel.cancel();
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn session(&self, stream: TcpStream, peer: SocketAddr, id: &str, span: &Span, cancel: &CancellationToken) {
+        let ctx = RequestContext::from_ip(peer.ip());
+        let grace = self.settings.login_grace_time;
+        let handshake = tokio::select! {
+            _ = cancel.cancelled() => return debug!("the gateway is shutting down"),
+            r = tokio::time::timeout(grace, self.client_handshake(stream)) => r,
+        };
+        let (mut tls, hello) = match handshake {
+            Err(_) => return debug!("no Client Info PDU within the login grace time"),
+            Ok(Err(e)) => return info!(error = %e, side = ?e.side(), "RDP connection sequence with the client failed"),
+            Ok(Ok(x)) => x,
+        };
+        match self.login(&mut tls, hello, peer, id, span, cancel, &ctx).await {
+            Ok(()) => {}
+            Err(e) => {
+                info!(error = %e, side = ?e.side(), "RDP session refused or failed");
+                // Tell the client why in RDP's terms (a reason code), then that the connection is over; the
+                // words are in the log and the audit.
+                let code = match &e {
+                    Error::Client(m) if m.starts_with(NO_TARGET) => {
+                        ProtocolIndependentCode::ServerInsufficientPrivileges
+                    }
+                    _ => ProtocolIndependentCode::ServerDeniedConnection,
+                };
+                let mut out = pdu::set_error_info(code).unwrap_or_default();
+                out.extend(
+                    pdu::encode(&X224(DisconnectProviderUltimatum::from_reason(
+                        DisconnectReason::ProviderInitiated,
+                    )))
+                    .unwrap_or_default(),
+                );
+                let _ = tls.write_all(&out).await;
+                let _ = tls.shutdown().await;
+            }
+        }
+    }
+
+    /// Negotiation, TLS and MCS with the client, up to its Client Info PDU.
+    async fn client_handshake(
+        &self,
+        mut stream: TcpStream,
+    ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, ClientHello), Error> {
+        let f = pdu::read_tpkt(&mut stream)
+            .await
+            .map_err(|e| client(format!("X.224 request: {e}")))?;
+        let req: X224<ConnectionRequest> = pdu::parse(&f, "X.224 Connection Request").map_err(client)?;
+        let req = req.0;
+        if let Some(NegoRequestData::Cookie(c)) = &req.nego_data {
+            debug!(cookie = %c.0, "client cookie");
+        }
+        if !req.protocol.contains(SecurityProtocol::SSL) {
+            let fail = pdu::encode(&X224(ConnectionConfirm::Failure {
+                code: FailureCode::SSL_REQUIRED_BY_SERVER,
+            }))
+            .map_err(client)?;
+            let _ = stream.write_all(&fail).await;
+            return Err(client(format!(
+                "the client offered {:?}; the gateway needs TLS security (NLA through the gateway is planned)",
+                req.protocol
+            )));
+        }
+        let ok = pdu::encode(&X224(ConnectionConfirm::Response {
+            flags: ResponseFlags::EXTENDED_CLIENT_DATA_SUPPORTED,
+            protocol: SecurityProtocol::SSL,
+        }))
+        .map_err(client)?;
+        stream
+            .write_all(&ok)
+            .await
+            .map_err(|e| client(format!("X.224 confirm: {e}")))?;
+        let mut tls = self
+            .acceptor
+            .accept(stream)
+            .await
+            .map_err(|e| client(format!("TLS handshake: {e}")))?;
+
+        let connect_initial = read(&mut tls, "MCS Connect Initial").await?;
+        let ci: ConnectInitial = pdu::parse_wrapped(&connect_initial, "MCS Connect Initial").map_err(client)?;
+        let static_channels = pdu::static_channel_ids(pdu::static_channel_count(&ci));
+        let user_channel = pdu::user_channel(static_channels.len());
+        let response = pdu::connect_response(&ci, req.protocol).map_err(client)?;
+        tls.write_all(&response)
+            .await
+            .map_err(|e| client(format!("MCS Connect Response: {e}")))?;
+
+        let mut joined = Vec::new();
+        for _ in 0..(8 + static_channels.len()) {
+            let mut f = read(&mut tls, "MCS domain PDU").await?;
+            let step = match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS domain PDU")
+                .map_err(client)?
+                .0
+            {
+                McsMessage::ErectDomainRequest(_) => Step::Reply(None),
+                McsMessage::AttachUserRequest(_) => Step::Reply(Some(pdu::encode(&X224(AttachUserConfirm {
+                    result: 0,
+                    initiator_id: user_channel,
+                })))),
+                McsMessage::ChannelJoinRequest(j) => {
+                    let known = j.channel_id == user_channel
+                        || j.channel_id == IO_CHANNEL
+                        || static_channels.contains(&j.channel_id);
+                    if known && !joined.contains(&j.channel_id) {
+                        joined.push(j.channel_id);
+                    }
+                    Step::Reply(Some(pdu::encode(&X224(ChannelJoinConfirm {
+                        result: if known { 0 } else { 14 }, // rt-no-such-channel
+                        initiator_id: user_channel,
+                        requested_channel_id: j.channel_id,
+                        channel_id: j.channel_id,
+                    }))))
+                }
+                McsMessage::SendDataRequest(sd) => Step::Info(Box::new(pdu::parse(&sd.user_data, "Client Info PDU"))),
+                other => return Err(client(format!("unexpected {other:?} before the Client Info PDU"))),
+            };
+            let reply = match step {
+                Step::Reply(r) => r,
+                Step::Info(info) => {
+                    // The frame holds the user's password (UTF-16): wipe it once decoded.
+                    f.zeroize();
+                    return Ok((
+                        tls,
+                        ClientHello {
+                            connect_initial,
+                            joined,
+                            static_channels,
+                            user_channel,
+                            info: (*info).map_err(client)?,
+                        },
+                    ));
+                }
+            };
+            if let Some(r) = reply {
+                tls.write_all(&r.map_err(client)?)
+                    .await
+                    .map_err(|e| client(format!("MCS reply: {e}")))?;
+            }
+        }
+        Err(client("too many MCS PDUs before the Client Info PDU"))
+    }
+
+    /// Authenticates and authorizes the user, connects the target and relays.
+    #[allow(clippy::too_many_arguments)]
+    async fn login<C>(
+        &self,
+        client_tls: &mut C,
+        mut hello: ClientHello,
+        peer: SocketAddr,
+        id: &str,
+        span: &Span,
+        cancel: &CancellationToken,
+        ctx: &RequestContext,
+    ) -> Result<(), Refusal>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let creds = &mut hello.info.client_info.credentials;
+        let password = SecretString::new(std::mem::take(&mut creds.password));
+        let mut name = creds.username.clone();
+        if let Some(d) = creds.domain.as_deref().filter(|d| !d.is_empty()) {
+            // `DOMAIN\USER#...` splits into a domain: the whole name is the login.
+            name = format!("{d}\\{name}");
+        }
+        let login = login::parse(&name).map_err(|e| client(format!("login name {name:?}: {e}")))?;
+        span.record("user", login.user.as_str());
+        let Some(target_name) = login.target.clone() else {
+            return Err(client(
+                "the RDP user name must be USER#ACCOUNT@RESOURCE (the target picker is SSH-only for now)",
+            ));
+        };
+        if password.is_empty() {
+            return Err(client(
+                "no password in the Client Info PDU (the client must send it: TLS security)",
+            ));
+        }
+        let req = LoginRequest {
+            username: login.user.clone(),
+            password,
+            totp: None,
+        };
+        // The password is checked (and a wrong one counted) like every login; a TOTP user with the right password
+        // gets `TotpRequired`: RDP's Client Info PDU has no room for a second factor, so such users are refused.
+        let actor = match self.vault.authenticate_password(&req, ctx).await {
+            Ok(a) if !a.must_change_password => a,
+            Ok(_) => return Err(client("the user must first change their password in the web console")),
+            Err(postern_vault::Error::TotpRequired) => {
+                return Err(client(format!(
+                    "{} has two-factor authentication: RDP with a password alone is refused (the one-time RDP ticket from the web console is planned)",
+                    login.user
+                )))
+            }
+            Err(_) => return Err(client(format!("authentication failed for {}", login.user))),
+        };
+        drop(req);
+        let denied = || client(format!("{NO_TARGET}: {target_name}"));
+        let target = match self
+            .vault
+            .resolve_target(&actor, &target_name.account, &target_name.resource, ctx)
+            .await
+        {
+            Ok(t) => t,
+            Err(postern_vault::Error::NotFound { .. }) => return Err(denied()),
+            Err(e) => return Err(e.into()),
+        };
+        let label = format!("{}@{}", target.account.login, target.resource.name);
+        span.record("target", label.as_str());
+        let object = Some((target.account.id.as_str(), label.as_str()));
+        if !target.hops.is_empty() {
+            let e = Error::Target {
+                hop: format!("target {label}"),
+                detail: "landing servers are not supported for RDP yet".into(),
+                host_key_changed: false,
+            };
+            self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx)
+                .await;
+            return Err(e);
+        }
+        let lease = match self
+            .vault
+            .lease_for_session(&actor, &target.account.id, SecretKind::Password, ctx)
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                self.audit(
+                    &actor,
+                    "session.connect_failed",
+                    object,
+                    true,
+                    "no password is vaulted for this account".into(),
+                    ctx,
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
+        let addr = format!("{}:{}", target.resource.host, target.resource.port);
+        let hop = format!("target {label}");
+        let connected = tokio::select! {
+            _ = cancel.cancelled() => Err("the gateway is shutting down".to_string()),
+            r = tokio::time::timeout(
+                self.settings.connect_timeout,
+                self.target_handshake(&addr, &target.account.login, &hello),
+            ) => r.unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.connect_timeout))),
+        };
+        let (mut target_tls, target_cert) = match connected {
+            Ok(t) => t,
+            Err(detail) => {
+                let e = Error::Target {
+                    hop,
+                    detail,
+                    host_key_changed: false,
+                };
+                self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx)
+                    .await;
+                return Err(e);
+            }
+        };
+        // The rewritten Client Info PDU: the vaulted account and password, autologon.
+        let framed = pdu::injected_client_info(
+            hello.info,
+            hello.user_channel,
+            &target.account.login,
+            lease.expose_str().unwrap_or_default(),
+        );
+        drop(lease);
+        let mut frame = framed.map_err(|e| Error::Client(format!("re-encoding the Client Info PDU: {e}")))?;
+        let sent = target_tls.write_all(&frame).await;
+        frame.zeroize();
+        if let Err(e) = sent {
+            let e = Error::Target {
+                hop,
+                detail: format!("sending the Client Info PDU: {e}"),
+                host_key_changed: false,
+            };
+            self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx)
+                .await;
+            return Err(e);
+        }
+
+        let info = SessionInfo {
+            id: id.to_owned(),
+            user: actor.username.clone(),
+            target: label.clone(),
+            protocol: "rdp",
+            client: Some(peer),
+            started_at: postern_vault::now(),
+        };
+        let registration = self.registry.register(info, cancel.clone());
+        self.audit(
+            &actor,
+            "session.start",
+            object,
+            false,
+            format!(
+                "rdp session {id} from {peer} (TLS, credentials injected with autologon; target certificate {target_cert}, not pinned)"
+            ),
+            ctx,
+        )
+        .await;
+        info!("session started");
+        if let Some(end) = target.window_end.as_deref().and_then(postern_vault::parse_ts) {
+            // Under access control the session ends with the user's window (RDP has no text channel for the
+            // 5-minute notice SSH sessions get).
+            let left = Duration::try_from(end - time::OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO);
+            let (registry, id, cancel) = (self.registry.clone(), id.to_owned(), cancel.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(left) => {
+                        registry.terminate(&id, "postern", "the access window ended");
+                    }
+                    _ = cancel.cancelled() => {}
+                }
+            });
+        }
+        let started = Instant::now();
+        let (up, down, why) = self.relay(client_tls, &mut target_tls, cancel).await;
+        let why = match registration.termination() {
+            Some(t) => format!("terminated by {}: {}", t.by, t.reason),
+            None => why,
+        };
+        drop(registration);
+        let secs = started.elapsed().as_secs();
+        self.audit(
+            &actor,
+            "session.end",
+            object,
+            false,
+            format!(
+                "rdp session {id} lasted {secs}s ({why}); {up} bytes from the client, {down} bytes from the target"
+            ),
+            ctx,
+        )
+        .await;
+        info!(duration_s = secs, bytes_up = up, bytes_down = down, %why, "session ended");
+        let _ = target_tls.shutdown().await;
+        Ok(())
+    }
+
+    /// X.224 (TLS only), TLS, and the client's MCS sequence replayed towards the target; checks the target
+    /// assigns the channels the gateway already gave the client.
+    async fn target_handshake(
+        &self,
+        addr: &str,
+        account: &str,
+        hello: &ClientHello,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, String), String> {
+        let mut tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let cookie: String = account.chars().filter(|c| !c.is_control()).take(64).collect();
+        let req = pdu::encode(&X224(ConnectionRequest {
+            nego_data: Some(NegoRequestData::cookie(cookie)),
+            flags: RequestFlags::empty(),
+            protocol: SecurityProtocol::SSL,
+        }))?;
+        tcp.write_all(&req).await.map_err(|e| format!("X.224 request: {e}"))?;
+        let f = pdu::read_tpkt(&mut tcp)
+            .await
+            .map_err(|e| format!("X.224 confirm: {e}"))?;
+        let confirm: X224<ConnectionConfirm> = pdu::parse(&f, "X.224 Connection Confirm")?;
+        match confirm.0 {
+            ConnectionConfirm::Response { protocol, .. } if protocol == SecurityProtocol::SSL => {}
+            ConnectionConfirm::Response { protocol, .. } => {
+                return Err(format!("the target selected {protocol:?} instead of TLS"))
+            }
+            ConnectionConfirm::Failure { code } => {
+                return Err(format!(
+                    "the target refused TLS security (failure code {}; NLA targets are planned)",
+                    u32::from(code)
+                ))
+            }
+        }
+        let name = rustls::pki_types::ServerName::try_from("rdp-target").map_err(|e| e.to_string())?;
+        let mut tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let cert = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| format!("SHA256:{}", hex::encode(sha2::Sha256::digest(c.as_ref()))))
+            .unwrap_or_else(|| "(none)".into());
+        tls.write_all(&hello.connect_initial)
+            .await
+            .map_err(|e| format!("MCS Connect Initial: {e}"))?;
+        let f = read_target(&mut tls, "MCS Connect Response").await?;
+        let resp: ConnectResponse = pdu::parse_wrapped(&f, "MCS Connect Response")?;
+        let (io, statics) = (resp.global_channel_id(), resp.channel_ids());
+        if io != IO_CHANNEL || statics != hello.static_channels {
+            return Err(format!(
+                "the target assigned MCS channels {io}/{statics:?}, the gateway expected {IO_CHANNEL}/{:?} (channel id translation is not implemented yet)",
+                hello.static_channels
+            ));
+        }
+        let mut out = pdu::encode(&X224(ErectDomainPdu {
+            sub_height: 0,
+            sub_interval: 0,
+        }))?;
+        out.extend(pdu::encode(&X224(AttachUserRequest))?);
+        tls.write_all(&out).await.map_err(|e| format!("MCS Attach User: {e}"))?;
+        let f = read_target(&mut tls, "MCS Attach User Confirm").await?;
+        match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS Attach User Confirm")?.0 {
+            McsMessage::AttachUserConfirm(c) if c.result == 0 && c.initiator_id == hello.user_channel => {}
+            McsMessage::AttachUserConfirm(c) => {
+                return Err(format!(
+                    "the target attached user channel {} (result {}), the gateway expected {} (channel id translation is not implemented yet)",
+                    c.initiator_id, c.result, hello.user_channel
+                ))
+            }
+            other => return Err(format!("expected an MCS Attach User Confirm, got {other:?}")),
+        }
+        for ch in &hello.joined {
+            let j = pdu::encode(&X224(ChannelJoinRequest {
+                initiator_id: hello.user_channel,
+                channel_id: *ch,
+            }))?;
+            tls.write_all(&j).await.map_err(|e| format!("MCS Channel Join: {e}"))?;
+            let f = read_target(&mut tls, "MCS Channel Join Confirm").await?;
+            match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS Channel Join Confirm")?.0 {
+                McsMessage::ChannelJoinConfirm(c) if c.result == 0 && c.channel_id == *ch => {}
+                other => return Err(format!("joining channel {ch}: {other:?}")),
+            }
+        }
+        Ok((tls, cert))
+    }
+
+    /// Raw bytes both ways until either side closes, the session is terminated, idles or lasts too long.
+    /// Returns (bytes from the client, bytes from the target, why it ended).
+    async fn relay<C, T>(&self, c: &mut C, t: &mut T, cancel: &CancellationToken) -> (u64, u64, String)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        T: AsyncRead + AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let (mut cr, mut cw) = tokio::io::split(c);
+        let (mut tr, mut tw) = tokio::io::split(t);
+        let (mut up, mut down) = (0u64, 0u64);
+        let mut cbuf = vec![0u8; 16 * 1024];
+        let mut tbuf = vec![0u8; 64 * 1024];
+        let idle = self.settings.idle_timeout;
+        let max = self
+            .settings
+            .max_session_duration
+            .unwrap_or(Duration::from_secs(100 * 365 * 86400));
+        let max_deadline = tokio::time::sleep(max);
+        tokio::pin!(max_deadline);
+        let idle_deadline = tokio::time::sleep(idle);
+        tokio::pin!(idle_deadline);
+        let why = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break "the gateway is shutting down".to_string(),
+                _ = &mut max_deadline => break format!("the maximum session duration ({}s) was reached", max.as_secs()),
+                _ = &mut idle_deadline => break format!("idle for {}s", idle.as_secs()),
+                r = cr.read(&mut cbuf) => match r {
+                    Ok(0) => break "the client disconnected".to_string(),
+                    Ok(n) => {
+                        up += n as u64;
+                        idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                        if let Err(e) = tw.write_all(&cbuf[..n]).await {
+                            break format!("target: {e}");
+                        }
+                    }
+                    Err(e) => break format!("client: {e}"),
+                },
+                r = tr.read(&mut tbuf) => match r {
+                    Ok(0) => break "the target disconnected".to_string(),
+                    Ok(n) => {
+                        down += n as u64;
+                        if let Err(e) = cw.write_all(&tbuf[..n]).await {
+                            break format!("client: {e}");
+                        }
+                    }
+                    Err(e) => break format!("target: {e}"),
+                },
+            }
+        };
+        (up, down, why)
+    }
+
+    async fn audit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        object: Option<(&str, &str)>,
+        failed: bool,
+        detail: String,
+        ctx: &RequestContext,
+    ) {
+        if let Err(e) = self
+            .vault
+            .audit_gateway(actor, action, object, failed, detail, ctx)
+            .await
+        {
+            warn!(error = %e, action, "could not write an audit event");
+        }
+    }
+}
+
+async fn read<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Result<Vec<u8>, Error> {
+    pdu::read_tpkt(s).await.map_err(|e| match e {
+        FrameError::Io(e) => client(format!("{what}: {e}")),
+        FrameError::Malformed(m) => client(format!("{what}: {m}")),
+    })
+}
+
+async fn read_target<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Result<Vec<u8>, String> {
+    pdu::read_tpkt(s).await.map_err(|e| format!("{what}: {e}"))
+}

@@ -1,0 +1,487 @@
+//! The RDP gateway against real peers: `xfreerdp` under Xvfb in, a real xrdp (private mount namespace) out.
+
+mod common;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The harness itself: xfreerdp straight to xrdp logs in with the right password (autologon, no dialog) and is
+/// refused with a wrong one (xrdp keeps the connection open on its login dialog; the logs tell).
+#[test]
+fn direct_xfreerdp_to_xrdp_autologon_and_wrong_password() {
+    rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
+    let t = XrdpTarget::start(&[("bob", "bob target pw 1"), ("carol", "carol target pw 2")]);
+    let x = Xvfb::start();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let _ok = FreeRdp::connect(&x, t.port, "bob", "bob target pw 1", &[], &tmp.path().join("ok.log"));
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login successful for user bob on display", WAIT),
+        "{}",
+        t.logs()
+    );
+    assert!(t.wait_for_log(Log::Sesman, "++ created session (access granted): username bob", WAIT));
+    assert!(!t.log(Log::Sesman).contains("AUTHFAIL: user=bob"));
+
+    let x2 = Xvfb::start();
+    let _bad = FreeRdp::connect(
+        &x2,
+        t.port,
+        "carol",
+        "not her password",
+        &[],
+        &tmp.path().join("bad.log"),
+    );
+    assert!(
+        t.wait_for_log(Log::Sesman, "AUTHFAIL: user=carol", WAIT),
+        "{}",
+        t.logs()
+    );
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login failed for user carol", WAIT),
+        "{}",
+        t.logs()
+    );
+    assert!(!t.log(Log::Xrdp).contains("login successful for user carol"));
+    // What the clients show (screenshots of their displays): xrdp's own "login failed" dialog (its grey,
+    // #DEDEDE, in the middle of the dialog) on carol's; bob's desktop is not that dialog.
+    let png = tmp.path().join("bad.png");
+    let grey = "#DEDEDE".to_string();
+    let mut seen = String::new();
+    for _ in 0..50 {
+        x2.screenshot(&png);
+        seen = rdp::pixel(&png, 200, 200);
+        if seen == grey {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(seen, grey, "carol's screen does not show xrdp's login dialog");
+    let ok_png = tmp.path().join("ok.png");
+    x.screenshot(&ok_png);
+    assert_ne!(rdp::pixel(&ok_png, 200, 200), grey, "bob's screen shows a login dialog");
+}
+
+const ALICE_PW: &str = "alice passphrase 123";
+
+struct Env {
+    s: TestServer,
+    admin: String,
+    alice: String,
+    rdp_port: u16,
+    tmp: tempfile::TempDir,
+}
+
+/// Every log line of the in-process servers of this test binary (debug level), for canary and message checks.
+fn logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(w.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Env {
+    async fn new() -> Env {
+        rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
+        log_buffer();
+        let s = TestServer::builder().start().await;
+        let admin = s.admin_token().await;
+        let r = s
+            .req("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "alice", "role": "password_administrator", "password": ALICE_PW, "must_change_password": false})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let alice = s.login("alice", ALICE_PW).await.body["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
+        Env {
+            s,
+            admin,
+            alice,
+            rdp_port,
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A Windows-type resource for `t`, owned by alice; returns its id.
+    async fn add_resource(&self, name: &str, t: &XrdpTarget) -> String {
+        let r = self
+            .s
+            .req(
+                "POST",
+                "/api/v1/resources",
+                Some(&self.alice),
+                Some(json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn add_account(&self, rid: &str, login: &str, password: &str) {
+        let a = self
+            .s
+            .req(
+                "POST",
+                &format!("/api/v1/resources/{rid}/accounts"),
+                Some(&self.alice),
+                Some(json!({"login": login, "password": password})),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+    }
+
+    async fn audit(&self, action: &str) -> Vec<Value> {
+        let r = self
+            .s
+            .req(
+                "GET",
+                &format!("/api/v1/audit?action={action}&limit=1000"),
+                Some(&self.admin),
+                None,
+            )
+            .await;
+        r.body.as_array().cloned().unwrap_or_default()
+    }
+
+    fn connect(&self, x: &Xvfb, user: &str, password: &str, log: &str) -> FreeRdp {
+        FreeRdp::connect(x, self.rdp_port, user, password, &[], &self.tmp.path().join(log))
+    }
+}
+
+/// Waits (without blocking the runtime) until `f` holds; false after `timeout`.
+async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn no_canary_in_any_argv(secret: &str) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(
+                !contains_bytes(&cmdline, secret),
+                "canary in {}/cmdline",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+/// xfreerdp → Postern as `alice#winuser@rdp1` with alice's Postern password → xrdp logs in as the vaulted account
+/// (autologon, no dialog); the client never had the target password. The session is live in the registry and
+/// audited; the vaulted password is in no argv and no audit event.
+#[tokio::test(flavor = "multi_thread")]
+async fn autologon_through_postern_with_the_vaulted_password() {
+    let mut env = Env::new().await;
+    let secret = common::canary();
+    let t = XrdpTarget::start(&[("winuser", &secret)]);
+    let rid = env.add_resource("rdp1", &t).await;
+    env.add_account(&rid, "winuser", &secret).await;
+    let cert_fp = t.cert_fingerprint();
+    let x = Xvfb::start();
+    let mut c = env.connect(&x, "alice#winuser@rdp1", ALICE_PW, "alice.log");
+    let ok = t.wait_for_log(
+        Log::Sesman,
+        "++ created session (access granted): username winuser",
+        WAIT,
+    );
+    assert!(
+        ok,
+        "{}\n--- xfreerdp ---\n{}\n--- audit ---\n{:?}",
+        t.logs(),
+        c.log(),
+        env.audit("session.").await
+    );
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login successful for user winuser on display", WAIT),
+        "{}",
+        t.logs()
+    );
+    // xrdp saw the vaulted account and the autologon flag, not the Postern login.
+    assert!(!t.log(Log::Xrdp).contains("alice#"), "{}", t.logs());
+    let registry = env.s.running.as_ref().unwrap().registry.clone();
+    assert!(
+        eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp"
+            && s.user == "alice"
+            && s.target == "winuser@rdp1"))
+        .await,
+        "{:?}",
+        registry.list()
+    );
+    no_canary_in_any_argv(&secret);
+    let starts = env.audit("session.start").await;
+    assert!(
+        starts.iter().any(|e| e["actor_name"] == "alice"
+            && e["object_name"] == "winuser@rdp1"
+            && e["detail"].as_str().unwrap_or_default().starts_with("rdp session")
+            && e["detail"].as_str().unwrap_or_default().contains(&cert_fp)),
+        "{starts:?}"
+    );
+    // Terminated from the web: the client is disconnected, the session leaves the registry, and session.end
+    // says who ended it, with the byte counts.
+    let id = registry.list()[0].id.clone();
+    let r = env
+        .s
+        .req(
+            "DELETE",
+            &format!("/api/v1/sessions/{id}"),
+            Some(&env.admin),
+            Some(json!({"reason": "maintenance"})),
+        )
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text);
+    assert!(
+        c.wait_exit(WAIT).is_some(),
+        "xfreerdp still connected after the termination"
+    );
+    assert!(
+        eventually(WAIT, || registry.list().is_empty()).await,
+        "{:?}",
+        registry.list()
+    );
+    let mut ends = Vec::new();
+    for _ in 0..50 {
+        ends = env.audit("session.end").await;
+        if !ends.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ends.iter().any(|e| e["object_name"] == "winuser@rdp1"
+            && e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("terminated by admin: maintenance")
+            && e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("bytes from the target")),
+        "{ends:?}"
+    );
+    let all = env.audit("session.").await;
+    assert!(!all.iter().any(|e| e.to_string().contains(&secret)));
+    env.s.stop().await;
+    // Canary: Postern's debug logs covered the session and never show the vaulted (or the user's) password.
+    let text = logs();
+    assert!(
+        text.contains("rdp_session") && text.contains("session started"),
+        "{text}"
+    );
+    assert!(!text.contains(&secret), "the vaulted password is in Postern's log");
+    assert!(!text.contains(ALICE_PW), "the user's password is in Postern's log");
+}
+
+/// Refusals never reach the target: a forbidden or unknown target, a wrong Postern password, a TOTP user; each
+/// ends the client's connection, with audit events where an actor is known. A wrong vaulted password reaches
+/// xrdp, which shows it in its log (xrdp keeps its login dialog open), and the session is in the audit.
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_and_a_wrong_vaulted_password() {
+    let mut env = Env::new().await;
+    let t = XrdpTarget::start(&[("winuser", "winuser target pw"), ("badpw", "the real target pw")]);
+    let rid = env.add_resource("rdp2", &t).await;
+    env.add_account(&rid, "winuser", "winuser target pw").await;
+    env.add_account(&rid, "badpw", "a stale vaulted pw").await;
+    for (name, role) in [("bob", "password_user"), ("carol", "password_administrator")] {
+        let r = env
+            .s
+            .req("POST", "/api/v1/users", Some(&env.admin), Some(json!({"username": name, "role": role, "password": format!("{name} passphrase 12"), "must_change_password": false})))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // carol enrols TOTP.
+    let carol = env.s.login("carol", "carol passphrase 12").await.body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let en = env.s.req("POST", "/api/v1/me/totp", Some(&carol), None).await;
+    assert_eq!(en.status, 200, "{}", en.text);
+    let totp = en.body["secret"].as_str().unwrap().to_owned();
+    let o = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", &totp])
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let c = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(&carol),
+            Some(json!({"code": code})),
+        )
+        .await;
+    assert_eq!(c.status, 204, "{}", c.text);
+
+    let x = Xvfb::start();
+    let insufficient = "ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES";
+    let denied = "ERRINFO_SERVER_DENIED_CONNECTION";
+    for (user, pw, why, errinfo) in [
+        (
+            "bob#winuser@rdp2",
+            "bob passphrase 12",
+            "no such target, or you may not use it: winuser@rdp2",
+            insufficient,
+        ),
+        (
+            "alice#nobody@rdp2",
+            ALICE_PW,
+            "no such target, or you may not use it: nobody@rdp2",
+            insufficient,
+        ),
+        (
+            "alice#winuser@rdp2",
+            "not alice's password",
+            "authentication failed for alice",
+            denied,
+        ),
+        (
+            "carol#winuser@rdp2",
+            "carol passphrase 12",
+            "carol has two-factor authentication",
+            denied,
+        ),
+    ] {
+        let mut c = env.connect(&x, user, pw, "refused.log");
+        let st = c.wait_exit(WAIT);
+        assert!(
+            st.is_some_and(|s| !s.success()),
+            "{user}: xfreerdp still connected or succeeded: {st:?}\n{}",
+            c.log()
+        );
+        assert!(logs().contains(why), "{user}: no {why:?} in the gateway log");
+        // The client was told why, in RDP's reason codes.
+        assert!(
+            c.log().contains(errinfo),
+            "{user}: xfreerdp did not report {errinfo}:\n{}",
+            c.log()
+        );
+    }
+    // None of them reached the target.
+    assert!(!t.log(Log::Xrdp).contains("receive connection request"), "{}", t.logs());
+    let authz = env.audit("session.authorize").await;
+    assert!(
+        authz
+            .iter()
+            .any(|e| e["actor_name"] == "bob" && e["outcome"] == "denied"),
+        "{authz:?}"
+    );
+    assert!(
+        authz
+            .iter()
+            .any(|e| e["actor_name"] == "alice" && e["outcome"] == "denied"),
+        "{authz:?}"
+    );
+    let logins = env.audit("auth.login").await;
+    assert!(
+        logins
+            .iter()
+            .any(|e| e["actor_name"] == "alice" && e["outcome"] == "failure"),
+        "{logins:?}"
+    );
+    assert!(env.s.running.as_ref().unwrap().registry.list().is_empty());
+
+    // A wrong vaulted password: xrdp refuses it (its log), the session is audited with the account.
+    let _c = env.connect(&x, "alice#badpw@rdp2", ALICE_PW, "badpw.log");
+    assert!(
+        t.wait_for_log(Log::Sesman, "AUTHFAIL: user=badpw", WAIT),
+        "{}",
+        t.logs()
+    );
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login failed for user badpw", WAIT),
+        "{}",
+        t.logs()
+    );
+    let starts = env.audit("session.start").await;
+    assert!(
+        starts
+            .iter()
+            .any(|e| e["actor_name"] == "alice" && e["object_name"] == "badpw@rdp2"),
+        "{starts:?}"
+    );
+    assert!(!logs().contains("a stale vaulted pw"));
+    env.s.stop().await;
+}
+
+/// Bad input on the RDP port (TLS or HTTP instead of RDP, a truncated or oversized frame, silence) ends that
+/// connection only: the gateway still serves the next client. And a client that offers only standard RDP
+/// security is told the gateway needs TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_on_the_rdp_port_is_refused_cleanly() {
+    use std::io::{Read, Write};
+    let mut env = Env::new().await;
+    let port = env.rdp_port;
+    for junk in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        &[0x16, 3, 1, 0, 0x20, 1, 2, 3][..],
+        &[3, 0, 0xff, 0xff, 0, 0, 0][..],
+        &[3, 0, 0, 19, 14, 0xe0, 0, 0, 0, 0, 0][..],
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = s.write_all(junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
+    // A standard-RDP-security-only request gets an RDP_NEG_FAILURE (SSL_REQUIRED_BY_SERVER).
+    let x224_rdp_only = [3, 0, 0, 19, 14, 0xe0, 0, 0, 0, 0, 0, 1, 0, 8, 0, 0, 0, 0, 0];
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(&x224_rdp_only).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert_eq!(buf.len(), 19, "{buf:?}");
+    assert_eq!(
+        (buf[11], buf[15]),
+        (3, 1),
+        "RDP_NEG_FAILURE with SSL_REQUIRED_BY_SERVER: {buf:?}"
+    );
+    // (Logged once the connection is over, which may be just after the client read the refusal.)
+    assert!(eventually(WAIT, || logs().contains("the gateway needs TLS security")).await);
+    // Still serving: a real client gets through the whole negotiation to the refusal of its unknown target.
+    let x = Xvfb::start();
+    let mut c = env.connect(&x, "alice#nobody@nowhere", ALICE_PW, "after-junk.log");
+    assert!(c.wait_exit(WAIT).is_some_and(|s| !s.success()));
+    assert!(logs().contains("no such target, or you may not use it: nobody@nowhere"));
+    env.s.stop().await;
+}
