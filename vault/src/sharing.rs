@@ -15,6 +15,24 @@ use crate::model::{Actor, RequestContext, ResourceGroup, UserGroup};
 use crate::store;
 use crate::Vault;
 
+/// A group's member table, named by the constants below (never by input).
+struct Membership {
+    /// `user_group_members` or `resource_group_members`.
+    table: &'static str,
+    /// The member's column in it.
+    member_col: &'static str,
+}
+
+const USER_GROUP_MEMBERS: Membership = Membership {
+    table: "user_group_members",
+    member_col: "user_id",
+};
+
+const RESOURCE_GROUP_MEMBERS: Membership = Membership {
+    table: "resource_group_members",
+    member_col: "resource_id",
+};
+
 /// A share as stored and listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -607,6 +625,42 @@ impl Vault {
         w.commit().await
     }
 
+    /// Adds (`add = true`) or removes `member_id` of `group_id` in `m`'s table
+    /// and audits `event` only when a row changed. Adding a member already
+    /// there is a silent no-op; removing one that is not there is
+    /// [`Error::NotFound`] (`member`).
+    async fn change_membership(
+        &self,
+        m: Membership,
+        group_id: &str,
+        member_id: &str,
+        add: bool,
+        event: NewEvent<'_>,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        let Membership { table, member_col } = m;
+        let sql = if add {
+            format!("INSERT INTO {table} (group_id, {member_col}) VALUES ($1,$2) ON CONFLICT DO NOTHING")
+        } else {
+            format!("DELETE FROM {table} WHERE group_id = $1 AND {member_col} = $2")
+        };
+        let mut w = self.store().write().await?;
+        let changed = sqlx::query(&sql)
+            .bind(group_id)
+            .bind(member_id)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        if changed > 0 {
+            audit::append(&mut w.tx, event, ctx).await?;
+            w.commit().await
+        } else if add {
+            Ok(())
+        } else {
+            Err(Error::NotFound { kind: "member" })
+        }
+    }
+
     /// Adds (`add = true`) or removes a member of a user group.
     pub async fn set_user_group_member(
         &self,
@@ -623,35 +677,11 @@ impl Vault {
         };
         let g = self.managed_user_group(actor, group_id, what, ctx).await?;
         let user = self.user_row(user_id).await?.ok_or(Error::NotFound { kind: "user" })?;
-        let mut w = self.store().write().await?;
-        let changed = if add {
-            sqlx::query("INSERT INTO user_group_members (group_id, user_id) VALUES ($1,$2) ON CONFLICT DO NOTHING")
-                .bind(group_id)
-                .bind(user_id)
-                .execute(&mut *w.tx)
-                .await?
-                .rows_affected()
-        } else {
-            sqlx::query("DELETE FROM user_group_members WHERE group_id = $1 AND user_id = $2")
-                .bind(group_id)
-                .bind(user_id)
-                .execute(&mut *w.tx)
-                .await?
-                .rows_affected()
-        };
-        if changed > 0 {
-            audit::append(
-                &mut w.tx,
-                NewEvent::by(actor, what, "user_group")
-                    .object(group_id, &g.name)
-                    .detail(format!("user {}", user.username)),
-                ctx,
-            )
+        let event = NewEvent::by(actor, what, "user_group")
+            .object(group_id, &g.name)
+            .detail(format!("user {}", user.username));
+        self.change_membership(USER_GROUP_MEMBERS, group_id, user_id, add, event, ctx)
             .await?;
-            w.commit().await?;
-        } else if !add {
-            return Err(Error::NotFound { kind: "member" });
-        }
         self.user_group_by_id(group_id)
             .await?
             .ok_or(Error::NotFound { kind: "user group" })
@@ -834,37 +864,11 @@ impl Vault {
             ctx,
         )
         .await?;
-        let mut w = self.store().write().await?;
-        let changed = if add {
-            sqlx::query(
-                "INSERT INTO resource_group_members (group_id, resource_id) VALUES ($1,$2) ON CONFLICT DO NOTHING",
-            )
-            .bind(group_id)
-            .bind(resource_id)
-            .execute(&mut *w.tx)
-            .await?
-            .rows_affected()
-        } else {
-            sqlx::query("DELETE FROM resource_group_members WHERE group_id = $1 AND resource_id = $2")
-                .bind(group_id)
-                .bind(resource_id)
-                .execute(&mut *w.tx)
-                .await?
-                .rows_affected()
-        };
-        if changed > 0 {
-            audit::append(
-                &mut w.tx,
-                NewEvent::by(actor, what, "resource_group")
-                    .object(group_id, &g.name)
-                    .detail(format!("resource {}", r.name)),
-                ctx,
-            )
+        let event = NewEvent::by(actor, what, "resource_group")
+            .object(group_id, &g.name)
+            .detail(format!("resource {}", r.name));
+        self.change_membership(RESOURCE_GROUP_MEMBERS, group_id, resource_id, add, event, ctx)
             .await?;
-            w.commit().await?;
-        } else if !add {
-            return Err(Error::NotFound { kind: "member" });
-        }
         self.resource_group_by_id(group_id)
             .await?
             .ok_or(Error::NotFound { kind: "resource group" })
