@@ -719,24 +719,11 @@ impl Vault {
             ctx,
         )
         .await?;
-        if let Some(p) = policy_id {
-            self.policy_exists(p).await?;
-        }
-        let mut w = self.store().write().await?;
-        sqlx::query("UPDATE accounts SET password_policy_id = $1 WHERE id = $2")
-            .bind(policy_id)
-            .bind(account_id)
-            .execute(&mut *w.tx)
-            .await?;
-        audit::append(
-            &mut w.tx,
-            NewEvent::by(actor, "account.password_policy", "account")
-                .object(account_id, &a.login)
-                .detail(format!("policy {}", policy_id.unwrap_or("none (group's or default)"))),
-            ctx,
-        )
-        .await?;
-        w.commit().await
+        let event = NewEvent::by(actor, "account.password_policy", "account")
+            .object(account_id, &a.login)
+            .detail(format!("policy {}", policy_id.unwrap_or("none (group's or default)")));
+        self.store_policy_choice("accounts", account_id, policy_id, event, ctx)
+            .await
     }
 
     /// Sets (or clears) a resource group's password policy.
@@ -750,23 +737,34 @@ impl Vault {
         let g = self
             .modifiable_resource_group(actor, group_id, "resource_group.password_policy", ctx)
             .await?;
+        let event = NewEvent::by(actor, "resource_group.password_policy", "resource_group")
+            .object(group_id, &g.name)
+            .detail(format!("policy {}", policy_id.unwrap_or("none (default)")));
+        self.store_policy_choice("resource_groups", group_id, policy_id, event, ctx)
+            .await
+    }
+
+    /// Checks that `policy_id` (if any) exists, stores it as the
+    /// `password_policy_id` of row `id` of `table` (a constant of this module,
+    /// never input) and audits `event`, in one write.
+    async fn store_policy_choice(
+        &self,
+        table: &'static str,
+        id: &str,
+        policy_id: Option<&str>,
+        event: NewEvent<'_>,
+        ctx: &RequestContext,
+    ) -> Result<()> {
         if let Some(p) = policy_id {
             self.policy_exists(p).await?;
         }
         let mut w = self.store().write().await?;
-        sqlx::query("UPDATE resource_groups SET password_policy_id = $1 WHERE id = $2")
+        sqlx::query(&format!("UPDATE {table} SET password_policy_id = $1 WHERE id = $2"))
             .bind(policy_id)
-            .bind(group_id)
+            .bind(id)
             .execute(&mut *w.tx)
             .await?;
-        audit::append(
-            &mut w.tx,
-            NewEvent::by(actor, "resource_group.password_policy", "resource_group")
-                .object(group_id, &g.name)
-                .detail(format!("policy {}", policy_id.unwrap_or("none (default)"))),
-            ctx,
-        )
-        .await?;
+        audit::append(&mut w.tx, event, ctx).await?;
         w.commit().await
     }
 
