@@ -1635,21 +1635,31 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn ticket_ids_are_checked_by_the_validator() {
+    /// A password administrator "owner" and its account root (password "pw")
+    /// on a Linux resource h1.
+    async fn owner_with_root_account(v: &Vault) -> (Actor, crate::model::Resource, crate::model::Account) {
         use crate::model::Role;
-        use crate::testutil::{account, linux, user, vault};
-        use crate::NewShare;
-        let dir = tempfile::tempdir().unwrap();
-        let v = vault(dir.path()).await;
+        use crate::testutil::{account, linux, user};
         let ctx = RequestContext::default();
-        let owner = user(&v, "owner", Role::PasswordAdministrator).await;
-        let bob = user(&v, "bob", Role::PasswordUser).await;
+        let owner = user(v, "owner", Role::PasswordAdministrator).await;
         let r = v.create_resource(&owner, linux("h1"), &ctx).await.unwrap();
         let a = v
             .create_account(&owner, &r.id, account("root", "pw"), &ctx)
             .await
             .unwrap();
+        (owner, r, a)
+    }
+
+    #[tokio::test]
+    async fn ticket_ids_are_checked_by_the_validator() {
+        use crate::model::Role;
+        use crate::testutil::{user, vault};
+        use crate::NewShare;
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault(dir.path()).await;
+        let ctx = RequestContext::default();
+        let (owner, r, a) = owner_with_root_account(&v).await;
+        let bob = user(&v, "bob", Role::PasswordUser).await;
         v.create_share(
             &owner,
             NewShare {
@@ -1705,18 +1715,12 @@ mod tests {
 
     #[tokio::test]
     async fn require_reason_for_retrievals_and_sessions() {
-        use crate::model::Role;
-        use crate::testutil::{account, linux, user, vault};
+        use crate::testutil::vault;
         use crate::SecretKind;
         let dir = tempfile::tempdir().unwrap();
         let v = vault(dir.path()).await;
         let ctx = RequestContext::default();
-        let owner = user(&v, "owner", Role::PasswordAdministrator).await;
-        let r = v.create_resource(&owner, linux("h1"), &ctx).await.unwrap();
-        let a = v
-            .create_account(&owner, &r.id, account("root", "pw"), &ctx)
-            .await
-            .unwrap();
+        let (owner, _r, a) = owner_with_root_account(&v).await;
         // Off: no reason needed, and no request possible on a free account.
         assert!(v
             .retrieve_secret(&owner, &a.id, SecretKind::Password, &ctx)
