@@ -16,8 +16,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::io::AsRawFd;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,7 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::sshd::{free_port, pids_in_ns, set_mode, sq, SYS_PATH};
+use super::sshd::{free_port, pids_in_ns, set_mode, sq, NsHolder, SYS_PATH};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -74,11 +73,6 @@ impl XrdpTarget {
             "temp dir {d} unusable in overlay options"
         );
         set_mode(&dir, 0o755);
-        for layer in ["etc", "run", "varlog"] {
-            for sub in ["upper", "work"] {
-                fs::create_dir_all(dir.join("ov").join(layer).join(sub)).unwrap();
-            }
-        }
         fs::create_dir_all(dir.join("tmp")).unwrap();
         set_mode(&dir.join("tmp"), 0o1777);
         fs::create_dir_all(dir.join("home")).unwrap();
@@ -110,50 +104,16 @@ impl XrdpTarget {
             String::from_utf8_lossy(&out.stderr)
         );
 
-        let ov = |layer: &str, target: &str| {
-            format!(
-                "mount -t overlay overlay -o lowerdir={target},upperdir={d}/ov/{layer}/upper,workdir={d}/ov/{layer}/work {target}\n"
-            )
-        };
-        let holder_script = format!(
-            "set -e\n{}{}{}mount --bind {d}/tmp /tmp\nmkdir -p /run/xrdp/sockdir\necho ready\nset +e\n\
-             me=$(readlink /proc/$$/ns/mnt)\n\
-             while kill -0 {parent} 2>/dev/null; do sleep 1; done\n\
-             for p in /proc/[0-9]*; do n=${{p#/proc/}}; [ \"$n\" != $$ ] && [ \"$(readlink $p/ns/mnt 2>/dev/null)\" = \"$me\" ] && kill -9 $n; done\n",
-            ov("etc", "/etc"),
-            ov("run", "/run"),
-            ov("varlog", "/var/log"),
-            parent = std::process::id()
+        // The namespace holder (see `NsHolder`), with a private /tmp (X lock files) and xrdp's socket dir.
+        let NsHolder {
+            holder,
+            mnt_ns,
+            mnt_ns_pin,
+            own_ns,
+        } = NsHolder::spawn(
+            &dir,
+            &format!("mount --bind {d}/tmp /tmp\nmkdir -p /run/xrdp/sockdir\n"),
         );
-        let setup_log = dir.join("ns-setup.log");
-        let mut holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "/bin/sh", "-c", &holder_script])
-            .env("PATH", SYS_PATH)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&setup_log).unwrap())
-            .spawn()
-            .expect("spawn unshare");
-        let mut line = String::new();
-        let _ = BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line);
-        if line.trim() != "ready" {
-            let _ = holder.kill();
-            let status = holder.wait();
-            panic!(
-                "mount namespace setup failed ({status:?}):\n{}",
-                fs::read_to_string(&setup_log).unwrap_or_default()
-            );
-        }
-        let mnt_ns_pin = fs::File::open(format!("/proc/{}/ns/mnt", holder.id())).ok();
-        let mnt_ns = mnt_ns_pin
-            .as_ref()
-            .and_then(|f| fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let own_ns = fs::read_link("/proc/self/ns/mnt")
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
         let mut t = XrdpTarget {
             port: 0,
             sesman_port: 0,

@@ -108,11 +108,6 @@ impl SshTarget {
         );
         // StrictModes: sshd reads authorized_keys as the user, so every parent of a home must be traversable.
         set_mode(&dir, 0o755);
-        for layer in ["etc", "run", "varlog"] {
-            for sub in ["upper", "work"] {
-                fs::create_dir_all(dir.join("ov").join(layer).join(sub)).unwrap();
-            }
-        }
         fs::create_dir_all(dir.join("home")).unwrap();
         set_mode(&dir.join("home"), 0o755);
         fs::create_dir_all(dir.join("keys")).unwrap();
@@ -121,54 +116,13 @@ impl SshTarget {
         let host_key = dir.join("ssh_host_ed25519_key");
         let host_key_pub = keygen_file(&host_key, "postern-test-target");
 
-        // The namespace holder: mounts the overlays, prints "ready", then waits for the test process to go away
-        // (and then kills whatever is left in its namespace, so a killed test run leaves no sshd behind).
-        let ov = |layer: &str, target: &str| {
-            format!(
-                "mount -t overlay overlay -o lowerdir={target},upperdir={d}/ov/{layer}/upper,workdir={d}/ov/{layer}/work {target}\n",
-                d = dir_s
-            )
-        };
-        let holder_script = format!(
-            "set -e\n{}{}{}mkdir -p /run/sshd\nchmod 0755 /run/sshd\necho ready\nset +e\n\
-             me=$(readlink /proc/$$/ns/mnt)\n\
-             while kill -0 {parent} 2>/dev/null; do sleep 1; done\n\
-             for p in /proc/[0-9]*; do n=${{p#/proc/}}; [ \"$n\" != $$ ] && [ \"$(readlink $p/ns/mnt 2>/dev/null)\" = \"$me\" ] && kill -9 $n; done\n",
-            ov("etc", "/etc"),
-            ov("run", "/run"),
-            ov("varlog", "/var/log"),
-            parent = std::process::id()
-        );
-        let setup_log = dir.join("ns-setup.log");
-        let mut holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "/bin/sh", "-c", &holder_script])
-            .env("PATH", SYS_PATH)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&setup_log).unwrap())
-            .spawn()
-            .expect("spawn unshare");
-        let mut line = String::new();
-        let _ = BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line);
-        if line.trim() != "ready" {
-            let _ = holder.kill();
-            let status = holder.wait();
-            panic!(
-                "mount namespace setup failed ({status:?}):\n{}",
-                fs::read_to_string(&setup_log).unwrap_or_default()
-            );
-        }
-        // The name is read from the pinned handle itself, so both are surely the same namespace.
-        let mnt_ns_pin = fs::File::open(format!("/proc/{}/ns/mnt", holder.id())).ok();
-        let mnt_ns = mnt_ns_pin
-            .as_ref()
-            .and_then(|f| fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let own_ns = fs::read_link("/proc/self/ns/mnt")
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        // The namespace holder (see `NsHolder`), with /run/sshd for sshd's privilege separation.
+        let NsHolder {
+            holder,
+            mnt_ns,
+            mnt_ns_pin,
+            own_ns,
+        } = NsHolder::spawn(&dir, "mkdir -p /run/sshd\nchmod 0755 /run/sshd\n");
 
         let mut t = SshTarget {
             port: 0,
@@ -475,6 +429,85 @@ impl Drop for SshTarget {
         // With its last process gone and the pin closed, the namespace and its overlay mounts are gone; _tmp is
         // removed next.
         drop(self.mnt_ns_pin.take());
+    }
+}
+
+/// A process holding a private mount namespace with overlayfs over `/etc`, `/run` and `/var/log` (layers in
+/// `dir/ov/`), as described in the module doc; the targets of this module and of `rdp.rs` start this way.
+pub struct NsHolder {
+    /// The holder: it waits for the test process to go away, then kills whatever is left in its namespace (so a
+    /// killed test run leaves no daemon behind).
+    pub holder: Child,
+    /// `readlink /proc/<holder>/ns/mnt`, e.g. "mnt:[4026532177]" (read from `mnt_ns_pin` itself, so both are surely
+    /// the same namespace).
+    pub mnt_ns: String,
+    /// An open `/proc/<holder>/ns/mnt` (see `SshTarget::mnt_ns_pin`).
+    pub mnt_ns_pin: Option<fs::File>,
+    /// The test process's own mount namespace, for the caller's check that `mnt_ns` differs.
+    pub own_ns: String,
+}
+
+impl NsHolder {
+    /// Creates the overlay layers under `dir`, starts the holder, mounts the overlays and runs `setup` (shell lines,
+    /// `set -e`) in the namespace, then waits for its "ready"; panics with the setup log (`dir/ns-setup.log`) when
+    /// that fails.
+    pub fn spawn(dir: &Path, setup: &str) -> NsHolder {
+        for layer in ["etc", "run", "varlog"] {
+            for sub in ["upper", "work"] {
+                fs::create_dir_all(dir.join("ov").join(layer).join(sub)).unwrap();
+            }
+        }
+        let d = dir.to_str().expect("utf-8 temp dir");
+        let ov = |layer: &str, target: &str| {
+            format!(
+                "mount -t overlay overlay -o lowerdir={target},upperdir={d}/ov/{layer}/upper,workdir={d}/ov/{layer}/work {target}\n"
+            )
+        };
+        let holder_script = format!(
+            "set -e\n{}{}{}{setup}echo ready\nset +e\n\
+             me=$(readlink /proc/$$/ns/mnt)\n\
+             while kill -0 {parent} 2>/dev/null; do sleep 1; done\n\
+             for p in /proc/[0-9]*; do n=${{p#/proc/}}; [ \"$n\" != $$ ] && [ \"$(readlink $p/ns/mnt 2>/dev/null)\" = \"$me\" ] && kill -9 $n; done\n",
+            ov("etc", "/etc"),
+            ov("run", "/run"),
+            ov("varlog", "/var/log"),
+            parent = std::process::id()
+        );
+        let setup_log = dir.join("ns-setup.log");
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "/bin/sh", "-c", &holder_script])
+            .env("PATH", SYS_PATH)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(&setup_log).unwrap())
+            .spawn()
+            .expect("spawn unshare");
+        let mut line = String::new();
+        let _ = BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = holder.kill();
+            let status = holder.wait();
+            panic!(
+                "mount namespace setup failed ({status:?}):\n{}",
+                fs::read_to_string(&setup_log).unwrap_or_default()
+            );
+        }
+        let mnt_ns_pin = fs::File::open(format!("/proc/{}/ns/mnt", holder.id())).ok();
+        let mnt_ns = mnt_ns_pin
+            .as_ref()
+            .and_then(|f| fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let own_ns = fs::read_link("/proc/self/ns/mnt")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        NsHolder {
+            holder,
+            mnt_ns,
+            mnt_ns_pin,
+            own_ns,
+        }
     }
 }
 
