@@ -656,24 +656,38 @@ async fn a_full_disk_ends_the_session_with_a_message_and_an_audit_event_and_noth
     assert!(code.success());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_session_whose_client_vanished_leaves_the_live_list_within_10_s() {
-    let (mut s, api, admin, alice, port) = in_process().await;
-    let t = target("gone", "gone-pw-12345");
-    api.add_target(&alice, "gone", &t, "gone", "gone-pw-12345").await;
+/// Vaults a target `name` (account `name`, password `pw`) for alice, runs `sleep 300` on it through the gateway
+/// with a real ssh client, and waits (20 s at most) until the session is listed live. Keep the target alive.
+async fn live_sleeping_session(
+    api: &Api,
+    admin: &str,
+    alice: &str,
+    port: u16,
+    name: &str,
+    pw: &str,
+) -> (SshTarget, std::process::Child) {
+    let t = target(name, pw);
+    api.add_target(alice, name, &t, name, pw).await;
     let c = SshClient::new().with_password(ALICE_PW);
-    let mut ssh = c
-        .ssh(port, "alice#gone@gone", &["sleep 300"])
+    let ssh = c
+        .ssh(port, &format!("alice#{name}@{name}"), &["sleep 300"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while api.live_sessions(&admin).await.is_empty() {
+    while api.live_sessions(admin).await.is_empty() {
         assert!(Instant::now() < deadline, "the session never appeared");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (t, ssh)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_whose_client_vanished_leaves_the_live_list_within_10_s() {
+    let (mut s, api, admin, alice, port) = in_process().await;
+    let (_t, mut ssh) = live_sleeping_session(&api, &admin, &alice, port, "gone", "gone-pw-12345").await;
     ssh.kill().unwrap(); // SIGKILL: no goodbye
     ssh.wait().unwrap();
     let t0 = Instant::now();
@@ -690,21 +704,7 @@ async fn a_session_whose_client_froze_leaves_the_live_list_within_10_s() {
     // A client that stops answering without closing its socket (a laptop lid closed, a
     // network gone) is found out by the keepalives.
     let (mut s, api, admin, alice, port) = in_process().await;
-    let t = target("frozen", "frozen-pw-12345");
-    api.add_target(&alice, "frozen", &t, "frozen", "frozen-pw-12345").await;
-    let c = SshClient::new().with_password(ALICE_PW);
-    let mut ssh = c
-        .ssh(port, "alice#frozen@frozen", &["sleep 300"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while api.live_sessions(&admin).await.is_empty() {
-        assert!(Instant::now() < deadline, "the session never appeared");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (_t, mut ssh) = live_sleeping_session(&api, &admin, &alice, port, "frozen", "frozen-pw-12345").await;
     unsafe_kill(ssh.id(), "STOP");
     let t0 = Instant::now();
     while !api.live_sessions(&admin).await.is_empty() {
