@@ -89,6 +89,30 @@ impl Env {
         (rid, a.body["id"].as_str().unwrap().to_owned())
     }
 
+    /// alice creates the share `body` (`POST /api/v1/shares`), which must succeed.
+    async fn share(&self, body: Value) -> Resp {
+        let r = self
+            .s
+            .req("POST", "/api/v1/shares", Some(&self.alice), Some(body))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r
+    }
+
+    /// alice sets the access policy `body` of resource `rid`, which must succeed.
+    async fn set_access_policy(&self, rid: &str, body: Value) {
+        let p = self
+            .s
+            .req(
+                "PUT",
+                &format!("/api/v1/resources/{rid}/access-policy"),
+                Some(&self.alice),
+                Some(body),
+            )
+            .await;
+        assert_eq!(p.status, 200, "{}", p.text);
+    }
+
     async fn retrieve(&self, token: &str, account: &str) -> Resp {
         self.s
             .req(
@@ -206,15 +230,8 @@ async fn connect_only_share_opens_a_session_but_never_retrieves_the_password() {
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
     let sh = env
-        .s
-        .req(
-            "POST",
-            "/api/v1/shares",
-            Some(&env.alice),
-            Some(json!({"group_id": gid, "account_id": aid, "level": "connect"})),
-        )
+        .share(json!({"group_id": gid, "account_id": aid, "level": "connect"}))
         .await;
-    assert_eq!(sh.status, 201, "{}", sh.text);
     assert_eq!(sh.body["level"], "connect");
     let share_id = sh.body["id"].as_str().unwrap().to_owned();
     // bob sees the share granted to him, and the account.
@@ -278,31 +295,18 @@ async fn access_request_dual_approval_checkout_and_checkin_resets_the_password_o
     let (rid, aid) = env.add_target("db1", t.port, "deploy", &old).await;
     // bob may open sessions only; carol is a second approver (full share).
     for (who, level) in [(&env.bob_id, "connect"), (&env.carol_id, "full")] {
-        let r = env
-            .s
-            .req(
-                "POST",
-                "/api/v1/shares",
-                Some(&env.alice),
-                Some(json!({"user_id": who, "resource_id": rid, "level": level})),
-            )
+        env.share(json!({"user_id": who, "resource_id": rid, "level": level}))
             .await;
-        assert_eq!(r.status, 201, "{}", r.text);
     }
     // bob connects once before access control: this pins the target's host key.
     let bob_ssh = SshClient::new().with_password(BOB_PW);
     let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@db1", &["true"]));
     assert!(o.status.success(), "{}", stderr(&o));
-    let p = env
-        .s
-        .req(
-            "PUT",
-            &format!("/api/v1/resources/{rid}/access-policy"),
-            Some(&env.alice),
-            Some(json!({"require_request": true, "dual_approval": true, "exclusive": true, "max_window_minutes": 30})),
-        )
-        .await;
-    assert_eq!(p.status, 200, "{}", p.text);
+    env.set_access_policy(
+        &rid,
+        json!({"require_request": true, "dual_approval": true, "exclusive": true, "max_window_minutes": 30}),
+    )
+    .await;
     // Without a checked-out request the gateway refuses bob.
     let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@db1", &["true"]));
     assert!(!o.status.success());
@@ -688,26 +692,10 @@ async fn window_end_checks_in_ends_the_session_and_resets_through_root_with_chpa
         )
         .await;
     assert_eq!(p.status, 200, "{}", p.text);
-    let s = env
-        .s
-        .req(
-            "POST",
-            "/api/v1/shares",
-            Some(&env.alice),
-            Some(json!({"user_id": env.bob_id, "account_id": aid, "level": "connect"})),
-        )
+    env.share(json!({"user_id": env.bob_id, "account_id": aid, "level": "connect"}))
         .await;
-    assert_eq!(s.status, 201, "{}", s.text);
-    let p = env
-        .s
-        .req(
-            "PUT",
-            &format!("/api/v1/resources/{rid}/access-policy"),
-            Some(&env.alice),
-            Some(json!({"require_request": true, "max_window_minutes": 60})),
-        )
+    env.set_access_policy(&rid, json!({"require_request": true, "max_window_minutes": 60}))
         .await;
-    assert_eq!(p.status, 200, "{}", p.text);
     let r = env
         .s
         .req(
@@ -867,28 +855,11 @@ async fn exclusive_checkout_with_two_users_is_refused_then_queued() {
     // No target needed: nothing is reset here.
     let (rid, aid) = env.add_target("db9", 22, "oracle", "pw").await;
     for who in [&env.bob_id, &env.carol_id] {
-        let r = env
-            .s
-            .req(
-                "POST",
-                "/api/v1/shares",
-                Some(&env.alice),
-                Some(json!({"user_id": who, "account_id": aid, "level": "connect"})),
-            )
+        env.share(json!({"user_id": who, "account_id": aid, "level": "connect"}))
             .await;
-        assert_eq!(r.status, 201, "{}", r.text);
     }
     let policy = |mode: &str| json!({"require_request": true, "exclusive": true, "exclusive_mode": mode, "reset_on_checkin": false});
-    let p = env
-        .s
-        .req(
-            "PUT",
-            &format!("/api/v1/resources/{rid}/access-policy"),
-            Some(&env.alice),
-            Some(policy("refuse")),
-        )
-        .await;
-    assert_eq!(p.status, 200, "{}", p.text);
+    env.set_access_policy(&rid, policy("refuse")).await;
     let mut ids = Vec::new();
     for who in [&env.bob, &env.carol] {
         let r = env
@@ -923,14 +894,7 @@ async fn exclusive_checkout_with_two_users_is_refused_then_queued() {
     let r = go(&env.carol, &ids[1], "checkout").await;
     assert_eq!(r.status, 409, "{}", r.text);
     // Queue mode: carol waits, and gets the account when bob checks in.
-    env.s
-        .req(
-            "PUT",
-            &format!("/api/v1/resources/{rid}/access-policy"),
-            Some(&env.alice),
-            Some(policy("queue")),
-        )
-        .await;
+    env.set_access_policy(&rid, policy("queue")).await;
     assert_eq!(go(&env.carol, &ids[1], "checkout").await.body["state"], "queued");
     // Nobody checks in someone else's request without being an approver.
     assert_eq!(go(&env.carol, &ids[0], "checkin").await.status, 404);
@@ -963,16 +927,8 @@ async fn require_reason_makes_sessions_and_retrievals_state_a_reason() {
     let secret = canary();
     let t = target(vec![TargetUser::password("deploy", &secret)]);
     let (_rid, aid) = env.add_target("web7", t.port, "deploy", &secret).await;
-    let s = env
-        .s
-        .req(
-            "POST",
-            "/api/v1/shares",
-            Some(&env.alice),
-            Some(json!({"user_id": env.bob_id, "account_id": aid, "level": "view"})),
-        )
+    env.share(json!({"user_id": env.bob_id, "account_id": aid, "level": "view"}))
         .await;
-    assert_eq!(s.status, 201, "{}", s.text);
     let bob_ssh = SshClient::new().with_password(BOB_PW);
     // Off: a session needs no stated reason.
     let o = run(bob_ssh.ssh(env.ssh_port, "bob#deploy@web7", &["true"]));
