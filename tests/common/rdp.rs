@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::sshd::{free_port, pids_in_ns, set_mode, sq, NsHolder, SYS_PATH};
+use super::sshd::{free_port, kill_all_in_ns, set_mode, sq, NsHolder, SYS_PATH};
 
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -304,25 +304,8 @@ impl XrdpTarget {
 impl Drop for XrdpTarget {
     fn drop(&mut self) {
         // Kill everything in the namespace (xrdp's per-connection forks, sesman's sessions and their Xorg, chansrv,
-        // the holder), guarded like SshTarget's Drop.
-        let own = fs::read_link("/proc/self/ns/mnt")
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if self.mnt_ns_pin.is_some() && self.mnt_ns.starts_with("mnt:") && self.mnt_ns != own {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let pids = pids_in_ns(&self.mnt_ns);
-                if pids.is_empty() || Instant::now() > deadline {
-                    break;
-                }
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .args(&pids)
-                    .stderr(Stdio::null())
-                    .status();
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        // the holder), with the guards of `kill_all_in_ns`.
+        kill_all_in_ns(&self.mnt_ns, self.mnt_ns_pin.as_ref());
         for c in self.daemons.iter_mut().chain(self.holder.as_mut()) {
             let _ = c.kill();
             let _ = c.wait();

@@ -404,24 +404,7 @@ impl Drop for SshTarget {
         // Kill everything in the namespace: sshd, its per-connection children (they setsid() and outlive the
         // listener), user sessions, the holder. Guards: never when the namespace is ours (that would be the host),
         // and only while `mnt_ns_pin` keeps the number `mnt_ns` ours (see there): it is closed only at the end.
-        let own = fs::read_link("/proc/self/ns/mnt")
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if self.mnt_ns_pin.is_some() && self.mnt_ns.starts_with("mnt:") && self.mnt_ns != own {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let pids = pids_in_ns(&self.mnt_ns);
-                if pids.is_empty() || Instant::now() > deadline {
-                    break;
-                }
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .args(&pids)
-                    .stderr(Stdio::null())
-                    .status();
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        kill_all_in_ns(&self.mnt_ns, self.mnt_ns_pin.as_ref());
         for c in [self.sshd.as_mut(), self.holder.as_mut()].into_iter().flatten() {
             let _ = c.kill();
             let _ = c.wait();
@@ -507,6 +490,30 @@ impl NsHolder {
             mnt_ns,
             mnt_ns_pin,
             own_ns,
+        }
+    }
+}
+
+/// Kills every process in the mount namespace `mnt_ns` (retrying for 5 s at most). Guards: never when `mnt_ns` is
+/// the test process's own namespace (that would be the host's), and only while `pin` (an open
+/// `/proc/<holder>/ns/mnt`, see `SshTarget::mnt_ns_pin`) keeps the number `mnt_ns` ours.
+pub fn kill_all_in_ns(mnt_ns: &str, pin: Option<&fs::File>) {
+    let own = fs::read_link("/proc/self/ns/mnt")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if pin.is_some() && mnt_ns.starts_with("mnt:") && mnt_ns != own {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let pids = pids_in_ns(mnt_ns);
+            if pids.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(&pids)
+                .stderr(Stdio::null())
+                .status();
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
