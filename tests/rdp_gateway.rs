@@ -485,3 +485,91 @@ async fn bad_input_on_the_rdp_port_is_refused_cleanly() {
     assert!(logs().contains("no such target, or you may not use it: nobody@nowhere"));
     env.s.stop().await;
 }
+
+/// Waits until an audit event of `action` whose detail contains `needle` exists.
+async fn audited(env: &Env, action: &str, needle: &str) -> bool {
+    for _ in 0..200 {
+        if env
+            .audit(action)
+            .await
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap_or_default().contains(needle))
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clipboard_and_drive_are_blocked_unless_the_resource_allows_them() {
+    let env = Env::new().await;
+    let secret = common::canary();
+    let t = XrdpTarget::start(&[("winuser", &secret)]);
+    let rid = env.add_resource("rdp1", &t).await;
+    env.add_account(&rid, "winuser", &secret).await;
+    let share = env.tmp.path().join("share");
+    std::fs::create_dir_all(&share).unwrap();
+    let drive = format!("/drive:pshare,{}", share.display());
+    let x = Xvfb::start();
+    // Off by default: the first data on each channel is dropped and audited.
+    let c = FreeRdp::connect(
+        &x,
+        env.rdp_port,
+        "alice#winuser@rdp1",
+        ALICE_PW,
+        &["+clipboard", &drive],
+        &env.tmp.path().join("blocked.log"),
+    );
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login successful for user winuser on display", WAIT),
+        "{}",
+        t.logs()
+    );
+    let blocked = audited(&env, "session.channel_blocked", "clipboard blocked").await
+        || audited(&env, "session.channel_blocked", "drive redirection blocked").await;
+    assert!(
+        blocked,
+        "no channel was blocked: {:?}\n{}\n{}",
+        env.audit("session.").await,
+        c.log(),
+        t.logs()
+    );
+    assert!(env
+        .audit("session.channel")
+        .await
+        .iter()
+        .all(|e| e["action"] != "session.channel"));
+    drop(c);
+
+    // Allowed on the resource: the channels work and their first use is audited.
+    let r = env
+        .s
+        .req(
+            "PATCH",
+            &format!("/api/v1/resources/{rid}"),
+            Some(&env.alice),
+            Some(json!({"allow_clipboard": true, "allow_drive": true})),
+        )
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text);
+    assert_eq!(r.body["allow_clipboard"], true, "{}", r.text);
+    let x2 = Xvfb::start();
+    let c2 = FreeRdp::connect(
+        &x2,
+        env.rdp_port,
+        "alice#winuser@rdp1",
+        ALICE_PW,
+        &["+clipboard", &drive],
+        &env.tmp.path().join("allowed.log"),
+    );
+    let used = audited(&env, "session.channel", "clipboard used").await
+        || audited(&env, "session.channel", "drive redirection used").await;
+    assert!(
+        used,
+        "no channel use audited: {:?}\n{}",
+        env.audit("session.").await,
+        c2.log()
+    );
+}

@@ -252,6 +252,8 @@ impl Vault {
                             extra: Default::default(),
                             allow_port_forwarding: false,
                             allow_agent_forwarding: false,
+                            allow_clipboard: false,
+                            allow_drive: false,
                         },
                         ctx,
                     )

@@ -566,6 +566,8 @@ pub(crate) mod testutil {
             extra: Default::default(),
             allow_port_forwarding: false,
             allow_agent_forwarding: false,
+            allow_clipboard: false,
+            allow_drive: false,
         }
     }
 
@@ -671,6 +673,8 @@ mod rotation_tests {
                     extra: Default::default(),
                     allow_port_forwarding: false,
                     allow_agent_forwarding: false,
+                    allow_clipboard: false,
+                    allow_drive: false,
                 },
                 &ctx,
             )
@@ -779,6 +783,8 @@ mod rotation_tests {
                     extra: Default::default(),
                     allow_port_forwarding: false,
                     allow_agent_forwarding: false,
+                    allow_clipboard: false,
+                    allow_drive: false,
                 },
                 &ctx,
             )

@@ -186,6 +186,10 @@ pub struct Resource {
     pub allow_port_forwarding: bool,
     /// Gateway sessions may forward the user's SSH agent.
     pub allow_agent_forwarding: bool,
+    /// RDP sessions may use the clipboard (audited when used).
+    pub allow_clipboard: bool,
+    /// RDP sessions may redirect drives (audited when used).
+    pub allow_drive: bool,
     /// Creation time.
     pub created_at: String,
 }

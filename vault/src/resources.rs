@@ -44,6 +44,12 @@ pub struct NewResource {
     /// Allow agent forwarding through gateway sessions (default false).
     #[serde(default)]
     pub allow_agent_forwarding: bool,
+    /// Allow the clipboard in RDP sessions (default false; its use is audited).
+    #[serde(default)]
+    pub allow_clipboard: bool,
+    /// Allow drive redirection in RDP sessions (default false; its use is audited).
+    #[serde(default)]
+    pub allow_drive: bool,
 }
 
 /// Changes to a resource.
@@ -78,6 +84,12 @@ pub struct ResourcePatch {
     /// Allow or forbid agent forwarding.
     #[serde(default)]
     pub allow_agent_forwarding: Option<bool>,
+    /// Allow or forbid the clipboard in RDP sessions.
+    #[serde(default)]
+    pub allow_clipboard: Option<bool>,
+    /// Allow or forbid drive redirection in RDP sessions.
+    #[serde(default)]
+    pub allow_drive: Option<bool>,
 }
 
 /// A new account on a resource.
@@ -134,6 +146,8 @@ struct ResourceRow {
     owner_id: Option<String>,
     allow_port_forwarding: bool,
     allow_agent_forwarding: bool,
+    allow_clipboard: bool,
+    allow_drive: bool,
     created_at: String,
 }
 
@@ -163,6 +177,8 @@ impl ResourceRow {
             owner_id: self.owner_id,
             allow_port_forwarding: self.allow_port_forwarding,
             allow_agent_forwarding: self.allow_agent_forwarding,
+            allow_clipboard: self.allow_clipboard,
+            allow_drive: self.allow_drive,
             created_at: self.created_at,
         })
     }
@@ -198,7 +214,7 @@ impl AccountRow {
 }
 
 const RES_COLS: &str = "id, name, resource_type, host, port, description, landing_chain, extra, owner_id, \
-                        allow_port_forwarding, allow_agent_forwarding, created_at";
+                        allow_port_forwarding, allow_agent_forwarding, allow_clipboard, allow_drive, created_at";
 const ACC_SELECT: &str =
     "SELECT a.id, a.resource_id, a.login, a.notes, a.owner_id, a.password_changed_at, a.created_at, \
      EXISTS(SELECT 1 FROM sealed s WHERE s.owner = 'account:' || a.id || ':password') AS has_password, \
@@ -459,7 +475,8 @@ impl Vault {
         let mut w = self.store().write().await?;
         let res = sqlx::query(
             "INSERT INTO resources (id, name, resource_type, host, port, description, landing_chain, extra, owner_id, created_at, \
-             updated_at, allow_port_forwarding, allow_agent_forwarding) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10,$11,$12)",
+             updated_at, allow_port_forwarding, allow_agent_forwarding, allow_clipboard, allow_drive) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10,$11,$12,$13,$14)",
         )
         .bind(&id)
         .bind(&new.name)
@@ -473,6 +490,8 @@ impl Vault {
         .bind(&now)
         .bind(new.allow_port_forwarding)
         .bind(new.allow_agent_forwarding)
+        .bind(new.allow_clipboard)
+        .bind(new.allow_drive)
         .execute(&mut *w.tx)
         .await;
         unique(res, || format!("resource {:?} already exists", new.name))?;
@@ -540,7 +559,8 @@ impl Vault {
              port = COALESCE($4, port), description = CASE WHEN $5 IS NULL THEN description WHEN $5 = '' THEN NULL ELSE $5 END, \
              landing_chain = COALESCE($6, landing_chain), extra = COALESCE($7, extra), updated_at = $8, \
              allow_port_forwarding = COALESCE($10, allow_port_forwarding), \
-             allow_agent_forwarding = COALESCE($11, allow_agent_forwarding) WHERE id = $9",
+             allow_agent_forwarding = COALESCE($11, allow_agent_forwarding), \
+             allow_clipboard = COALESCE($12, allow_clipboard), allow_drive = COALESCE($13, allow_drive) WHERE id = $9",
         )
         .bind(&p.name)
         .bind(p.resource_type.map(|t| t.as_str()))
@@ -553,6 +573,8 @@ impl Vault {
         .bind(id)
         .bind(p.allow_port_forwarding)
         .bind(p.allow_agent_forwarding)
+        .bind(p.allow_clipboard)
+        .bind(p.allow_drive)
         .execute(&mut *w.tx)
         .await;
         unique(res, || "another resource has that name".to_string())?;
@@ -567,6 +589,8 @@ impl Vault {
             ("extra", p.extra.is_some()),
             ("allow_port_forwarding", p.allow_port_forwarding.is_some()),
             ("allow_agent_forwarding", p.allow_agent_forwarding.is_some()),
+            ("allow_clipboard", p.allow_clipboard.is_some()),
+            ("allow_drive", p.allow_drive.is_some()),
         ] {
             if set {
                 changed.push(f);
@@ -1057,6 +1081,8 @@ mod tests {
             extra: Default::default(),
             allow_port_forwarding: false,
             allow_agent_forwarding: false,
+            allow_clipboard: false,
+            allow_drive: false,
         }
     }
 

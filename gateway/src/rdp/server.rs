@@ -34,6 +34,7 @@ use zeroize::Zeroize;
 
 use crate::error::Error;
 use crate::login;
+use crate::rdp::channels::{ChannelPolicy, Framer, Verdict};
 use crate::rdp::pdu::{self, FrameError, IO_CHANNEL};
 use crate::rdp::tls;
 use crate::registry::{Registry, SessionInfo};
@@ -80,6 +81,8 @@ struct ClientHello {
     /// Channels the client joined, in its order.
     joined: Vec<u16>,
     static_channels: Vec<u16>,
+    /// The client's names of its static channels, in the same order.
+    channel_names: Vec<String>,
     /// The user channel the gateway assigned.
     user_channel: u16,
     info: ClientInfoPdu,
@@ -242,6 +245,18 @@ impl RdpGateway {
         let connect_initial = read(&mut tls, "MCS Connect Initial").await?;
         let ci: ConnectInitial = pdu::parse_wrapped(&connect_initial, "MCS Connect Initial").map_err(client)?;
         let static_channels = pdu::static_channel_ids(pdu::static_channel_count(&ci));
+        let channel_names: Vec<String> = ci
+            .conference_create_request
+            .gcc_blocks()
+            .network
+            .as_ref()
+            .map(|n| {
+                n.channels
+                    .iter()
+                    .map(|c| c.name.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
         let user_channel = pdu::user_channel(static_channels.len());
         let response = pdu::connect_response(&ci, req.protocol).map_err(client)?;
         tls.write_all(&response)
@@ -288,6 +303,7 @@ impl RdpGateway {
                             connect_initial,
                             joined,
                             static_channels,
+                            channel_names,
                             user_channel,
                             info: (*info).map_err(client)?,
                         },
@@ -478,7 +494,15 @@ impl RdpGateway {
             });
         }
         let started = Instant::now();
-        let (up, down, why) = self.relay(client_tls, &mut target_tls, cancel).await;
+        let policy = ChannelPolicy::new(
+            &hello.channel_names,
+            &hello.static_channels,
+            target.resource.allow_clipboard,
+            target.resource.allow_drive,
+        );
+        let (up, down, why) = self
+            .relay(client_tls, &mut target_tls, cancel, policy, (&actor, object, ctx))
+            .await;
         let why = match registration.termination() {
             Some(t) => format!("terminated by {}: {}", t.by, t.reason),
             None => why,
@@ -595,7 +619,14 @@ impl RdpGateway {
 
     /// Raw bytes both ways until either side closes, the session is terminated, idles or lasts too long.
     /// Returns (bytes from the client, bytes from the target, why it ended).
-    async fn relay<C, T>(&self, c: &mut C, t: &mut T, cancel: &CancellationToken) -> (u64, u64, String)
+    async fn relay<C, T>(
+        &self,
+        c: &mut C,
+        t: &mut T,
+        cancel: &CancellationToken,
+        mut policy: ChannelPolicy,
+        who: (&Actor, Option<(&str, &str)>, &RequestContext),
+    ) -> (u64, u64, String)
     where
         C: AsyncRead + AsyncWrite + Unpin,
         T: AsyncRead + AsyncWrite + Unpin,
@@ -615,6 +646,10 @@ impl RdpGateway {
         tokio::pin!(max_deadline);
         let idle_deadline = tokio::time::sleep(idle);
         tokio::pin!(idle_deadline);
+        // With a governed channel (clipboard, drive) requested, both directions go PDU by PDU.
+        let framed = !policy.is_empty();
+        let (mut up_frames, mut down_frames) = (Framer::default(), Framer::default());
+        let mut notes: Vec<(bool, String)> = Vec::new();
         let why = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break "the gateway is shutting down".to_string(),
@@ -625,8 +660,14 @@ impl RdpGateway {
                     Ok(n) => {
                         up += n as u64;
                         idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
-                        if let Err(e) = tw.write_all(&cbuf[..n]).await {
-                            break format!("target: {e}");
+                        if !framed {
+                            if let Err(e) = tw.write_all(&cbuf[..n]).await {
+                                break format!("target: {e}");
+                            }
+                        } else if let Err(e) =
+                            forward(&mut up_frames, &mut policy, &cbuf[..n], true, &mut tw, &mut notes).await
+                        {
+                            break e;
                         }
                     }
                     Err(e) => break format!("client: {e}"),
@@ -635,12 +676,27 @@ impl RdpGateway {
                     Ok(0) => break "the target disconnected".to_string(),
                     Ok(n) => {
                         down += n as u64;
-                        if let Err(e) = cw.write_all(&tbuf[..n]).await {
-                            break format!("client: {e}");
+                        if !framed {
+                            if let Err(e) = cw.write_all(&tbuf[..n]).await {
+                                break format!("client: {e}");
+                            }
+                        } else if let Err(e) =
+                            forward(&mut down_frames, &mut policy, &tbuf[..n], false, &mut cw, &mut notes).await
+                        {
+                            break e;
                         }
                     }
                     Err(e) => break format!("target: {e}"),
                 },
+            }
+            for (blocked, line) in notes.drain(..) {
+                let action = if blocked {
+                    "session.channel_blocked"
+                } else {
+                    "session.channel"
+                };
+                info!(%line, "virtual channel");
+                self.audit(who.0, action, who.1, false, line, who.2).await;
             }
         };
         (up, down, why)
@@ -674,4 +730,44 @@ async fn read<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Result<Vec<u8>, Er
 
 async fn read_target<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Result<Vec<u8>, String> {
     pdu::read_tpkt(s).await.map_err(|e| format!("{what}: {e}"))
+}
+
+/// Relays the whole PDUs `data` completes, as the channel policy says; first uses go to `notes`
+/// (`true`: blocked) for the audit.
+async fn forward<W: AsyncWrite + Unpin>(
+    frames: &mut Framer,
+    policy: &mut ChannelPolicy,
+    data: &[u8],
+    from_client: bool,
+    out: &mut W,
+    notes: &mut Vec<(bool, String)>,
+) -> Result<(), String> {
+    let (side, other) = if from_client {
+        ("client", "target")
+    } else {
+        ("target", "client")
+    };
+    frames.push(data);
+    loop {
+        let pdu = match frames.next_pdu() {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(format!("{side}: {e}")),
+        };
+        let pass = match policy.judge(&pdu, from_client) {
+            Verdict::Pass => true,
+            Verdict::PassFirst(line) => {
+                notes.push((false, line));
+                true
+            }
+            Verdict::Drop => false,
+            Verdict::DropFirst(line) => {
+                notes.push((true, line));
+                false
+            }
+        };
+        if pass {
+            out.write_all(&pdu).await.map_err(|e| format!("{other}: {e}"))?;
+        }
+    }
 }
