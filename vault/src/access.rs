@@ -863,25 +863,38 @@ impl Vault {
         w.commit().await
     }
 
+    /// Passes a state-machine step through; a refused step is audited as denied first.
+    async fn audit_refused_step<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        id: &str,
+        label: &str,
+        step: Result<T>,
+        ctx: &RequestContext,
+    ) -> Result<T> {
+        if let Err(e) = &step {
+            self.audit_alone(
+                NewEvent::by(actor, action, "access_request")
+                    .object(id, label)
+                    .outcome(Outcome::Denied)
+                    .detail(e.to_string()),
+                ctx,
+            )
+            .await?;
+        }
+        step
+    }
+
     /// Approves a request (one of two with dual approval).
     pub async fn approve_access_request(&self, actor: &Actor, id: &str, ctx: &RequestContext) -> Result<AccessRequest> {
         let (row, a, r) = self.for_approver(actor, id, "access_request.approve", ctx).await?;
         let label = format!("{}@{}", a.login, r.name);
         let needed = u32::try_from(row.needed).unwrap_or(1);
-        let next = match row.state()?.approve(&actor.id, &row.requester_id, needed) {
-            Ok(n) => n,
-            Err(e) => {
-                self.audit_alone(
-                    NewEvent::by(actor, "access_request.approve", "access_request")
-                        .object(id, &label)
-                        .outcome(Outcome::Denied)
-                        .detail(e.to_string()),
-                    ctx,
-                )
-                .await?;
-                return Err(e);
-            }
-        };
+        let step = row.state()?.approve(&actor.id, &row.requester_id, needed);
+        let next = self
+            .audit_refused_step(actor, "access_request.approve", id, &label, step, ctx)
+            .await?;
         let detail = match &next {
             RequestState::Approved { approvals } => format!("approved ({} of {needed})", approvals.len()),
             RequestState::Requested { approvals } => {
@@ -940,20 +953,10 @@ impl Vault {
             _ => None,
         };
         let window = Duration::minutes(row.window_minutes);
-        let next = match row.state()?.checkout(OffsetDateTime::now_utc(), window, taken) {
-            Ok(n) => n,
-            Err(e) => {
-                self.audit_alone(
-                    NewEvent::by(actor, "access_request.checkout", "access_request")
-                        .object(id, &label)
-                        .outcome(Outcome::Denied)
-                        .detail(e.to_string()),
-                    ctx,
-                )
-                .await?;
-                return Err(e);
-            }
-        };
+        let step = row.state()?.checkout(OffsetDateTime::now_utc(), window, taken);
+        let next = self
+            .audit_refused_step(actor, "access_request.checkout", id, &label, step, ctx)
+            .await?;
         let detail = match &next {
             RequestState::CheckedOut { until, .. } => format!("checked out until {}", format_ts(*until)),
             _ => "queued: the account is checked out by someone else".into(),
