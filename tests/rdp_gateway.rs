@@ -115,14 +115,7 @@ impl Env {
         log_buffer();
         let s = TestServer::builder().start().await;
         let admin = s.admin_token().await;
-        let r = s
-            .req("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "alice", "role": "password_administrator", "password": ALICE_PW, "must_change_password": false})))
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        let alice = s.login("alice", ALICE_PW).await.body["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
         let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
         Env {
             s,
@@ -135,30 +128,12 @@ impl Env {
 
     /// A Windows-type resource for `t`, owned by alice; returns its id.
     async fn add_resource(&self, name: &str, t: &XrdpTarget) -> String {
-        let r = self
-            .s
-            .req(
-                "POST",
-                "/api/v1/resources",
-                Some(&self.alice),
-                Some(json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port})),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        r.body["id"].as_str().unwrap().to_owned()
+        let body = json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port});
+        self.s.create_resource(&self.alice, body).await
     }
 
     async fn add_account(&self, rid: &str, login: &str, password: &str) {
-        let a = self
-            .s
-            .req(
-                "POST",
-                &format!("/api/v1/resources/{rid}/accounts"),
-                Some(&self.alice),
-                Some(json!({"login": login, "password": password})),
-            )
-            .await;
-        assert_eq!(a.status, 201, "{}", a.text);
+        self.s.create_account(&self.alice, rid, login, password).await;
     }
 
     async fn audit(&self, action: &str) -> Vec<Value> {

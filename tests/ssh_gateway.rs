@@ -25,14 +25,7 @@ impl Env {
         sshd::available().expect("real sshd targets are needed (run the suite with tests/run.sh as root)");
         let s = TestServer::builder().start().await;
         let admin = s.admin_token().await;
-        let r = s
-            .req("POST", "/api/v1/users", Some(&admin), Some(json!({"username": "alice", "role": "password_administrator", "password": ALICE_PW, "must_change_password": false})))
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        let alice = s.login("alice", ALICE_PW).await.body["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
         let ssh_port = s.running.as_ref().unwrap().ssh_addr.port();
         Env {
             s,
@@ -57,23 +50,9 @@ impl Env {
                 body[k] = v;
             }
         }
-        let r = self
-            .s
-            .req("POST", "/api/v1/resources", Some(&self.alice), Some(body))
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        let rid = r.body["id"].as_str().unwrap().to_owned();
-        let a = self
-            .s
-            .req(
-                "POST",
-                &format!("/api/v1/resources/{rid}/accounts"),
-                Some(&self.alice),
-                Some(json!({"login": login, "password": password})),
-            )
-            .await;
-        assert_eq!(a.status, 201, "{}", a.text);
-        (rid, a.body["id"].as_str().unwrap().to_owned())
+        let rid = self.s.create_resource(&self.alice, body).await;
+        let aid = self.s.create_account(&self.alice, &rid, login, password).await;
+        (rid, aid)
     }
 
     fn client(&self) -> SshClient {

@@ -36,19 +36,9 @@ impl Env {
             ("bob", "password_user", BOB_PW),
             ("carol", "administrator", CAROL_PW),
         ] {
-            let r = s
-                .req(
-                    "POST",
-                    "/api/v1/users",
-                    Some(&admin),
-                    Some(json!({"username": name, "role": role, "password": pw, "must_change_password": false})),
-                )
-                .await;
-            assert_eq!(r.status, 201, "{}", r.text);
-            ids.push(r.body["id"].as_str().unwrap().to_owned());
-            let t = s.login(name, pw).await;
-            assert_eq!(t.status, 200, "{}", t.text);
-            tokens.push(t.body["token"].as_str().unwrap().to_owned());
+            let (id, token) = s.create_user(&admin, name, role, pw).await;
+            ids.push(id);
+            tokens.push(token);
         }
         let ssh_port = s.running.as_ref().unwrap().ssh_addr.port();
         Env {
@@ -65,28 +55,10 @@ impl Env {
 
     /// A resource owned by alice with one password account; returns (resource id, account id).
     async fn add_target(&self, name: &str, port: u16, login: &str, password: &str) -> (String, String) {
-        let r = self
-            .s
-            .req(
-                "POST",
-                "/api/v1/resources",
-                Some(&self.alice),
-                Some(json!({"name": name, "type": "linux", "host": "127.0.0.1", "port": port})),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
-        let rid = r.body["id"].as_str().unwrap().to_owned();
-        let a = self
-            .s
-            .req(
-                "POST",
-                &format!("/api/v1/resources/{rid}/accounts"),
-                Some(&self.alice),
-                Some(json!({"login": login, "password": password})),
-            )
-            .await;
-        assert_eq!(a.status, 201, "{}", a.text);
-        (rid, a.body["id"].as_str().unwrap().to_owned())
+        let body = json!({"name": name, "type": "linux", "host": "127.0.0.1", "port": port});
+        let rid = self.s.create_resource(&self.alice, body).await;
+        let aid = self.s.create_account(&self.alice, &rid, login, password).await;
+        (rid, aid)
     }
 
     /// alice creates the share `body` (`POST /api/v1/shares`), which must succeed.

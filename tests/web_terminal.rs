@@ -16,16 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 const ALICE_PW: &str = "alice passphrase 123";
 
 async fn user(s: &TestServer, admin: &str, name: &str, role: &str) -> String {
-    let r = s
-        .req(
-            "POST",
-            "/api/v1/users",
-            Some(admin),
-            Some(json!({"username": name, "role": role, "password": ALICE_PW, "must_change_password": false})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    s.login(name, ALICE_PW).await.body["token"].as_str().unwrap().to_owned()
+    s.create_user(admin, name, role, ALICE_PW).await.1
 }
 
 /// Reads frames until the terminal text contains `needle`; returns all text seen.
@@ -59,26 +50,9 @@ async fn browser_terminal_is_a_gateway_session() {
         allow_tcp_forwarding: false,
         extra_config: String::new(),
     });
-    let r = s
-        .req(
-            "POST",
-            "/api/v1/resources",
-            Some(&alice),
-            Some(json!({"name": "web1", "type": "linux", "host": "127.0.0.1", "port": t.port})),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    let rid = r.body["id"].as_str().unwrap().to_owned();
-    let a = s
-        .req(
-            "POST",
-            &format!("/api/v1/resources/{rid}/accounts"),
-            Some(&alice),
-            Some(json!({"login": "deploy", "password": secret})),
-        )
-        .await;
-    assert_eq!(a.status, 201, "{}", a.text);
-    let aid = a.body["id"].as_str().unwrap().to_owned();
+    let body = json!({"name": "web1", "type": "linux", "host": "127.0.0.1", "port": t.port});
+    let rid = s.create_resource(&alice, body).await;
+    let aid = s.create_account(&alice, &rid, "deploy", &secret).await;
     let path = format!("/api/v1/accounts/{aid}/terminal?cols=100&rows=30");
 
     // Refusals: no credentials, a user without access, another origin, bad sizes, unknown account.

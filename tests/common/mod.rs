@@ -167,6 +167,46 @@ impl TestServer {
         again.body["token"].as_str().unwrap().to_owned()
     }
 
+    /// Creates a user (no forced password change) and logs them in; returns (user id, token).
+    pub async fn create_user(&self, admin: &str, name: &str, role: &str, pw: &str) -> (String, String) {
+        let r = self
+            .req(
+                "POST",
+                "/api/v1/users",
+                Some(admin),
+                Some(json!({"username": name, "role": role, "password": pw, "must_change_password": false})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let t = self.login(name, pw).await;
+        assert_eq!(t.status, 200, "{}", t.text);
+        (
+            r.body["id"].as_str().unwrap().to_owned(),
+            t.body["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Creates a resource from `body` (must succeed); returns its id.
+    pub async fn create_resource(&self, token: &str, body: Value) -> String {
+        let r = self.req("POST", "/api/v1/resources", Some(token), Some(body)).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Adds a password account to resource `rid` (must succeed); returns its id.
+    pub async fn create_account(&self, token: &str, rid: &str, login: &str, password: &str) -> String {
+        let a = self
+            .req(
+                "POST",
+                &format!("/api/v1/resources/{rid}/accounts"),
+                Some(token),
+                Some(json!({"login": login, "password": password})),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.text);
+        a.body["id"].as_str().unwrap().to_owned()
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             assert!(r.shutdown().await, "server stops within the grace period");
