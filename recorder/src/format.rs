@@ -363,6 +363,13 @@ pub(crate) fn push_bin_event(out: &mut Vec<u8>, t_us: u64, code: u8, data: &[u8]
     out.extend_from_slice(data);
 }
 
+/// Event code of an RDP recording's server stream: the bytes the target sent to the client after the
+/// connection sequence (slow-path TPKT and fast-path PDUs, as on the wire inside TLS).
+pub(crate) const RDP_SERVER: u8 = b's';
+/// Event code of an RDP recording's client stream (input PDUs and the rest of what the client sent),
+/// only when input is recorded.
+pub(crate) const RDP_CLIENT: u8 = b'c';
+
 /// One binary event of a version 2 chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BinEvent<'a> {
@@ -396,7 +403,7 @@ pub(crate) fn parse_bin_events(payload: &[u8], after_t: u64) -> Result<Vec<BinEv
         }
         last = t_us;
         match code {
-            b'o' | b'i' => {}
+            b'o' | b'i' | RDP_SERVER | RDP_CLIENT => {}
             b'r' => {
                 let ok = std::str::from_utf8(data)
                     .ok()
@@ -422,6 +429,8 @@ pub(crate) fn parse_bin_events(payload: &[u8], after_t: u64) -> Result<Vec<BinEv
 /// events of the same stream (and chunks) as a terminal would.
 #[derive(Default)]
 pub(crate) struct CastConverter {
+    /// Keystrokes of an RDP recording's client stream, turned into text (`"i"` lines).
+    rdp_keys: Option<crate::rdp::InputText>,
     carry_out: Vec<u8>,
     carry_in: Vec<u8>,
     text: String,
@@ -435,6 +444,16 @@ impl CastConverter {
     pub(crate) fn event(&mut self, out: &mut Vec<u8>, ev: &BinEvent<'_>) {
         self.last_t = ev.t_us;
         match ev.code {
+            // The server stream of an RDP recording is graphics: rendered by `rdp`, not exported.
+            RDP_SERVER => {}
+            RDP_CLIENT => {
+                let keys = self.rdp_keys.get_or_insert_with(Default::default);
+                let text = keys.feed(ev.data);
+                if !text.is_empty() {
+                    push_event(out, ev.t_us, b'i', &text);
+                    self.lines += 1;
+                }
+            }
             b'o' | b'i' => {
                 let carry = if ev.code == b'o' {
                     &mut self.carry_out

@@ -22,6 +22,7 @@
 mod format;
 mod hub;
 pub mod index;
+pub mod rdp;
 mod verify;
 mod writer;
 

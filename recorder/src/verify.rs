@@ -116,6 +116,42 @@ pub fn export_cast(path: impl AsRef<Path>, mut out: impl Write) -> Result<Export
     })
 }
 
+/// Calls `on_event` for every event of the intact chunks of a version 2 recording, in order, after
+/// `on_header` with its header; `on_event` returns false to stop early. Signatures are not checked.
+/// Returns whether the walk stopped early; a damaged chunk ends the walk with [`Error::Corrupt`]
+/// after the events of the intact prefix.
+pub(crate) fn for_each_event(
+    path: &Path,
+    on_header: &mut dyn FnMut(&CastHeader),
+    on_event: &mut dyn FnMut(&BinEvent<'_>) -> bool,
+) -> Result<bool, Error> {
+    let mut emit = |piece: Piece<'_>| -> Result<(), Error> {
+        match piece {
+            Piece::Header(json) => {
+                if let Ok(h) = serde_json::from_slice::<CastHeader>(json) {
+                    on_header(&h);
+                }
+                Ok(())
+            }
+            Piece::Text(_) => Ok(()),
+            Piece::Events(events) => {
+                for ev in &events {
+                    if !on_event(ev) {
+                        // A sentinel walk never produces itself.
+                        return Err(Error::Closed);
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+    match walk(path, None, &mut emit) {
+        Ok(_) => Ok(false),
+        Err(Error::Closed) => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
 /// What [`walk`] hands out as it goes.
 enum Piece<'a> {
     /// The header JSON (no newline).

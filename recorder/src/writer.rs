@@ -302,6 +302,11 @@ impl Recording {
             zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(|e| Error::io("start the zstd compressor", e))?,
             zstd_level: ZSTD_LEVEL,
             dead: None,
+            codes: if meta.protocol == "rdp" {
+                (format::RDP_SERVER, format::RDP_CLIENT)
+            } else {
+                (b'o', b'i')
+            },
         };
         std::thread::Builder::new()
             .name(format!("rec-{}", meta.session_id.chars().take(10).collect::<String>()))
@@ -575,6 +580,8 @@ struct Writer {
     zstd_level: i32,
     /// Set after a write error: nothing more is written.
     dead: Option<String>,
+    /// Event codes of the output and input streams: `o`/`i` (terminal), `s`/`c` (RDP PDUs).
+    codes: (u8, u8),
 }
 
 impl Writer {
@@ -643,8 +650,8 @@ impl Writer {
         let t = ev.t_us.max(self.last_t);
         self.last_t = t;
         match ev.payload {
-            Payload::Output(data) => self.stream(t, b'o', &data),
-            Payload::Input(data) => self.stream(t, b'i', &data),
+            Payload::Output(data) => self.stream(t, self.codes.0, &data),
+            Payload::Input(data) => self.stream(t, self.codes.1, &data),
             Payload::Resize(c, r) => self.append(t, b'r', format!("{c}x{r}").as_bytes()),
             Payload::Marker(m) => self.append(t, b'm', m.as_bytes()),
         }

@@ -1,0 +1,598 @@
+//! RDP recordings: rendering frames from the recorded server stream, PNG encoding, and the
+//! keystrokes of the client stream as text (for the search index).
+//!
+//! An RDP recording (protocol `rdp`) holds the bytes the target sent to the client after the
+//! connection sequence as `s` events and, when input is recorded, what the client sent as `c`
+//! events; `r` events give the desktop size in pixels (`WIDTHxHEIGHT`). The concatenation of the
+//! `s` events is the target's PDU stream (TPKT slow-path and fast-path PDUs, plaintext: the
+//! gateway terminates TLS). [`Decoder`] replays it through IronRDP's graphics pipeline
+//! (`ironrdp-session`'s fast-path processor: interleaved RLE and planar bitmaps, RemoteFX
+//! surface bits, slow-path bitmap updates) into a framebuffer; [`Player`] seeks in a recording
+//! file (forward seeks continue from where the last one stopped); [`encode_png`] turns a
+//! frame into a PNG.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ironrdp_core::{decode, ReadCursor, WriteBuf};
+use ironrdp_graphics::image_processing::PixelFormat;
+use ironrdp_pdu::input::fast_path::{FastPathInput, FastPathInputEvent, KeyboardFlags};
+use ironrdp_pdu::mcs::McsMessage;
+use ironrdp_pdu::rdp::capability_sets::CapabilitySet;
+use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPdu};
+use ironrdp_pdu::slow_path::{self, GraphicsUpdateType};
+use ironrdp_pdu::x224::X224;
+use ironrdp_session::fast_path::{Processor, ProcessorBuilder};
+use ironrdp_session::image::DecodedImage;
+
+use crate::format::{BinEvent, RDP_SERVER};
+use crate::Error;
+
+/// The MCS I/O channel (where graphics and the share control PDUs travel).
+const IO_CHANNEL: u16 = 1003;
+/// The largest PDU the framer accepts (TPKT lengths are 16-bit, fast-path 15-bit).
+const MAX_PDU: usize = 64 * 1024;
+/// The largest desktop a decoder allocates (RDP's own limit is 8192x8192).
+const MAX_SIDE: u16 = 8192;
+/// The desktop size used until the recording says otherwise.
+const DEFAULT_SIZE: (u16, u16) = (1024, 768);
+
+/// Splits a byte stream into whole RDP PDUs (slow-path TPKT or fast-path), by their length
+/// headers, holding at most one partial PDU.
+#[derive(Debug, Default)]
+struct Framer {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Framer {
+    fn push(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole PDU; `Ok(None)` when more bytes are needed; an error (and the buffer
+    /// dropped) for bytes that are not RDP.
+    fn next_pdu(&mut self) -> Result<Option<&[u8]>, String> {
+        let b = &self.buf[self.start..];
+        let Some(&first) = b.first() else { return Ok(None) };
+        let len = if first == 3 {
+            let Some(h) = b.get(..4) else { return Ok(None) };
+            usize::from(u16::from_be_bytes([h[2], h[3]]))
+        } else if first & 0x03 == 0 {
+            let Some(&l1) = b.get(1) else { return Ok(None) };
+            if l1 & 0x80 != 0 {
+                let Some(&l2) = b.get(2) else { return Ok(None) };
+                (usize::from(l1 & 0x7f) << 8) | usize::from(l2)
+            } else {
+                usize::from(l1)
+            }
+        } else {
+            self.buf.clear();
+            self.start = 0;
+            return Err(format!("not an RDP PDU (first byte {first:#04x})"));
+        };
+        if !(2..=MAX_PDU).contains(&len) || (first == 3 && len < 4) {
+            self.buf.clear();
+            self.start = 0;
+            return Err(format!("RDP PDU length {len} out of range"));
+        }
+        if b.len() < len {
+            return Ok(None);
+        }
+        let at = self.start;
+        self.start += len;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+}
+
+/// A rendered frame: RGBA pixels, row by row.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Width in pixels.
+    pub width: u16,
+    /// Height in pixels.
+    pub height: u16,
+    /// `width * height * 4` bytes, R G B A.
+    pub rgba: Vec<u8>,
+    /// The recording time this frame shows (microseconds since the start).
+    pub t_us: u64,
+}
+
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("t_us", &self.t_us)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Frame {
+    /// The frame as a PNG file (8-bit RGB).
+    pub fn png(&self) -> Vec<u8> {
+        encode_png(self.width.into(), self.height.into(), &self.rgba)
+    }
+}
+
+/// Replays an RDP server stream into a framebuffer.
+pub struct Decoder {
+    framer: Framer,
+    image: DecodedImage,
+    processor: Processor,
+    /// PDUs that could not be decoded (skipped).
+    pub errors: u64,
+    /// The last decoding problem, for diagnostics.
+    pub last_error: Option<String>,
+    /// PDUs decoded.
+    pub pdus: u64,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("width", &self.image.width())
+            .field("height", &self.image.height())
+            .field("pdus", &self.pdus)
+            .field("errors", &self.errors)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_processor() -> Processor {
+    ProcessorBuilder {
+        io_channel_id: IO_CHANNEL,
+        user_channel_id: 1007,
+        share_id: 0,
+        enable_server_pointer: false,
+        pointer_software_rendering: false,
+        bulk_decompressor: None,
+    }
+    .build()
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DEFAULT_SIZE.0, DEFAULT_SIZE.1)
+    }
+}
+
+impl Decoder {
+    /// A black desktop of `width` x `height` (clamped to 1..=8192).
+    pub fn new(width: u16, height: u16) -> Self {
+        Decoder {
+            framer: Framer::default(),
+            image: DecodedImage::new(
+                PixelFormat::RgbA32,
+                width.clamp(1, MAX_SIDE),
+                height.clamp(1, MAX_SIDE),
+            ),
+            processor: new_processor(),
+            errors: 0,
+            last_error: None,
+            pdus: 0,
+        }
+    }
+
+    /// Desktop width.
+    pub fn width(&self) -> u16 {
+        self.image.width()
+    }
+
+    /// Desktop height.
+    pub fn height(&self) -> u16 {
+        self.image.height()
+    }
+
+    /// The desktop changed size: a new, black framebuffer (the target repaints after a resize).
+    pub fn resize(&mut self, width: u16, height: u16) {
+        let (w, h) = (width.clamp(1, MAX_SIDE), height.clamp(1, MAX_SIDE));
+        if (w, h) != (self.width(), self.height()) {
+            self.image = DecodedImage::new(PixelFormat::RgbA32, w, h);
+        }
+    }
+
+    /// Feeds bytes of the server stream; whole PDUs are decoded as they complete.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.framer.push(data);
+        loop {
+            let pdu = match self.framer.next_pdu() {
+                Ok(Some(p)) => p.to_vec(),
+                Ok(None) => return,
+                Err(e) => return self.fail(e),
+            };
+            self.pdu(&pdu);
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        self.errors += 1;
+        self.last_error = Some(why);
+    }
+
+    fn pdu(&mut self, pdu: &[u8]) {
+        self.pdus += 1;
+        if pdu[0] == 3 {
+            if let Err(e) = self.slow_path(pdu) {
+                self.fail(e);
+            }
+            return;
+        }
+        let mut out = WriteBuf::new();
+        if let Err(e) = self.processor.process(&mut self.image, pdu, &mut out) {
+            self.fail(format!("fast-path update: {e}"));
+        }
+    }
+
+    /// Slow-path PDUs: the Demand Active's desktop size, bitmap updates; the rest (licensing,
+    /// virtual channels, keep-alives…) is skipped.
+    fn slow_path(&mut self, pdu: &[u8]) -> Result<(), String> {
+        let Ok(X224(McsMessage::SendDataIndication(sd))) = decode::<X224<McsMessage<'_>>>(pdu) else {
+            return Ok(());
+        };
+        if sd.channel_id != IO_CHANNEL {
+            return Ok(());
+        }
+        // Licensing and other PDUs with a security header do not decode as share control PDUs.
+        let Ok(h) = decode::<ShareControlHeader>(&sd.user_data) else {
+            return Ok(());
+        };
+        match h.share_control_pdu {
+            ShareControlPdu::ServerDemandActive(d) => {
+                for c in &d.pdu.capability_sets {
+                    if let CapabilitySet::Bitmap(b) = c {
+                        self.resize(b.desktop_width, b.desktop_height);
+                    }
+                }
+                Ok(())
+            }
+            ShareControlPdu::Data(d) => match d.share_data_pdu {
+                ShareDataPdu::Update(data) => {
+                    let mut src = ReadCursor::new(&data);
+                    let kind = slow_path::read_graphics_update_type(&mut src).map_err(|e| e.to_string())?;
+                    if kind == GraphicsUpdateType::Bitmap {
+                        let bitmap = slow_path::decode_slow_path_bitmap(&mut src).map_err(|e| e.to_string())?;
+                        self.processor
+                            .process_bitmap_update(&mut self.image, bitmap)
+                            .map_err(|e| format!("slow-path bitmap: {e}"))?;
+                    }
+                    Ok(())
+                }
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// The current framebuffer as RGBA.
+    pub fn frame(&self, t_us: u64) -> Frame {
+        let (w, h) = (usize::from(self.width()), usize::from(self.height()));
+        let stride = self.image.stride();
+        let data = self.image.data();
+        let mut rgba = Vec::with_capacity(w * h * 4);
+        for y in 0..h {
+            let row = &data[y * stride..y * stride + w * 4];
+            rgba.extend_from_slice(row);
+        }
+        // The pixel format has alpha, but RDP bitmaps leave it unset: the desktop is opaque.
+        for px in rgba.chunks_exact_mut(4) {
+            px[3] = 255;
+        }
+        Frame {
+            width: self.width(),
+            height: self.height(),
+            rgba,
+            t_us,
+        }
+    }
+}
+
+/// Parses a `WIDTHxHEIGHT` size event.
+fn parse_size(data: &[u8]) -> Option<(u16, u16)> {
+    let s = std::str::from_utf8(data).ok()?;
+    let (w, h) = s.split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
+}
+
+/// Seeks in an RDP recording and renders frames. Forward seeks continue from the last one
+/// (only the file is re-read, nothing is decoded twice); a backward seek starts over.
+#[derive(Debug)]
+pub struct Player {
+    path: PathBuf,
+    decoder: Decoder,
+    /// Events (of any kind) already applied.
+    applied: u64,
+    /// The time up to which events were applied.
+    t_us: u64,
+    /// The recording's duration as far as read (time of its last event).
+    pub duration_us: u64,
+}
+
+impl Player {
+    /// A player of the recording at `path` (read when a frame is asked for).
+    pub fn open(path: impl Into<PathBuf>) -> Self {
+        Player {
+            path: path.into(),
+            decoder: Decoder::default(),
+            applied: 0,
+            t_us: 0,
+            duration_us: 0,
+        }
+    }
+
+    /// The recording file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Decoding problems met so far (PDUs skipped) and the last one.
+    pub fn errors(&self) -> (u64, Option<&str>) {
+        (self.decoder.errors, self.decoder.last_error.as_deref())
+    }
+
+    /// The screen at `t_us` microseconds after the start (every event up to and including that
+    /// time applied). A recording that is not RDP gives a black frame; a damaged one renders
+    /// its intact prefix. Blocking file I/O and CPU: call it off the async runtime.
+    pub fn frame_at(&mut self, t_us: u64) -> Result<Frame, Error> {
+        if t_us < self.t_us {
+            *self = Player::open(std::mem::take(&mut self.path));
+        }
+        let skip = self.applied;
+        let mut seen = 0u64;
+        let (dec, applied, last_t, duration) = (
+            &mut self.decoder,
+            &mut self.applied,
+            &mut self.t_us,
+            &mut self.duration_us,
+        );
+        let header_size = std::cell::Cell::new(None);
+        let mut on_header = |h: &crate::format::CastHeader| {
+            if skip == 0 && h.width > 0 && h.height > 0 && h.postern.protocol == "rdp" {
+                header_size.set(Some((
+                    u16::try_from(h.width).unwrap_or(MAX_SIDE),
+                    u16::try_from(h.height).unwrap_or(MAX_SIDE),
+                )));
+            }
+        };
+        let mut on_event = |ev: &BinEvent<'_>| {
+            if let Some((w, h)) = header_size.take() {
+                dec.resize(w, h);
+            }
+            seen += 1;
+            if seen <= skip {
+                return true;
+            }
+            *duration = (*duration).max(ev.t_us);
+            if ev.t_us > t_us {
+                return false;
+            }
+            match ev.code {
+                RDP_SERVER => dec.feed(ev.data),
+                b'r' => {
+                    if let Some((w, h)) = parse_size(ev.data) {
+                        dec.resize(w, h);
+                    }
+                }
+                _ => {}
+            }
+            *applied += 1;
+            *last_t = ev.t_us;
+            true
+        };
+        match crate::verify::for_each_event(&self.path, &mut on_header, &mut on_event) {
+            Ok(_) | Err(Error::Corrupt { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some((w, h)) = header_size.take() {
+            self.decoder.resize(w, h);
+        }
+        self.t_us = self.t_us.max(t_us);
+        Ok(self.decoder.frame(t_us))
+    }
+}
+
+/// Renders the screen of the RDP recording at `path` at `t_us` microseconds after the start.
+pub fn render_at(path: impl AsRef<Path>, t_us: u64) -> Result<Frame, Error> {
+    Player::open(path.as_ref()).frame_at(t_us)
+}
+
+/// Encodes RGBA pixels (`width * height * 4` bytes, row by row) as an 8-bit RGB PNG. Missing
+/// pixels are black.
+pub fn encode_png(width: u32, height: u32, rgba: &[u8]) -> Vec<u8> {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc.finalize().to_be_bytes());
+    }
+    let (w, h) = (width as usize, height as usize);
+    let mut raw = Vec::with_capacity(h * (1 + w * 3));
+    for y in 0..h {
+        raw.push(0); // filter: none
+        for x in 0..w {
+            let i = (y * w + x) * 4;
+            match rgba.get(i..i + 3) {
+                Some(px) => raw.extend_from_slice(px),
+                None => raw.extend_from_slice(&[0, 0, 0]),
+            }
+        }
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = z.write_all(&raw);
+    let idat = z.finish().unwrap_or_default();
+    let mut out = Vec::with_capacity(idat.len() + 64);
+    out.extend_from_slice(b"\x89PNG\r\n\x1a\n");
+    let mut ihdr = Vec::with_capacity(13);
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, no filter method, no interlace
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &idat);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// Turns an RDP client stream into the text it typed: fast-path keyboard events (scancodes,
+/// mapped with a US layout and the shift state; Enter as `\r`, Backspace as DEL) and Unicode
+/// keyboard events. Mouse and other PDUs are skipped.
+#[derive(Debug, Default)]
+pub struct InputText {
+    framer: Framer,
+    shift: bool,
+    caps: bool,
+}
+
+impl InputText {
+    /// Feeds client stream bytes; returns the text typed by the PDUs they completed.
+    pub fn feed(&mut self, data: &[u8]) -> String {
+        let mut text = String::new();
+        self.framer.push(data);
+        loop {
+            let pdu = match self.framer.next_pdu() {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(_) => return text,
+            };
+            if pdu[0] == 3 {
+                continue;
+            }
+            let Ok(input) = decode::<FastPathInput>(pdu) else {
+                continue;
+            };
+            for ev in input.input_events() {
+                match ev {
+                    FastPathInputEvent::KeyboardEvent(flags, code) => {
+                        let up = flags.contains(KeyboardFlags::RELEASE);
+                        let ext = flags.contains(KeyboardFlags::EXTENDED);
+                        match (*code, ext) {
+                            (0x2a | 0x36, false) => self.shift = !up,
+                            (0x3a, false) if !up => self.caps = !self.caps,
+                            (0x1c, _) if !up => text.push('\r'),
+                            (c, false) if !up => {
+                                if let Some(ch) = scancode_char(c, self.shift, self.caps) {
+                                    text.push(ch);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    FastPathInputEvent::UnicodeKeyboardEvent(flags, unit) if !flags.contains(KeyboardFlags::RELEASE) => {
+                        if let Some(ch) = char::from_u32(u32::from(*unit)) {
+                            text.push(ch);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// The character of a scancode (set 1) on a US keyboard.
+fn scancode_char(code: u8, shift: bool, caps: bool) -> Option<char> {
+    const ROWS: [(u8, &str, &str); 4] = [
+        (0x02, "1234567890-=", "!@#$%^&*()_+"),
+        (0x10, "qwertyuiop[]", "QWERTYUIOP{}"),
+        (0x1e, "asdfghjkl;'`", "ASDFGHJKL:\"~"),
+        (0x2b, "\\zxcvbnm,./", "|ZXCVBNM<>?"),
+    ];
+    match code {
+        0x0e => return Some('\u{7f}'),
+        0x0f => return Some('\t'),
+        0x39 => return Some(' '),
+        _ => {}
+    }
+    for (first, lower, upper) in ROWS {
+        let Some(i) = code.checked_sub(first).map(usize::from) else {
+            continue;
+        };
+        let (Some(l), Some(u)) = (lower.chars().nth(i), upper.chars().nth(i)) else {
+            continue;
+        };
+        let up = if l.is_ascii_alphabetic() { shift ^ caps } else { shift };
+        return Some(if up { u } else { l });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_is_well_formed() {
+        let rgba = [255u8, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 9, 9, 9, 255];
+        let png = encode_png(2, 2, &rgba);
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(&png[12..16], b"IHDR");
+        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 2);
+        // The IDAT inflates to the rows, each with its filter byte.
+        let len = u32::from_be_bytes(png[33..37].try_into().unwrap()) as usize;
+        assert_eq!(&png[37..41], b"IDAT");
+        let mut raw = Vec::new();
+        use std::io::Read;
+        flate2::read::ZlibDecoder::new(&png[41..41 + len])
+            .read_to_end(&mut raw)
+            .unwrap();
+        assert_eq!(raw, [0, 255, 0, 0, 0, 255, 0, 0, 0, 0, 255, 9, 9, 9]);
+        assert!(png.ends_with(&[0xae, 0x42, 0x60, 0x82]), "IEND's CRC");
+    }
+
+    #[test]
+    fn keystrokes_become_text() {
+        use ironrdp_core::encode_vec;
+        let key = |code: u8, up: bool| {
+            FastPathInputEvent::KeyboardEvent(
+                if up { KeyboardFlags::RELEASE } else { KeyboardFlags::empty() },
+                code,
+            )
+        };
+        // "Ls -A" then Enter, typed with shift, in two PDUs split across feeds.
+        let a = encode_vec(&FastPathInput::new(vec![key(0x2a, false), key(0x26, false), key(0x26, true), key(0x2a, true), key(0x1f, false)]).unwrap()).unwrap();
+        let b = encode_vec(&FastPathInput::new(vec![
+            key(0x39, false),
+            key(0x0c, false),
+            key(0x36, false),
+            key(0x1e, false),
+            key(0x36, true),
+            FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::empty(), u16::from(b'!')),
+            FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::RELEASE, u16::from(b'!')),
+            key(0x1c, false),
+        ])
+        .unwrap())
+        .unwrap();
+        let stream = [a, b].concat();
+        for cut in 0..stream.len() {
+            let mut t = InputText::default();
+            let text = t.feed(&stream[..cut]) + &t.feed(&stream[cut..]);
+            assert_eq!(text, "Ls -A!\r", "cut at {cut}");
+        }
+        assert_eq!(scancode_char(0x0e, false, false), Some('\u{7f}'));
+        assert_eq!(scancode_char(0x01, false, false), None, "Escape");
+        assert_eq!(scancode_char(0x35, true, false), Some('?'));
+    }
+
+    #[test]
+    fn the_decoder_survives_garbage_and_reads_sizes() {
+        let mut d = Decoder::new(64, 32);
+        d.feed(&[0x07, 1, 2, 3]);
+        assert_eq!(d.errors, 1);
+        // A fast-path PDU that is not a valid update: counted, skipped.
+        d.feed(&[0x00, 0x05, 0xff, 0xff, 0xff]);
+        assert!(d.errors >= 1);
+        let f = d.frame(5);
+        assert_eq!((f.width, f.height, f.rgba.len()), (64, 32, 64 * 32 * 4));
+        assert!(f.rgba.chunks(4).all(|p| p == [0, 0, 0, 255]));
+        assert_eq!(parse_size(b"800x600"), Some((800, 600)));
+        assert_eq!(parse_size(b"800x"), None);
+        d.resize(0, 9000);
+        assert_eq!((d.width(), d.height()), (1, MAX_SIDE));
+    }
+}
