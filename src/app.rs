@@ -233,18 +233,19 @@ impl App {
                 }
             });
         }
+        let sinks: Arc<crate::recording::RecorderSinks> = Arc::new(crate::recording::RecorderSinks::new(
+            cfg.data_dir.join("recordings"),
+            recording_key,
+            cfg.recording.record_input,
+            vault.clone(),
+            hubs.clone(),
+            indexer,
+            tracker.clone(),
+        ));
         let ssh = postern_gateway::ssh::SshGateway::new(
             vault.clone(),
             registry.clone(),
-            Arc::new(crate::recording::RecorderSinks::new(
-                cfg.data_dir.join("recordings"),
-                recording_key,
-                cfg.recording.record_input,
-                vault.clone(),
-                hubs.clone(),
-                indexer,
-                tracker.clone(),
-            )),
+            sinks.clone(),
             postern_gateway::ssh::SshSettings {
                 host_keys: keys,
                 connect_timeout: cfg.ssh.connect_timeout,
@@ -259,6 +260,7 @@ impl App {
         let rdp = postern_gateway::rdp::RdpGateway::new(
             vault.clone(),
             registry.clone(),
+            sinks,
             postern_gateway::rdp::RdpSettings {
                 tls_cert: cfg.web.tls_cert.clone(),
                 tls_key: cfg.web.tls_key.clone(),

@@ -274,8 +274,9 @@ impl SinkFactory for RecorderSinks {
             target: info.target.clone(),
             protocol: info.protocol.to_owned(),
             client: info.client.map(|c| c.to_string()),
-            width: 80,
-            height: 24,
+            // RDP: the desktop size (pixels) comes in the first `r` event.
+            width: if info.protocol == "rdp" { 0 } else { 80 },
+            height: if info.protocol == "rdp" { 0 } else { 24 },
             ..Default::default()
         };
         let hub = Hub::new();

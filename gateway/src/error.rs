@@ -63,6 +63,9 @@ pub enum Error {
     /// The SSH library failed internally.
     #[error("ssh: {0}")]
     Ssh(#[from] russh::Error),
+    /// The session's recording could not start or failed (the gateway fails closed).
+    #[error("recording: {0}")]
+    Recording(String),
 }
 
 impl Error {
@@ -76,7 +79,8 @@ impl Error {
             | Error::Io { .. }
             | Error::Listen(_)
             | Error::Vault(_)
-            | Error::Ssh(_) => Side::Internal,
+            | Error::Ssh(_)
+            | Error::Recording(_) => Side::Internal,
         }
     }
 }

@@ -426,6 +426,31 @@ impl Vault {
         Ok(RecordingDetail { info, markers })
     }
 
+    /// One recording for the web player's frames (needs View sessions, checked every time). Audited as
+    /// `recording.play` only when `audit` is set (the first frame a player asks for), so that playing back does
+    /// not write an audit event per frame. Unknown ids are `NotFound`.
+    pub async fn recording_play(
+        &self,
+        actor: &Actor,
+        id: &str,
+        audit: bool,
+        ctx: &RequestContext,
+    ) -> Result<RecordingInfo> {
+        self.require_view_sessions(actor, "recording.play", None, ctx).await?;
+        let row = sqlx::query("SELECT * FROM recordings WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.store().pool)
+            .await?
+            .ok_or(Error::NotFound { kind: "recording" })?;
+        let info = info_from_row(&row)?;
+        if audit {
+            let label = format!("{} → {}", info.user, info.target);
+            self.audit_alone(NewEvent::by(actor, "recording.play", "recording").object(id, &label), ctx)
+                .await?;
+        }
+        Ok(info)
+    }
+
     /// Full-text search over the indexed recordings: every word must appear in one line.
     /// Returns at most `limit` recordings (default 20, at most 100), best match first, each
     /// with its matching lines in time order (needs View sessions; audited).

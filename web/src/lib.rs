@@ -82,12 +82,15 @@ pub struct WebState {
     pub options: WebOptions,
     /// Browser sessions (cookie + CSRF token).
     pub sessions: WebSessions,
+    /// The web player's RDP decoders (bounded).
+    pub frames: api::recordings::FrameCache,
 }
 
 impl WebState {
     fn new(options: WebOptions) -> Self {
         WebState {
             sessions: WebSessions::new(options.session_idle_timeout),
+            frames: api::recordings::FrameCache::default(),
             options,
         }
     }
@@ -286,6 +289,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(recordings::search_recordings))
         .routes(routes!(recordings::get_recording))
         .routes(routes!(recordings::download_cast))
+        .routes(routes!(recordings::recording_frame))
         .merge(csv)
 }
 

@@ -70,6 +70,14 @@ pub(crate) fn encode<T: Encode>(pdu: &T) -> Result<Vec<u8>, String> {
     encode_vec(pdu).map_err(|e| format!("encoding {}: {e}", pdu.name()))
 }
 
+/// The desktop size the client asked for in its Client Core Data (`connect_initial` is the framed MCS Connect
+/// Initial).
+pub(crate) fn desktop_size(connect_initial: &[u8]) -> Option<(u16, u16)> {
+    let ci: ConnectInitial = parse_wrapped(connect_initial, "MCS Connect Initial").ok()?;
+    let core = &ci.conference_create_request.gcc_blocks().core;
+    Some((core.desktop_width, core.desktop_height))
+}
+
 /// The static virtual channels the client asked for (their count).
 pub(crate) fn static_channel_count(ci: &ConnectInitial) -> usize {
     ci.conference_create_request
@@ -180,6 +188,9 @@ pub(crate) fn injected_client_info(
         domain: None,
     };
     info.client_info.flags |= ClientInfoFlags::AUTOLOGON;
+    // No bulk compression from the target: the recording of its PDU stream stays decodable (each compressed PDU
+    // would depend on the whole history of the compressor), and the client decodes uncompressed PDUs anyway.
+    info.client_info.flags.remove(ClientInfoFlags::COMPRESSION);
     let encoded = encode(&info);
     info.client_info.credentials.password.zeroize();
     let mut inner = encoded?;

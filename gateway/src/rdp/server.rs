@@ -37,7 +37,7 @@ use crate::login;
 use crate::rdp::channels::{ChannelPolicy, Framer, Verdict};
 use crate::rdp::pdu::{self, FrameError, IO_CHANNEL};
 use crate::rdp::tls;
-use crate::registry::{Registry, SessionInfo};
+use crate::registry::{Registry, SessionInfo, SessionSink, SinkFactory};
 
 /// Settings of the RDP front end.
 #[derive(Debug, Clone)]
@@ -62,6 +62,7 @@ pub struct RdpSettings {
 pub struct RdpGateway {
     vault: Vault,
     registry: Registry,
+    sinks: Arc<dyn SinkFactory>,
     settings: RdpSettings,
     acceptor: TlsAcceptor,
     connector: TlsConnector,
@@ -107,12 +108,19 @@ fn client(msg: impl Into<String>) -> Error {
 }
 
 impl RdpGateway {
-    /// A gateway over `vault`, registering sessions in `registry`; loads the TLS certificate.
-    pub fn new(vault: Vault, registry: Registry, settings: RdpSettings) -> Result<Arc<Self>, Error> {
+    /// A gateway over `vault`, registering sessions in `registry` and recording them through `sinks`; loads the
+    /// TLS certificate.
+    pub fn new(
+        vault: Vault,
+        registry: Registry,
+        sinks: Arc<dyn SinkFactory>,
+        settings: RdpSettings,
+    ) -> Result<Arc<Self>, Error> {
         let acceptor = tls::acceptor(&settings.tls_cert, &settings.tls_key)?;
         Ok(Arc::new(RdpGateway {
             vault,
             registry,
+            sinks,
             settings,
             acceptor,
             connector: tls::connector_accepting_any(),
@@ -466,6 +474,21 @@ impl RdpGateway {
             client: Some(peer),
             started_at: postern_vault::now(),
         };
+        // The recording: the target's PDU stream (and the client's when input is recorded), with the desktop
+        // size the client asked for. A recording that cannot start refuses the session.
+        let sink = self.sinks.open(&info);
+        if let Some(why) = sink.failed() {
+            let detail = format!("rdp session {id} refused: {why}");
+            self.audit(&actor, "session.connect_failed", object, true, detail, ctx)
+                .await;
+            if let Some(close) = sink.close() {
+                close.await;
+            }
+            return Err(Error::Recording(format!("session refused: {why}")));
+        }
+        if let Some((w, h)) = pdu::desktop_size(&hello.connect_initial) {
+            sink.event(0, "resize", &format!("{w}x{h}"));
+        }
         let registration = self.registry.register(info, cancel.clone());
         self.audit(
             &actor,
@@ -501,13 +524,23 @@ impl RdpGateway {
             target.resource.allow_drive,
         );
         let (up, down, why) = self
-            .relay(client_tls, &mut target_tls, cancel, policy, (&actor, object, ctx))
+            .relay(client_tls, &mut target_tls, cancel, policy, &*sink, (&actor, object, ctx))
             .await;
         let why = match registration.termination() {
             Some(t) => format!("terminated by {}: {}", t.by, t.reason),
             None => why,
         };
         drop(registration);
+        if let Some(failed) = sink.failed() {
+            let detail = format!("session ended: its recording failed: {failed}");
+            self.audit(&actor, "session.recording_failed", object, true, detail, ctx)
+                .await;
+        }
+        let recording = match sink.close() {
+            Some(f) => f.await,
+            None => None,
+        };
+        let recording = recording.map(|r| format!("; {r}")).unwrap_or_default();
         let secs = started.elapsed().as_secs();
         self.audit(
             &actor,
@@ -515,7 +548,7 @@ impl RdpGateway {
             object,
             false,
             format!(
-                "rdp session {id} lasted {secs}s ({why}); {up} bytes from the client, {down} bytes from the target"
+                "rdp session {id} lasted {secs}s ({why}); {up} bytes from the client, {down} bytes from the target{recording}"
             ),
             ctx,
         )
@@ -617,14 +650,18 @@ impl RdpGateway {
         Ok((tls, cert))
     }
 
-    /// Raw bytes both ways until either side closes, the session is terminated, idles or lasts too long.
-    /// Returns (bytes from the client, bytes from the target, why it ended).
+    /// Raw bytes both ways until either side closes, the session is terminated, idles or lasts too long, or its
+    /// recording fails. Everything the target sends is teed into `sink` as output, everything the client sends
+    /// as input (the recorder keeps it only when input is recorded). Returns (bytes from the client, bytes from
+    /// the target, why it ended).
+    #[allow(clippy::too_many_arguments)]
     async fn relay<C, T>(
         &self,
         c: &mut C,
         t: &mut T,
         cancel: &CancellationToken,
         mut policy: ChannelPolicy,
+        sink: &dyn SessionSink,
         who: (&Actor, Option<(&str, &str)>, &RequestContext),
     ) -> (u64, u64, String)
     where
@@ -650,15 +687,22 @@ impl RdpGateway {
         let framed = !policy.is_empty();
         let (mut up_frames, mut down_frames) = (Framer::default(), Framer::default());
         let mut notes: Vec<(bool, String)> = Vec::new();
+        // A recording that fails while the session is quiet ends it too.
+        let mut check = tokio::time::interval(Duration::from_secs(1));
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let why = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break "the gateway is shutting down".to_string(),
+                _ = check.tick() => if let Some(why) = sink.failed() {
+                    break format!("its recording failed: {why}");
+                },
                 _ = &mut max_deadline => break format!("the maximum session duration ({}s) was reached", max.as_secs()),
                 _ = &mut idle_deadline => break format!("idle for {}s", idle.as_secs()),
                 r = cr.read(&mut cbuf) => match r {
                     Ok(0) => break "the client disconnected".to_string(),
                     Ok(n) => {
                         up += n as u64;
+                        sink.input(0, &cbuf[..n]);
                         idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
                         if !framed {
                             if let Err(e) = tw.write_all(&cbuf[..n]).await {
@@ -676,6 +720,14 @@ impl RdpGateway {
                     Ok(0) => break "the target disconnected".to_string(),
                     Ok(n) => {
                         down += n as u64;
+                        sink.output(0, &tbuf[..n]);
+                        if let Some(why) = sink.failed() {
+                            break format!("its recording failed: {why}");
+                        }
+                        // Backpressure: the target waits for the recorder rather than overflowing it.
+                        if let Some(ready) = sink.writable() {
+                            ready.await;
+                        }
                         if !framed {
                             if let Err(e) = cw.write_all(&tbuf[..n]).await {
                                 break format!("client: {e}");

@@ -256,3 +256,115 @@ pub async fn download_cast(
     }
     Ok(resp)
 }
+
+/// Parameters of `GET /api/v1/recordings/{id}/frame`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FrameQuery {
+    /// Seconds since the start of the recording (default 0; past the end: the last frame).
+    pub at: Option<f64>,
+}
+
+/// How many RDP decoders the web player keeps (each holds one desktop framebuffer, at most 256 MiB at RDP's
+/// largest size, a few MiB for usual desktops).
+pub const FRAME_PLAYERS: usize = 4;
+
+type PlayerSlot = std::sync::Arc<std::sync::Mutex<postern_recorder::rdp::Player>>;
+
+/// The web player's decoders, one per (user, recording), at most [`FRAME_PLAYERS`], least recently used
+/// evicted: playing forward continues decoding where the last frame stopped instead of starting over.
+#[derive(Default)]
+pub struct FrameCache {
+    slots: std::sync::Mutex<Vec<((String, String), PlayerSlot)>>,
+}
+
+impl std::fmt::Debug for FrameCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameCache").finish_non_exhaustive()
+    }
+}
+
+impl FrameCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<((String, String), PlayerSlot)>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn contains(&self, key: &(String, String)) -> bool {
+        self.lock().iter().any(|(k, _)| k == key)
+    }
+
+    /// The player for `key` (moved to the front), or a new one over `path`.
+    fn get(&self, key: (String, String), path: PathBuf) -> PlayerSlot {
+        let mut slots = self.lock();
+        if let Some(i) = slots.iter().position(|(k, _)| *k == key) {
+            let entry = slots.remove(i);
+            let p = entry.1.clone();
+            slots.insert(0, entry);
+            return p;
+        }
+        let p: PlayerSlot = std::sync::Arc::new(std::sync::Mutex::new(postern_recorder::rdp::Player::open(path)));
+        slots.insert(0, (key, p.clone()));
+        slots.truncate(FRAME_PLAYERS);
+        p
+    }
+}
+
+/// Media type of a frame.
+pub const PNG_CONTENT_TYPE: &str = "image/png";
+
+/// The screen of an RDP recording at a time offset, as a PNG (needs View sessions; the first frame a user asks
+/// of a recording is audited as `recording.play`). Headers: `x-postern-frame-at` (the offset shown, seconds) and
+/// `x-postern-duration` (the recording's length as far as read, seconds). Decoders are cached per user and
+/// recording so that forward playback does not decode from the start again. Not an RDP recording: 404.
+#[utoipa::path(get, path = "/api/v1/recordings/{id}/frame", tag = tags::RECORDINGS, security(("bearer" = [])),
+    params(("id" = String, Path, description = "Session id (UUID)"), FrameQuery),
+    responses((status = 200, description = "The frame", body = Vec<u8>, content_type = "image/png"),
+        AuthErrors, ForbiddenError, NotFoundError, ValidationError))]
+pub async fn recording_frame(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Id(id): Id,
+    ClientContext(ctx): ClientContext,
+    ApiQuery(q): ApiQuery<FrameQuery>,
+) -> ApiResult<Response> {
+    let at = q.at.unwrap_or(0.0);
+    if !at.is_finite() || !(0.0..=1e9).contains(&at) {
+        return Err(ApiError::validation("at", "seconds since the start: a number from 0"));
+    }
+    let key = (auth.actor.id.clone(), id.clone());
+    let first = !state.web.frames.contains(&key);
+    let info = state.vault.recording_play(&auth.actor, &id, first, &ctx).await?;
+    if info.protocol != "rdp" {
+        return Err(ApiError::not_found("this recording has no frames (it is not an RDP recording)"));
+    }
+    let path = PathBuf::from(&info.path);
+    if !path.exists() {
+        return Err(ApiError::not_found("the recording file is missing"));
+    }
+    let player = state.web.frames.get(key, path);
+    let t_us = (at * 1e6) as u64;
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut p = player.lock().unwrap_or_else(|e| e.into_inner());
+        p.frame_at(t_us).map(|f| (f.png(), p.duration_us))
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "the frame rendering task failed");
+        ApiError::internal()
+    })?;
+    let (png, duration_us) = rendered.map_err(|e| {
+        tracing::warn!(error = %e, "a recording frame could not be rendered");
+        ApiError::not_found("the recording cannot be read")
+    })?;
+    let mut resp = Body::from(png).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PNG_CONTENT_TYPE));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60"));
+    for (name, secs) in [("x-postern-frame-at", at), ("x-postern-duration", duration_us as f64 / 1e6)] {
+        if let Ok(v) = HeaderValue::try_from(format!("{secs:.3}")) {
+            h.insert(name, v);
+        }
+    }
+    Ok(resp)
+}

@@ -1,0 +1,279 @@
+//! RDP sessions are recorded: `xfreerdp` under Xvfb → Postern → a real xrdp; the recording verifies (and fails
+//! to once tampered with), and the frame rendered from it at the time of a screenshot of the client matches
+//! that screenshot.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ALICE_PW: &str = "alice passphrase 123";
+/// The client's desktop (FreeRdp::connect asks for 800x600); xfreerdp's window sits at the top left of Xvfb's
+/// screen (no window manager).
+const W: usize = 800;
+const H: usize = 600;
+
+/// What the target's session shows: a coloured background, a logo and a text window, drawn by X clients
+/// started from xrdp's `startwm.sh` (the harness's default runs nothing: a uniform black desktop).
+const STARTWM: &str = "#!/bin/sh\n\
+xsetroot -solid '#2e5c8a'\n\
+xlogo -geometry 260x200+40+40 &\n\
+xmessage -geometry +360+140 'Postern records RDP: the quick brown fox jumps over the lazy dog' &\n\
+exec sleep 86400\n";
+
+/// The client's screen (the desktop area) as RGB bytes.
+fn screen_rgb(x: &Xvfb, dir: &Path, name: &str) -> Vec<u8> {
+    let png = dir.join(format!("{name}.png"));
+    x.screenshot(&png);
+    png_rgb(&png)
+}
+
+/// RGB bytes of the top-left 800x600 of an image file (ImageMagick).
+fn png_rgb(png: &Path) -> Vec<u8> {
+    let out = Command::new("convert")
+        .arg(png)
+        .args(["-crop", &format!("{W}x{H}+0+0"), "-depth", "8", "rgb:-"])
+        .output()
+        .expect("run convert");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), W * H * 3, "convert gave {} bytes", out.stdout.len());
+    out.stdout
+}
+
+/// Share of pixels whose channels all differ by at most `delta`.
+fn similarity(a: &[u8], b: &[u8], delta: u8) -> f64 {
+    let same = a
+        .chunks_exact(3)
+        .zip(b.chunks_exact(3))
+        .filter(|(p, q)| p.iter().zip(q.iter()).all(|(x, y)| x.abs_diff(*y) <= delta))
+        .count();
+    same as f64 / (a.len() / 3) as f64
+}
+
+/// Distinct colours in an RGB image (a black or single-colour frame has 1).
+fn colours(rgb: &[u8]) -> usize {
+    let mut v: Vec<[u8; 3]> = rgb.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
+fn rgba_to_rgb_crop(f: &postern_recorder::rdp::Frame) -> Vec<u8> {
+    let mut out = Vec::with_capacity(W * H * 3);
+    for y in 0..H.min(usize::from(f.height)) {
+        for x in 0..W.min(usize::from(f.width)) {
+            let i = (y * usize::from(f.width) + x) * 4;
+            out.extend_from_slice(&f.rgba[i..i + 3]);
+        }
+    }
+    out
+}
+
+/// CPU seconds used so far by this process's thread named `comm` (the recording's writer thread).
+fn thread_cpu(comm_prefix: &str) -> Option<f64> {
+    let tick = 100.0; // USER_HZ
+    for e in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(comm_prefix) {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let (u, s): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+            return Some((u + s) / tick);
+        }
+    }
+    None
+}
+
+/// Waits (without blocking the runtime) until `f` holds; false after `timeout`.
+async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A session through Postern is recorded (protocol rdp, listed and verified by the API); the frame rendered at
+/// the time of a screenshot of the client (taken once the desktop settled) matches it; keystrokes are not
+/// needed for that. A flipped byte makes verification fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed() {
+    rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
+    let mut s = TestServer::builder().set("recording.record_input", "true").start().await;
+    let admin = s.admin_token().await;
+    let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
+    let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
+    let tmp = tempfile::tempdir().unwrap();
+
+    let t = XrdpTarget::start(&[("winuser", "winuser target pw")]);
+    let (code, out, err) = t.exec_in_ns(&format!(
+        "cat > /etc/xrdp/startwm.sh <<'EOF'\n{STARTWM}EOF\nchmod 755 /etc/xrdp/startwm.sh"
+    ));
+    assert_eq!(code, 0, "{out}{err}");
+    let rid = s
+        .create_resource(
+            &alice,
+            json!({"name": "rdp1", "type": "windows", "host": "127.0.0.1", "port": t.port}),
+        )
+        .await;
+    s.create_account(&alice, &rid, "winuser", "winuser target pw").await;
+
+    let x = Xvfb::start();
+    let mut c = FreeRdp::connect(
+        &x,
+        rdp_port,
+        "alice#winuser@rdp1",
+        ALICE_PW,
+        &[],
+        &tmp.path().join("client.log"),
+    );
+    let registry = s.running.as_ref().unwrap().registry.clone();
+    assert!(
+        eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp")).await,
+        "no live RDP session\n{}\n{}",
+        t.logs(),
+        c.log()
+    );
+    let t0 = Instant::now();
+    let id = registry.list()[0].id.clone();
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login successful for user winuser on display", WAIT),
+        "{}",
+        t.logs()
+    );
+
+    // The desktop settled: two screenshots 1.5 s apart are the same, and show more than one colour.
+    let mut prev = screen_rgb(&x, tmp.path(), "shot");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (shot, shot_at) = loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let at = t0.elapsed();
+        let now = screen_rgb(&x, tmp.path(), "shot");
+        if now == prev && colours(&now) > 8 {
+            break (now, at);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client's desktop did not settle on a drawn screen ({} colours)\n{}",
+            colours(&now),
+            c.log()
+        );
+        prev = now;
+    };
+    // The screenshot is not a uniform frame: the test can fail on a black rendering.
+    assert!(colours(&shot) > 8, "the client shows a near-uniform screen");
+    let writer = format!("rec-{}", &id[..10]);
+    let cpu = thread_cpu(&writer);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // End the session from the web; the recording is sealed.
+    let r = s
+        .req(
+            "DELETE",
+            &format!("/api/v1/sessions/{id}"),
+            Some(&admin),
+            Some(json!({"reason": "end of test"})),
+        )
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text);
+    assert!(c.wait_exit(WAIT).is_some(), "xfreerdp still connected");
+    let session_secs = t0.elapsed().as_secs_f64();
+    let mut details = Value::Null;
+    for _ in 0..100 {
+        let d = s.req("GET", &format!("/api/v1/recordings/{id}"), Some(&admin), None).await;
+        if d.status == 200 && d.body["recording"]["status"] == "sealed" {
+            details = d.body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(details["recording"]["protocol"], "rdp", "{details}");
+    assert_eq!(details["verification"]["ok"], true, "{details}");
+    assert_eq!(details["verification"]["truncated"], false, "{details}");
+    let list = s
+        .req("GET", "/api/v1/recordings?protocol=rdp", Some(&admin), None)
+        .await;
+    assert!(
+        list.body.as_array().unwrap().iter().any(|r| r["id"] == id.as_str()),
+        "{}",
+        list.text
+    );
+    let path = PathBuf::from(details["recording"]["path"].as_str().unwrap_or_default());
+    let key = s.data_dir().join("recording-signing.pub");
+    let key_hex = std::fs::read_to_string(&key).unwrap();
+    let mut kb = [0u8; 32];
+    hex::decode_to_slice(key_hex.trim(), &mut kb).unwrap();
+    let vk = postern_recorder::VerifyingKey::from_bytes(&kb).unwrap();
+    let v = postern_recorder::verify(&path, &vk).expect("the recording verifies");
+    assert!(!v.truncated && v.chunks > 0, "{v:?}");
+
+    // The frame at the screenshot's time matches the screenshot.
+    let frame = postern_recorder::rdp::render_at(&path, shot_at.as_micros() as u64).unwrap();
+    assert_eq!((frame.width, frame.height), (W as u16, H as u16));
+    let rendered = rgba_to_rgb_crop(&frame);
+    let sim = similarity(&rendered, &shot, 24);
+    if sim < 0.97 {
+        std::fs::write(tmp.path().join("rendered.png"), frame.png()).unwrap();
+        let keep = std::env::temp_dir().join(format!("rdp-recording-{id}"));
+        let _ = Command::new("cp").arg("-r").arg(tmp.path()).arg(&keep).status();
+        panic!(
+            "the rendered frame matches {:.2} % of the screenshot's pixels (kept in {})",
+            sim * 100.0,
+            keep.display()
+        );
+    }
+    // And the frame API serves it as a PNG that ImageMagick reads, with the same pixels.
+    let r = s
+        .client
+        .get(format!("{}/api/v1/recordings/{id}/frame?at={:.3}", s.base, shot_at.as_secs_f64()))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "image/png");
+    let png = r.bytes().await.unwrap();
+    let api_png = tmp.path().join("api.png");
+    std::fs::write(&api_png, &png).unwrap();
+    let api_rgb = png_rgb(&api_png);
+    assert!(similarity(&api_rgb, &shot, 24) >= 0.97);
+
+    // Cost of the recording, for the report.
+    let size = std::fs::metadata(&path).unwrap().len();
+    println!(
+        "RDP recording: {size} bytes on disk for {session_secs:.1} s ({:.0} KiB/min); writer thread CPU {} s; {} events in {} chunks; frame match {:.2} %",
+        size as f64 / 1024.0 / (session_secs / 60.0),
+        cpu.map_or("?".into(), |c| format!("{c:.2}")),
+        v.events,
+        v.chunks,
+        sim * 100.0
+    );
+
+    // One flipped byte in the middle: verification names the damage.
+    let bad = tmp.path().join("tampered.pcast");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&bad, &bytes).unwrap();
+    let e = postern_recorder::verify(&bad, &vk).expect_err("a tampered recording must not verify");
+    assert!(
+        matches!(
+            e,
+            postern_recorder::Error::Corrupt { .. } | postern_recorder::Error::BadSignature { .. }
+        ),
+        "{e}"
+    );
+    s.stop().await;
+}
