@@ -299,6 +299,7 @@ impl App {
             .with_live(Arc::new(LiveRegistry {
                 registry: registry.clone(),
                 hubs: hubs.clone(),
+                recordings: cfg.data_dir.join("recordings"),
             }))
             .with_recording_key(recording_public_key)
             .with_options(postern_web::WebOptions {
@@ -458,6 +459,8 @@ pub const RETENTION_PERIOD: Duration = Duration::from_secs(24 * 3600);
 struct LiveRegistry {
     registry: postern_gateway::Registry,
     hubs: crate::recording::LiveHubs,
+    /// Where the recordings are (a live RDP viewer rebuilds the desktop from its session's file).
+    recordings: std::path::PathBuf,
 }
 
 /// A viewer's feed from a session's hub.
@@ -495,7 +498,13 @@ impl postern_web::LiveSessions for LiveRegistry {
     }
 
     fn watch(&self, id: &str) -> Option<postern_web::Watch> {
-        let (snapshot, sub) = self.hubs.get(id)?.subscribe();
+        let hub = self.hubs.get(id)?;
+        if self.registry.list().iter().any(|s| s.id == id && s.protocol == "rdp") {
+            // RDP: PNG frames of the desktop, decoded here.
+            let path = postern_recorder::recording_path(&self.recordings, id).ok()?;
+            return Some(crate::rdp_live::watch(&hub, path));
+        }
+        let (snapshot, sub) = hub.subscribe();
         Some(postern_web::Watch {
             snapshot,
             feed: Box::new(HubFeed(sub)),

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
 use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -195,7 +197,21 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
     assert!(drawn(&shot), "the client shows a near-uniform screen: {:?}", colours(&shot));
     let writer = format!("rec-{}", &id[..10]);
     let cpu = thread_cpu(&writer);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Live view, joining late: the watch WebSocket sends PNG frames of the whole desktop; the first one shows
+    // what the client shows.
+    let mut live = ws::connect(&s, &format!("/api/v1/sessions/{id}/watch"), Some(&admin), None)
+        .await
+        .expect("watch the RDP session");
+    let first = match tokio::time::timeout(WAIT, live.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => b,
+        other => panic!("no live frame: {other:?}"),
+    };
+    assert!(first.starts_with(b"\x89PNG\r\n\x1a\n"), "a live frame is a PNG");
+    let live_png = tmp.path().join("live.png");
+    std::fs::write(&live_png, &first).unwrap();
+    let live_sim = similarity(&png_rgb(&live_png), &shot, 24);
+    assert!(live_sim >= 0.97, "the live frame matches {:.2} % of the screenshot", live_sim * 100.0);
 
     // End the session from the web; the recording is sealed.
     let r = s
@@ -208,6 +224,15 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         .await;
     assert!(r.status < 300, "{} {}", r.status, r.text);
     assert!(c.wait_exit(WAIT).is_some(), "xfreerdp still connected");
+    // The viewer is told the session ended.
+    let close = loop {
+        match tokio::time::timeout(WAIT, live.next()).await {
+            Ok(Some(Ok(Message::Close(f)))) => break f,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("the watch ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1000));
     let session_secs = t0.elapsed().as_secs_f64();
     let mut details = Value::Null;
     for _ in 0..100 {
@@ -271,6 +296,41 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
     std::fs::write(&api_png, &png).unwrap();
     let api_rgb = png_rgb(&api_png);
     assert!(similarity(&api_rgb, &shot, 24) >= 0.97);
+
+    // The route's rules: a token is needed, unknown recordings and bad offsets are refused, the first frame a
+    // user asks for is audited once (not once per frame).
+    let anon = s
+        .client
+        .get(format!("{}/api/v1/recordings/{id}/frame?at=1", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+    let unknown = s
+        .req(
+            "GET",
+            "/api/v1/recordings/00000000-0000-4000-8000-000000000000/frame?at=1",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    let bad = s
+        .req("GET", &format!("/api/v1/recordings/{id}/frame?at=-3"), Some(&admin), None)
+        .await;
+    assert!(bad.status == 400 || bad.status == 422, "{} {}", bad.status, bad.text);
+    let plays = s
+        .req("GET", "/api/v1/audit?action=recording.play&limit=100", Some(&admin), None)
+        .await;
+    assert_eq!(plays.body.as_array().map(|a| a.len()), Some(1), "{}", plays.text);
+    let r = s
+        .client
+        .get(format!("{}/api/v1/recordings/{id}/frame?at=0.5", s.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 
     // Cost of the recording, for the report.
     let size = std::fs::metadata(&path).unwrap().len();

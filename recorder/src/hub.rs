@@ -54,6 +54,8 @@ struct HubInner {
     trimmed: bool,
     subs: Vec<Arc<SubShared>>,
     closed: bool,
+    /// Bytes published so far.
+    published: u64,
 }
 
 impl Drop for HubInner {
@@ -136,6 +138,7 @@ impl Hub {
         if h.closed {
             return;
         }
+        h.published += data.len() as u64;
         let cap = h.cfg.ring_bytes;
         if data.len() >= cap {
             h.trimmed |= !h.ring.is_empty() || data.len() > cap;
@@ -195,6 +198,21 @@ impl Hub {
             h.subs.push(shared.clone());
         }
         (snapshot, Subscriber { shared })
+    }
+
+    /// Like [`subscribe`](Self::subscribe) without the recent output, with the number of bytes published
+    /// before the subscriber's first byte (a viewer that rebuilds the state from the recording file reads that
+    /// many bytes of it, then follows the subscriber, with no gap and no overlap).
+    pub fn subscribe_counted(&self) -> (u64, Subscriber) {
+        let mut h = self.lock();
+        let shared = Arc::new(SubShared::default());
+        if h.closed {
+            shared.lock().end = Some(End::Closed);
+        } else {
+            h.subs.retain(|s| Arc::strong_count(s) > 1);
+            h.subs.push(shared.clone());
+        }
+        (h.published, Subscriber { shared })
     }
 
     /// Ends the live session: viewers receive what is queued for them, then [`Error::Closed`].

@@ -395,6 +395,66 @@ impl Player {
     }
 }
 
+/// How many bytes of server stream the recording at `path` holds so far (its intact chunks; a live recording's
+/// last second may still be in the writer's queue).
+pub fn server_stream_len(path: impl AsRef<Path>) -> Result<u64, Error> {
+    let mut n = 0u64;
+    let mut on_event = |ev: &BinEvent<'_>| {
+        if ev.code == RDP_SERVER {
+            n += ev.data.len() as u64;
+        }
+        true
+    };
+    match crate::verify::for_each_event(path.as_ref(), &mut |_| {}, &mut on_event) {
+        Ok(_) | Err(Error::Corrupt { .. }) => Ok(n),
+        Err(e) => Err(e),
+    }
+}
+
+/// A decoder fed with the first `limit` bytes of the server stream of the recording at `path` (and its size
+/// events up to there): where a live viewer starts before following the session's hub. Returns the decoder and
+/// the bytes fed (less than `limit` when the file holds less).
+pub fn decode_prefix(path: impl AsRef<Path>, limit: u64) -> Result<(Decoder, u64), Error> {
+    let mut dec = Decoder::default();
+    let mut fed = 0u64;
+    let header_size = std::cell::Cell::new(None);
+    let mut on_header = |h: &crate::format::CastHeader| {
+        if h.width > 0 && h.height > 0 {
+            header_size.set(Some((
+                u16::try_from(h.width).unwrap_or(MAX_SIDE),
+                u16::try_from(h.height).unwrap_or(MAX_SIDE),
+            )));
+        }
+    };
+    let mut on_event = |ev: &BinEvent<'_>| {
+        if let Some((w, h)) = header_size.take() {
+            dec.resize(w, h);
+        }
+        if fed >= limit {
+            return false;
+        }
+        match ev.code {
+            RDP_SERVER => {
+                let take = usize::try_from(limit - fed).unwrap_or(usize::MAX).min(ev.data.len());
+                dec.feed(&ev.data[..take]);
+                fed += take as u64;
+            }
+            b'r' => {
+                if let Some((w, h)) = parse_size(ev.data) {
+                    dec.resize(w, h);
+                }
+            }
+            _ => {}
+        }
+        true
+    };
+    match crate::verify::for_each_event(path.as_ref(), &mut on_header, &mut on_event) {
+        Ok(_) | Err(Error::Corrupt { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    Ok((dec, fed))
+}
+
 /// Renders the screen of the RDP recording at `path` at `t_us` microseconds after the start.
 pub fn render_at(path: impl AsRef<Path>, t_us: u64) -> Result<Frame, Error> {
     Player::open(path.as_ref()).frame_at(t_us)

@@ -1,4 +1,6 @@
-// Recording detail with the asciinema player (loaded on demand).
+// Recording detail with the asciinema player (loaded on demand); RDP recordings get an
+// image player over GET /api/v1/recordings/{id}/frame?at=SECONDS (PNG frames rendered
+// by the server, which keeps a decoder per user and recording so playing forward is cheap).
 // Routes (issue 5): GET /api/v1/recordings/{id} (catalog entry, verification,
 // markers) and GET /api/v1/recordings/{id}/cast (plain asciicast v2, fetched by
 // the player with the session cookie).
@@ -18,6 +20,99 @@ export function clock(seconds) {
   return h ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
 }
 
+// Seconds between two RFC 3339 times (0 when unknown).
+function span(from, to) {
+  const a = Date.parse(from || '');
+  const b = Date.parse(to || '');
+  return Number.isFinite(a) && Number.isFinite(b) && b > a ? (b - a) / 1000 : 0;
+}
+
+// The RDP player: play/pause, a seek bar and the time; frames are fetched one after the
+// other (the next request leaves once the previous frame is shown).
+export function RdpPlayer({ id, duration, start, speed, seekRef }) {
+  const [t, setT] = useState(Math.min(start || 0, duration || 0));
+  const [playing, setPlaying] = useState(true);
+  const [src, setSrc] = useState(null);
+  const [error, setError] = useState(null);
+  const state = useRef({ t: start || 0, playing: true, busy: false, wall: 0, alive: true, url: null });
+  const frameUrl = (at) => `/api/v1/recordings/${encodeURIComponent(id)}/frame?at=${at.toFixed(3)}`;
+
+  const show = async (at) => {
+    const st = state.current;
+    st.busy = true;
+    try {
+      const r = await fetch(frameUrl(at), { credentials: 'same-origin', cache: 'no-store' });
+      if (!r.ok) throw new Error(`frame: HTTP ${r.status}`);
+      const url = URL.createObjectURL(await r.blob());
+      if (!st.alive) return URL.revokeObjectURL(url);
+      if (st.url) URL.revokeObjectURL(st.url);
+      st.url = url;
+      setSrc(url);
+      setError(null);
+    } catch (e) {
+      setError(String(e.message || e));
+      st.playing = false;
+      setPlaying(false);
+    } finally {
+      st.busy = false;
+    }
+  };
+
+  useEffect(() => {
+    const st = state.current;
+    st.alive = true;
+    st.wall = performance.now();
+    let timer = null;
+    const tick = async () => {
+      if (!st.alive) return;
+      const now = performance.now();
+      if (st.playing && !st.busy) {
+        st.t = Math.min(duration, st.t + ((now - st.wall) / 1000) * speed);
+        setT(st.t);
+        await show(st.t);
+        if (st.t >= duration) {
+          st.playing = false;
+          setPlaying(false);
+        }
+      }
+      st.wall = now;
+      timer = setTimeout(tick, 200);
+    };
+    show(st.t).then(() => { timer = setTimeout(tick, 200); });
+    return () => {
+      st.alive = false;
+      clearTimeout(timer);
+      if (st.url) URL.revokeObjectURL(st.url);
+    };
+  }, [id, duration, speed]);
+
+  const seek = (at) => {
+    const st = state.current;
+    st.t = Math.max(0, Math.min(duration, at));
+    st.wall = performance.now();
+    setT(st.t);
+    if (!st.busy) show(st.t);
+  };
+  if (seekRef) seekRef.current = seek;
+  const toggle = () => {
+    const st = state.current;
+    if (!st.playing && st.t >= duration) st.t = 0;
+    st.playing = !st.playing;
+    st.wall = performance.now();
+    setPlaying(st.playing);
+  };
+  return html`<div class="rdp-player" data-testid="rdp-player">
+    <div class="player-bar">
+      <button onClick=${toggle} data-testid="rdp-play">${playing ? 'Pause' : 'Play'}</button>
+      <input type="range" min="0" max=${duration} step="0.1" value=${t} aria-label="Seek" data-testid="rdp-seek"
+        onInput=${(e) => seek(Number(e.currentTarget.value))} style="flex: 1" />
+      <span data-testid="rdp-time">${clock(t)} / ${clock(duration)}</span>
+    </div>
+    ${error && html`<p class="error">${error}</p>`}
+    ${src && html`<img src=${src} alt="Recorded desktop" data-testid="rdp-frame" style="max-width: 100%" />`}
+  </div>`;
+}
+
 export function RecordingDetail({ id }) {
   const rec = useApi(`/api/v1/recordings/${encodeURIComponent(id)}`);
   const start = Number(new URLSearchParams(location.search).get('t') || 0);
@@ -26,9 +121,11 @@ export function RecordingDetail({ id }) {
   const player = useRef(null);
   const castUrl = `/api/v1/recordings/${encodeURIComponent(id)}/cast`;
   const markers = rec.data?.markers || [];
+  const rdp = rec.data?.recording?.protocol === 'rdp';
+  const rdpSeek = useRef(null);
 
   useEffect(() => {
-    if (!rec.data || !el.current) return undefined;
+    if (!rec.data || !el.current || rdp) return undefined;
     const p = AsciinemaPlayer.create(castUrl, el.current, {
       startAt: Math.max(0, start - 1),
       speed,
@@ -47,6 +144,7 @@ export function RecordingDetail({ id }) {
   }, [rec.data, speed]);
 
   const seek = (t) => {
+    if (rdp) return rdpSeek.current && rdpSeek.current(t);
     const p = player.current;
     if (p) p.seek(t).then(() => p.play());
   };
@@ -74,7 +172,10 @@ export function RecordingDetail({ id }) {
         ${SPEEDS.map((s) => html`<option value=${s}>${s}×</option>`)}
       </select></label>
     </div>
-    <div class="player" ref=${el} data-testid="player"></div>
+    ${rdp
+      ? html`<${RdpPlayer} id=${id} start=${start} speed=${speed} seekRef=${rdpSeek}
+          duration=${span(info.started_at, info.ended_at || new Date().toISOString()) || 1} />`
+      : html`<div class="player" ref=${el} data-testid="player"></div>`}
     <h2>Markers (commands, file transfers, exits)</h2>
     <${Table} testid="markers" rowKey=${(m) => `${m.offset}-${m.detail}`} rows=${markers} empty="No markers." columns=${[
       { label: 'At', render: (m) => html`<button onClick=${() => seek(m.offset)}>${clock(m.offset)}</button>` },
