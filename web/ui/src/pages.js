@@ -62,7 +62,7 @@ function SessionsTable({ rows, onChange }) {
       { key: 'client', label: 'Client' },
       { key: 'started_at', label: 'Started' },
       { label: '', render: (s) => html`<div class="row-actions">
-          <button onClick=${() => navigate(`/sessions/${s.id}/watch`)}>Watch</button>
+          <button onClick=${() => navigate(`/sessions/${s.id}/watch${s.protocol === 'rdp' ? '?protocol=rdp' : ''}`)}>Watch</button>
           <button class="danger" onClick=${() => terminate(s)}>Terminate</button></div>` },
     ]} />`;
 }

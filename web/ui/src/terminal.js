@@ -83,7 +83,42 @@ export function AccountTerminal({ id }) {
   <//>`;
 }
 
+// A live RDP session: the watch WebSocket sends one PNG of the whole desktop per message.
+function RdpWatch({ id }) {
+  const [src, setSrc] = useState(null);
+  const [status, setStatus] = useState('connecting');
+  useEffect(() => {
+    let url = null;
+    const ws = new WebSocket(wsUrl(`/api/v1/sessions/${encodeURIComponent(id)}/watch`));
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => setStatus('connected');
+    ws.onmessage = (ev) => {
+      if (typeof ev.data === 'string') return;
+      const next = URL.createObjectURL(new Blob([ev.data], { type: 'image/png' }));
+      if (url) URL.revokeObjectURL(url);
+      url = next;
+      setSrc(next);
+    };
+    ws.onclose = (ev) => setStatus(ev.code === 1000 ? 'ended' : `closed (${ev.code}${ev.reason ? `: ${ev.reason}` : ''})`);
+    ws.onerror = () => setStatus('failed');
+    return () => {
+      ws.close();
+      if (url) URL.revokeObjectURL(url);
+    };
+  }, [id]);
+  return html`<${Page} title="Watching a live RDP session" actions=${html`<span class="muted" data-testid="terminal-status">${status}</span>
+      <${Link} href="/sessions">Back<//>`}>
+    ${src ? html`<img src=${src} alt="Live desktop" data-testid="rdp-live" style="max-width: 100%" />`
+      : html`<p class="muted">Waiting for the first frame…</p>`}
+  <//>`;
+}
+
 export function WatchSession({ id }) {
+  if (new URLSearchParams(location.search).get('protocol') === 'rdp') return html`<${RdpWatch} id=${id} />`;
+  return html`<${TerminalWatch} id=${id} />`;
+}
+
+function TerminalWatch({ id }) {
   const ref = useRef(null);
   const status = useTerminal(ref, { readOnly: true, url: `/api/v1/sessions/${encodeURIComponent(id)}/watch` });
   return html`<${Page} title="Watching a live session" actions=${html`<span class="muted" data-testid="terminal-status">${status}</span>
