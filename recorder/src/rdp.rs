@@ -655,4 +655,122 @@ mod tests {
         d.resize(0, 9000);
         assert_eq!((d.width(), d.height()), (1, MAX_SIDE));
     }
+
+    /// A fast-path bitmap update painting `rect` (inclusive) in one colour, uncompressed 32 bpp.
+    fn fill(left: u16, top: u16, right: u16, bottom: u16, bgrx: [u8; 4]) -> Vec<u8> {
+        use ironrdp_core::encode_vec;
+        use ironrdp_pdu::bitmap::{BitmapData, BitmapUpdateData, Compression};
+        use ironrdp_pdu::fast_path::{FastPathHeader, FastPathUpdatePdu, Fragmentation, UpdateCode};
+        use ironrdp_pdu::geometry::InclusiveRectangle;
+        let (w, h) = (right - left + 1, bottom - top + 1);
+        let pixels: Vec<u8> = bgrx.repeat(usize::from(w) * usize::from(h));
+        let update = encode_vec(&BitmapUpdateData {
+            rectangles: vec![BitmapData {
+                rectangle: InclusiveRectangle { left, top, right, bottom },
+                width: w,
+                height: h,
+                bits_per_pixel: 32,
+                compression_flags: Compression::empty(),
+                compressed_data_header: None,
+                bitmap_data: &pixels,
+            }],
+        })
+        .unwrap();
+        let pdu = encode_vec(&FastPathUpdatePdu {
+            fragmentation: Fragmentation::Single,
+            update_code: UpdateCode::Bitmap,
+            compression_flags: None,
+            compression_type: None,
+            data: &update,
+        })
+        .unwrap();
+        let header = encode_vec(&FastPathHeader::new(
+            ironrdp_pdu::fast_path::EncryptionFlags::empty(),
+            pdu.len(),
+        ))
+        .unwrap();
+        [header, pdu].concat()
+    }
+
+    #[test]
+    fn an_rdp_recording_verifies_renders_at_offsets_and_indexes_keystrokes() {
+        use crate::{export_cast, verify, Indexer, RecorderConfig, Recording, SessionMeta, SigningKey};
+        use ironrdp_core::encode_vec;
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let mut cfg = RecorderConfig::new(dir.path(), key.clone());
+        cfg.record_input = true;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let red = fill(0, 0, 63, 47, [0, 0, 255, 0]);
+        let green = fill(16, 8, 31, 15, [0, 255, 0, 0]);
+        let key_ev = |code: u8, up: bool| {
+            FastPathInputEvent::KeyboardEvent(if up { KeyboardFlags::RELEASE } else { KeyboardFlags::empty() }, code)
+        };
+        // "ls" Enter
+        let typed = encode_vec(
+            &FastPathInput::new(vec![key_ev(0x26, false), key_ev(0x26, true), key_ev(0x1f, false), key_ev(0x1c, false)])
+                .unwrap(),
+        )
+        .unwrap();
+        let sealed = rt.block_on(async {
+            let rec = Recording::start(
+                &cfg,
+                SessionMeta {
+                    session_id: "rdp1".into(),
+                    user: "u".into(),
+                    target: "t".into(),
+                    protocol: "rdp".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            rec.resize(64, 48);
+            // The PDU split across two events: the decoder reframes the stream.
+            rec.output(&red[..10]);
+            rec.output(&red[10..]);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            rec.input(&typed);
+            rec.output(&green);
+            rec.finish().await.unwrap()
+        });
+        let v = verify(&sealed.path, &key.verifying_key()).unwrap();
+        assert!(!v.truncated);
+        let red_px = [255, 0, 0, 255];
+        let green_px = [0, 255, 0, 255];
+        let px = |f: &Frame, x: usize, y: usize| f.rgba[(y * usize::from(f.width) + x) * 4..][..4].to_vec();
+        let mut p = Player::open(&sealed.path);
+        let f0 = p.frame_at(100_000).unwrap();
+        assert_eq!((f0.width, f0.height), (64, 48));
+        assert_eq!(px(&f0, 20, 10), red_px, "before the green rectangle");
+        let f1 = p.frame_at(10_000_000).unwrap();
+        assert_eq!(px(&f1, 20, 10), green_px);
+        assert_eq!(px(&f1, 40, 30), red_px);
+        assert_eq!(p.errors().0, 0, "{:?}", p.errors());
+        // Backwards, and again from a fresh player: the same frames.
+        assert_eq!(p.frame_at(100_000).unwrap().rgba, f0.rgba);
+        assert_eq!(render_at(&sealed.path, 10_000_000).unwrap().rgba, f1.rgba);
+        assert!(p.duration_us >= 300_000);
+        // A late live viewer's prefix: all of the server stream, or just the first rectangle.
+        let total = server_stream_len(&sealed.path).unwrap();
+        assert_eq!(total as usize, red.len() + green.len());
+        let (d, fed) = decode_prefix(&sealed.path, red.len() as u64).unwrap();
+        assert_eq!(fed as usize, red.len());
+        assert_eq!(px(&d.frame(0), 20, 10), red_px);
+        // The export has no graphics, only the typed text, which the index turns into a command.
+        let mut cast = Vec::new();
+        export_cast(&sealed.path, &mut cast).unwrap();
+        let cast = String::from_utf8(cast).unwrap();
+        assert!(cast.contains(r#""i", "ls\r""#), "{cast}");
+        let mut ix = Indexer::default();
+        export_cast(&sealed.path, &mut ix).unwrap();
+        let ix = ix.finish();
+        assert!(ix.entries.iter().any(|e| e.text == "ls"), "{:?}", ix.entries);
+        // The PNG of a frame has the frame's size.
+        let png = f1.png();
+        assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 64);
+        assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 48);
+    }
 }
