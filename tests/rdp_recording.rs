@@ -107,6 +107,14 @@ fn thread_cpu(comm_prefix: &str) -> Option<f64> {
     None
 }
 
+/// The server's recording public key.
+fn public_key(s: &TestServer) -> postern_recorder::VerifyingKey {
+    let key_hex = std::fs::read_to_string(s.data_dir().join("recording-signing.pub")).unwrap();
+    let mut kb = [0u8; 32];
+    hex::decode_to_slice(key_hex.trim(), &mut kb).unwrap();
+    postern_recorder::VerifyingKey::from_bytes(&kb).unwrap()
+}
+
 /// Waits (without blocking the runtime) until `f` holds; false after `timeout`.
 async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -255,11 +263,7 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         list.text
     );
     let path = s.data_dir().join("recordings").join(format!("{id}.pcast"));
-    let key = s.data_dir().join("recording-signing.pub");
-    let key_hex = std::fs::read_to_string(&key).unwrap();
-    let mut kb = [0u8; 32];
-    hex::decode_to_slice(key_hex.trim(), &mut kb).unwrap();
-    let vk = postern_recorder::VerifyingKey::from_bytes(&kb).unwrap();
+    let vk = public_key(&s);
     let v = postern_recorder::verify(&path, &vk).expect("the recording verifies");
     assert!(!v.truncated && v.chunks > 0, "{v:?}");
 
@@ -356,6 +360,125 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
             postern_recorder::Error::Corrupt { .. } | postern_recorder::Error::BadSignature { .. }
         ),
         "{e}"
+    );
+    s.stop().await;
+}
+
+/// A busy desktop: the target repaints the whole screen with an incompressible noise image and a gradient,
+/// alternately, 40 times, then stops on the gradient. The session keeps up, its recording verifies and is not
+/// marked as having lost data, and the last frame matches the client's screen. Prints the recorder's cost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_rdp_session_is_recorded_whole() {
+    rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
+    let mut s = TestServer::builder().start().await;
+    let admin = s.admin_token().await;
+    let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
+    let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = XrdpTarget::start(&[("busy", "busy target pw")]);
+    let startwm = "#!/bin/sh\n\
+convert -size 800x600 xc: +noise Random /tmp/noise.png\n\
+convert -size 800x600 gradient:navy-orange /tmp/grad.png\n\
+touch /tmp/started\n\
+i=0\n\
+while [ $i -lt 40 ]; do display -window root /tmp/noise.png; display -window root /tmp/grad.png; i=$((i+1)); done\n\
+touch /tmp/done\n\
+exec sleep 86400\n";
+    let (code, out, err) = t.exec_in_ns(&format!(
+        "cat > /etc/xrdp/startwm.sh <<'EOF'\n{startwm}EOF\nchmod 755 /etc/xrdp/startwm.sh"
+    ));
+    assert_eq!(code, 0, "{out}{err}");
+    let rid = s
+        .create_resource(
+            &alice,
+            json!({"name": "busy", "type": "windows", "host": "127.0.0.1", "port": t.port}),
+        )
+        .await;
+    s.create_account(&alice, &rid, "busy", "busy target pw").await;
+    let x = Xvfb::start();
+    let mut c = FreeRdp::connect(&x, rdp_port, "alice#busy@busy", ALICE_PW, &[], &tmp.path().join("c.log"));
+    let registry = s.running.as_ref().unwrap().registry.clone();
+    assert!(
+        eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp")).await,
+        "{}\n{}",
+        t.logs(),
+        c.log()
+    );
+    let t0 = Instant::now();
+    let id = registry.list()[0].id.clone();
+    let (started, done) = (t.dir.join("tmp/started"), t.dir.join("tmp/done"));
+    assert!(
+        eventually(Duration::from_secs(60), || started.exists()).await,
+        "the busy desktop did not start\n{}",
+        t.logs()
+    );
+    let busy_from = t0.elapsed();
+    assert!(
+        eventually(Duration::from_secs(180), || done.exists()).await,
+        "the busy desktop did not finish"
+    );
+    let busy_secs = (t0.elapsed() - busy_from).as_secs_f64();
+    let mut prev = screen_rgb(&x, tmp.path(), "shot");
+    let (shot, shot_at) = loop {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let at = t0.elapsed();
+        let now = screen_rgb(&x, tmp.path(), "shot");
+        if now == prev && drawn(&now) {
+            break (now, at);
+        }
+        assert!(t0.elapsed() < Duration::from_secs(240), "the desktop did not settle");
+        prev = now;
+    };
+    let cpu = thread_cpu(&format!("rec-{}", &id[..10]));
+    let r = s
+        .req("DELETE", &format!("/api/v1/sessions/{id}"), Some(&admin), Some(json!({"reason": "done"})))
+        .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text);
+    assert!(c.wait_exit(WAIT).is_some(), "xfreerdp still connected");
+    let session_secs = t0.elapsed().as_secs_f64();
+    let path = s.data_dir().join("recordings").join(format!("{id}.pcast"));
+    let mut v = None;
+    for _ in 0..100 {
+        if let Ok(x) = postern_recorder::verify(&path, &public_key(&s)) {
+            if !x.truncated {
+                v = Some(x);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = v.expect("the recording is sealed and verifies");
+    assert!(!v.data_lost, "the recorder dropped data");
+    let frame = postern_recorder::rdp::render_at(&path, shot_at.as_micros() as u64).unwrap();
+    let sim = similarity(&rgba_to_rgb_crop(&frame), &shot, 24);
+    assert!(sim >= 0.97, "the last frame matches {:.2} % of the screenshot", sim * 100.0);
+    // The bytes the target sent, from the session's audit event.
+    let mut target_bytes = 0u64;
+    for _ in 0..50 {
+        let ends = s.req("GET", "/api/v1/audit?action=session.end&limit=10", Some(&admin), None).await;
+        if let Some(d) = ends.body.as_array().and_then(|a| a.first()).and_then(|e| e["detail"].as_str()) {
+            target_bytes = d
+                .split(" bytes from the target")
+                .next()
+                .and_then(|h| h.rsplit(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    println!(
+        "busy RDP session: {session_secs:.1} s ({busy_secs:.1} s of repaints); {target_bytes} bytes from the target \
+         ({:.1} MiB/min); recording {size} bytes ({:.1} MiB/min, {:.0} % of the stream); writer thread CPU {} s; \
+         {} events in {} chunks; last frame match {:.2} %",
+        target_bytes as f64 / 1048576.0 / (session_secs / 60.0),
+        size as f64 / 1048576.0 / (session_secs / 60.0),
+        100.0 * size as f64 / target_bytes.max(1) as f64,
+        cpu.map_or("?".into(), |c| format!("{c:.2}")),
+        v.events,
+        v.chunks,
+        sim * 100.0
     );
     s.stop().await;
 }
