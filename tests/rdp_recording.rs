@@ -482,3 +482,51 @@ exec sleep 86400\n";
     );
     s.stop().await;
 }
+
+/// The recorder fails closed: when a session's recording cannot start (here the recordings directory is
+/// taken by a file), the RDP session is refused, with an audit event saying why, and never started.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_rdp_session_whose_recording_cannot_start_is_refused() {
+    rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
+    let mut s = TestServer::builder().start().await;
+    let admin = s.admin_token().await;
+    let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
+    let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = XrdpTarget::start(&[("norec", "norec target pw")]);
+    let rid = s
+        .create_resource(
+            &alice,
+            json!({"name": "norec", "type": "windows", "host": "127.0.0.1", "port": t.port}),
+        )
+        .await;
+    s.create_account(&alice, &rid, "norec", "norec target pw").await;
+    let dir = s.data_dir().join("recordings");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let x = Xvfb::start();
+    let mut c = FreeRdp::connect(&x, rdp_port, "alice#norec@norec", ALICE_PW, &[], &tmp.path().join("c.log"));
+    assert!(c.wait_exit(WAIT).is_some(), "xfreerdp still connected\n{}", c.log());
+    let mut failed = Vec::new();
+    for _ in 0..50 {
+        let r = s
+            .req("GET", "/api/v1/audit?action=session.connect_failed&limit=10", Some(&admin), None)
+            .await;
+        failed = r.body.as_array().cloned().unwrap_or_default();
+        if !failed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        failed.iter().any(|e| e["outcome"] == "failure"
+            && e["detail"].as_str().unwrap_or_default().contains("the recording could not be started")),
+        "{failed:?}"
+    );
+    let starts = s
+        .req("GET", "/api/v1/audit?action=session.start&limit=10", Some(&admin), None)
+        .await;
+    assert_eq!(starts.body.as_array().map(|a| a.len()), Some(0), "{}", starts.text);
+    assert!(s.running.as_ref().unwrap().registry.list().is_empty());
+    s.stop().await;
+}
