@@ -547,4 +547,38 @@ async fn clipboard_and_drive_are_blocked_unless_the_resource_allows_them() {
         env.audit("session.").await,
         c2.log()
     );
+    // The recording notes what the allowed channels carried (clipboard formats, drive paths; never their
+    // content) as markers, and the search index finds them.
+    let registry = env.s.running.as_ref().unwrap().registry.clone();
+    let id = registry.list().last().expect("a live session").id.clone();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(c2);
+    let mut markers = Vec::new();
+    for _ in 0..100 {
+        let d = env
+            .s
+            .req("GET", &format!("/api/v1/recordings/{id}"), Some(&env.admin), None)
+            .await;
+        if d.body["recording"]["indexed"] == true {
+            markers = d.body["markers"].as_array().cloned().unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // (FreeRDP 2.11 offers its formats as soon as the clipboard channel is up.)
+    assert!(
+        markers.iter().any(|m| m["kind"] == "clipboard"
+            && m["detail"].as_str().unwrap_or_default().starts_with("the client offers")
+            && m["detail"].as_str().unwrap_or_default().contains("FileGroupDescriptorW")),
+        "{markers:?}\n{}",
+        env.s
+            .req("GET", &format!("/api/v1/recordings/{id}/cast"), Some(&env.admin), None)
+            .await
+            .text
+    );
+    let hits = env
+        .s
+        .req("GET", "/api/v1/recordings/search?q=FileGroupDescriptorW", Some(&env.admin), None)
+        .await;
+    assert!(hits.text.contains(&id), "{}", hits.text);
 }

@@ -178,8 +178,9 @@ impl CastHeader {
         }
         CastHeader {
             version: 2,
-            width: if meta.width == 0 { 80 } else { meta.width },
-            height: if meta.height == 0 { 24 } else { meta.height },
+            // RDP: 0x0, the desktop size comes in `r` events.
+            width: if meta.width == 0 && meta.protocol != "rdp" { 80 } else { meta.width },
+            height: if meta.height == 0 && meta.protocol != "rdp" { 24 } else { meta.height },
             timestamp,
             env,
             title: Some(

@@ -396,6 +396,10 @@ impl Indexer {
                 if kind == "exec" {
                     self.add(t, EntryKind::Command, detail);
                 }
+                // RDP clipboard formats and drive paths: searchable like output.
+                if kind == "clipboard" || kind == "drive" {
+                    self.add(t, EntryKind::Output, &format!("{kind}: {detail}"));
+                }
                 if self.index.markers.len() < self.limits.max_markers {
                     let cut: String = detail.chars().take(self.limits.max_line_chars).collect();
                     self.index.markers.push(IndexMarker {

@@ -687,6 +687,8 @@ impl RdpGateway {
         let framed = !policy.is_empty();
         let (mut up_frames, mut down_frames) = (Framer::default(), Framer::default());
         let mut notes: Vec<(bool, String)> = Vec::new();
+        // Clipboard formats and drive paths of allowed channels: markers in the recording (searchable).
+        let mut marks: Vec<(&'static str, String)> = Vec::new();
         // A recording that fails while the session is quiet ends it too.
         let mut check = tokio::time::interval(Duration::from_secs(1));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -709,7 +711,7 @@ impl RdpGateway {
                                 break format!("target: {e}");
                             }
                         } else if let Err(e) =
-                            forward(&mut up_frames, &mut policy, &cbuf[..n], true, &mut tw, &mut notes).await
+                            forward(&mut up_frames, &mut policy, &cbuf[..n], true, &mut tw, &mut notes, &mut marks).await
                         {
                             break e;
                         }
@@ -733,13 +735,16 @@ impl RdpGateway {
                                 break format!("client: {e}");
                             }
                         } else if let Err(e) =
-                            forward(&mut down_frames, &mut policy, &tbuf[..n], false, &mut cw, &mut notes).await
+                            forward(&mut down_frames, &mut policy, &tbuf[..n], false, &mut cw, &mut notes, &mut marks).await
                         {
                             break e;
                         }
                     }
                     Err(e) => break format!("target: {e}"),
                 },
+            }
+            for (kind, detail) in marks.drain(..) {
+                sink.event(0, kind, &detail);
             }
             for (blocked, line) in notes.drain(..) {
                 let action = if blocked {
@@ -785,7 +790,7 @@ async fn read_target<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Result<Vec<
 }
 
 /// Relays the whole PDUs `data` completes, as the channel policy says; first uses go to `notes`
-/// (`true`: blocked) for the audit.
+/// (`true`: blocked) for the audit, clipboard and drive metadata of relayed PDUs to `marks` for the recording.
 async fn forward<W: AsyncWrite + Unpin>(
     frames: &mut Framer,
     policy: &mut ChannelPolicy,
@@ -793,6 +798,7 @@ async fn forward<W: AsyncWrite + Unpin>(
     from_client: bool,
     out: &mut W,
     notes: &mut Vec<(bool, String)>,
+    marks: &mut Vec<(&'static str, String)>,
 ) -> Result<(), String> {
     let (side, other) = if from_client {
         ("client", "target")
@@ -819,6 +825,9 @@ async fn forward<W: AsyncWrite + Unpin>(
             }
         };
         if pass {
+            if let Some(m) = policy.metadata(&pdu, from_client) {
+                marks.push(m);
+            }
             out.write_all(&pdu).await.map_err(|e| format!("{other}: {e}"))?;
         }
     }
