@@ -530,3 +530,116 @@ async fn an_rdp_session_whose_recording_cannot_start_is_refused() {
     assert!(s.running.as_ref().unwrap().registry.list().is_empty());
     s.stop().await;
 }
+
+/// A fast-path bitmap update painting the inclusive rectangle in one colour (32 bpp, uncompressed, rows
+/// bottom-up), encoded by hand ([MS-RDPBCGR] 2.2.9.1.2.1.2, 2.2.9.1.1.3.1.2).
+fn fill_pdu(left: u16, top: u16, right: u16, bottom: u16, rgb: [u8; 3]) -> Vec<u8> {
+    let (w, h) = (right - left + 1, bottom - top + 1);
+    let pixels: Vec<u8> = [rgb[2], rgb[1], rgb[0], 0].repeat(usize::from(w) * usize::from(h));
+    let mut update = Vec::new();
+    for v in [1u16, 1, left, top, right, bottom, w, h, 32, 0, pixels.len() as u16] {
+        update.extend_from_slice(&v.to_le_bytes());
+    }
+    update.extend_from_slice(&pixels);
+    let mut pdu = vec![0x01]; // bitmap update, single fragment, no compression
+    pdu.extend_from_slice(&(update.len() as u16).to_le_bytes());
+    pdu.extend_from_slice(&update);
+    let total = pdu.len() + 3;
+    assert!(total <= 0x7fff);
+    let mut out = vec![0x00, 0x80 | (total >> 8) as u8, total as u8];
+    out.extend_from_slice(&pdu);
+    out
+}
+
+/// The console's RDP player in headless Chromium: it plays a recording to its end and seeks back to 1 s,
+/// showing the frames the server renders at those times (a red desktop whose top-left quarter turns green
+/// after 2.5 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_plays_and_seeks_an_rdp_recording() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(Path::new(&chromium).exists(), "{chromium} is missing (tests/run.sh installs chromium)");
+    ensure_e2e_deps();
+    let e2e = e2e_dir();
+    let mut s = TestServer::builder().start().await;
+    let _admin = s.admin_token().await;
+    let id = "5e1f0c1d-0000-4000-8000-000000000001".to_string();
+    let seed = std::fs::read_to_string(s.data_dir().join("recording-signing.key")).unwrap();
+    let mut kb = [0u8; 32];
+    hex::decode_to_slice(seed.trim(), &mut kb).unwrap();
+    let cfg = postern_recorder::RecorderConfig::new(
+        s.data_dir().join("recordings"),
+        postern_recorder::SigningKey::from_bytes(&kb),
+    );
+    let rec = postern_recorder::Recording::start(
+        &cfg,
+        postern_recorder::SessionMeta {
+            session_id: id.clone(),
+            user: "alice".into(),
+            target: "winuser@rdp1".into(),
+            protocol: "rdp".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let vault = s.running.as_ref().unwrap().vault.clone();
+    vault
+        .recording_started(&postern_vault::NewRecording {
+            id: id.clone(),
+            user: "alice".into(),
+            target: "winuser@rdp1".into(),
+            protocol: "rdp".into(),
+            client: None,
+            started_at: postern_vault::now(),
+            path: rec.path().display().to_string(),
+        })
+        .await
+        .unwrap();
+    rec.resize(160, 120);
+    for (x, y) in [(0, 0), (80, 0), (0, 60), (80, 60)] {
+        rec.output(&fill_pdu(x, y, x + 79, y + 59, [255, 0, 0]));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    rec.output(&fill_pdu(0, 0, 79, 59, [0, 255, 0]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sealed = rec.finish().await.unwrap();
+    vault
+        .recording_ended(
+            &id,
+            &postern_vault::RecordingEnd {
+                status: postern_vault::RecordingStatus::Sealed,
+                size: Some(sealed.bytes),
+                final_hash: Some(sealed.final_hash.clone()),
+                exit_info: None,
+                detail: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let (base, script) = (s.base.clone(), e2e.join("rdp_player.mjs"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("POSTERN_URL", base)
+            .env("POSTERN_PW", ADMIN_PW)
+            .env("POSTERN_RECORDING", id)
+            .env("CHROMIUM", chromium)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let r: Value = serde_json::from_str(line).unwrap();
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert_eq!(r["width"], 160, "{r:#}");
+    assert_eq!(r["pixels"]["end"], json!([0, 255, 0]), "{r:#}");
+    assert_eq!(r["pixels"]["start"], json!([255, 0, 0]), "{r:#}");
+    assert_eq!(r["pixels"]["start_far"], json!([255, 0, 0]), "{r:#}");
+    assert!(r["time_start"].as_str().unwrap_or_default().starts_with("0:01 /"), "{r:#}");
+    s.stop().await;
+}

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::sshd::{self, SshTarget, TargetOptions, TargetUser};
-use common::{TestServer, ADMIN_PW};
+use common::{e2e_dir, ensure_e2e_deps, TestServer, ADMIN_PW};
 use serde_json::{json, Value};
 
 /// The browser test and the fuzzing run one at a time (2-core machines).
@@ -416,27 +416,6 @@ async fn every_openapi_route_refuses_anonymous_callers() {
     assert!(walked >= 30, "only {walked} operations walked");
     println!("walked {walked} operations of the OpenAPI document");
     s.stop().await;
-}
-
-fn e2e_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("e2e")
-}
-
-/// `npm ci` in tests/e2e when its node_modules is missing or stale.
-fn ensure_e2e_deps() {
-    let dir = e2e_dir();
-    let lock = std::fs::read(dir.join("package-lock.json")).expect("tests/e2e/package-lock.json");
-    let stamp = dir.join("node_modules").join(".postern-lock");
-    if std::fs::read(&stamp).ok().as_deref() == Some(lock.as_slice()) {
-        return;
-    }
-    let st = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-        .current_dir(&dir)
-        .status()
-        .expect("npm (Node.js) is needed for the browser tests: run tests/run.sh or apt-get install nodejs npm");
-    assert!(st.success(), "npm ci in tests/e2e failed");
-    std::fs::write(&stamp, &lock).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

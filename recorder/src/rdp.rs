@@ -367,7 +367,10 @@ impl Player {
                 return true;
             }
             *duration = (*duration).max(ev.t_us);
-            if ev.t_us > t_us {
+            // The desktop size announced before any graphics applies from the start (it is the first event,
+            // a few microseconds in).
+            let initial_size = ev.code == b'r' && dec.pdus == 0;
+            if ev.t_us > t_us && !initial_size {
                 return false;
             }
             match ev.code {
@@ -380,7 +383,7 @@ impl Player {
                 _ => {}
             }
             *applied += 1;
-            *last_t = ev.t_us;
+            *last_t = (*last_t).max(ev.t_us.min(t_us));
             true
         };
         match crate::verify::for_each_event(&self.path, &mut on_header, &mut on_event) {
@@ -742,6 +745,8 @@ mod tests {
         let green_px = [0, 255, 0, 255];
         let px = |f: &Frame, x: usize, y: usize| f.rgba[(y * usize::from(f.width) + x) * 4..][..4].to_vec();
         let mut p = Player::open(&sealed.path);
+        let black = p.frame_at(0).unwrap();
+        assert_eq!((black.width, black.height), (64, 48), "the size applies from the start");
         let f0 = p.frame_at(100_000).unwrap();
         assert_eq!((f0.width, f0.height), (64, 48));
         assert_eq!(px(&f0, 20, 10), red_px, "before the green rectangle");

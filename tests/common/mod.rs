@@ -343,3 +343,25 @@ fn rand_u64() -> u64 {
         .unwrap();
     u64::from_le_bytes(b)
 }
+
+/// `tests/e2e` (the browser tests' scripts and their npm dependencies).
+pub fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("e2e")
+}
+
+/// `npm ci` in tests/e2e when its node_modules is missing or stale.
+pub fn ensure_e2e_deps() {
+    let dir = e2e_dir();
+    let lock = std::fs::read(dir.join("package-lock.json")).expect("tests/e2e/package-lock.json");
+    let stamp = dir.join("node_modules").join(".postern-lock");
+    if std::fs::read(&stamp).ok().as_deref() == Some(lock.as_slice()) {
+        return;
+    }
+    let st = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .status()
+        .expect("npm (Node.js) is needed for the browser tests: run tests/run.sh or apt-get install nodejs npm");
+    assert!(st.success(), "npm ci in tests/e2e failed");
+    std::fs::write(&stamp, &lock).unwrap();
+}

@@ -32,22 +32,28 @@ function span(from, to) {
 export function RdpPlayer({ id, duration, start, speed, seekRef }) {
   const [t, setT] = useState(Math.min(start || 0, duration || 0));
   const [playing, setPlaying] = useState(true);
-  const [src, setSrc] = useState(null);
+  const [shown, setShown] = useState(0);
   const [error, setError] = useState(null);
-  const state = useRef({ t: start || 0, playing: true, busy: false, wall: 0, alive: true, url: null });
+  const canvas = useRef(null);
+  const state = useRef({ t: start || 0, playing: true, busy: false, wall: 0, alive: true, frames: 0 });
   const frameUrl = (at) => `/api/v1/recordings/${encodeURIComponent(id)}/frame?at=${at.toFixed(3)}`;
 
   const show = async (at) => {
     const st = state.current;
     st.busy = true;
     try {
-      const r = await fetch(frameUrl(at), { credentials: 'same-origin', cache: 'no-store' });
+      const r = await fetch(frameUrl(at), { credentials: 'same-origin' });
       if (!r.ok) throw new Error(`frame: HTTP ${r.status}`);
-      const url = URL.createObjectURL(await r.blob());
-      if (!st.alive) return URL.revokeObjectURL(url);
-      if (st.url) URL.revokeObjectURL(st.url);
-      st.url = url;
-      setSrc(url);
+      // Drawn on a canvas (the CSP allows images from 'self' only, not blob: URLs).
+      const bmp = await createImageBitmap(await r.blob());
+      const c = canvas.current;
+      if (!st.alive || !c) return bmp.close();
+      c.width = bmp.width;
+      c.height = bmp.height;
+      c.getContext('2d').drawImage(bmp, 0, 0);
+      bmp.close();
+      st.frames += 1;
+      setShown(st.frames);
       setError(null);
     } catch (e) {
       setError(String(e.message || e));
@@ -82,7 +88,6 @@ export function RdpPlayer({ id, duration, start, speed, seekRef }) {
     return () => {
       st.alive = false;
       clearTimeout(timer);
-      if (st.url) URL.revokeObjectURL(st.url);
     };
   }, [id, duration, speed]);
 
@@ -105,11 +110,12 @@ export function RdpPlayer({ id, duration, start, speed, seekRef }) {
     <div class="player-bar">
       <button onClick=${toggle} data-testid="rdp-play">${playing ? 'Pause' : 'Play'}</button>
       <input type="range" min="0" max=${duration} step="0.1" value=${t} aria-label="Seek" data-testid="rdp-seek"
-        onInput=${(e) => seek(Number(e.currentTarget.value))} style="flex: 1" />
+        onInput=${(e) => seek(Number(e.currentTarget.value))} class="rdp-seek" />
       <span data-testid="rdp-time">${clock(t)} / ${clock(duration)}</span>
     </div>
     ${error && html`<p class="error">${error}</p>`}
-    ${src && html`<img src=${src} alt="Recorded desktop" data-testid="rdp-frame" style="max-width: 100%" />`}
+    <canvas ref=${canvas} class="rdp-frame" data-testid="rdp-frame" data-frames=${shown} width="0" height="0"
+      aria-label="Recorded desktop"></canvas>
   </div>`;
 }
 
