@@ -108,13 +108,14 @@ pub const CLOSE_TOO_SLOW: u16 = 1008;
 ///
 /// A WebSocket: the server sends binary frames of the session's terminal output — first the
 /// recent output (up to 64 KiB, so a late joiner sees the screen), then everything that
-/// follows. It closes with code 1000 and reason "the session ended" at the end of the
+/// follows. For an RDP session each binary message is instead one PNG image of the whole
+/// desktop (decoded by the server, at most a few per second, only when it changed). It closes with code 1000 and reason "the session ended" at the end of the
 /// session, or 1008 and "the viewer fell behind and was disconnected" when the viewer did not
 /// keep up (a viewer never slows the session). Messages from the viewer are ignored.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/watch", tag = tags::SESSIONS, security(("bearer" = [])),
     params(("id" = String, Path, description = "Session id (UUID)")),
     responses(
-        (status = 101, description = "WebSocket upgrade: binary frames of terminal output"),
+        (status = 101, description = "WebSocket upgrade: binary frames of terminal output (RDP sessions: one PNG of the desktop per message)"),
         (status = 400, description = "Not a WebSocket upgrade request", body = crate::error::Problem, content_type = "application/problem+json"),
         AuthErrors, ForbiddenError, NotFoundError))]
 pub async fn watch_session(
