@@ -53,7 +53,11 @@ pub fn watch(hub: &Hub, path: PathBuf) -> Watch {
         let mut dec = match catch_up.await {
             Ok(Some((dec, fed))) => {
                 if fed < published {
-                    tracing::warn!(fed, published, "live RDP view: the recording lags; the first frames may be incomplete");
+                    tracing::warn!(
+                        fed,
+                        published,
+                        "live RDP view: the recording lags; the first frames may be incomplete"
+                    );
                 }
                 dec
             }

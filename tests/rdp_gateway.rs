@@ -568,8 +568,14 @@ async fn clipboard_and_drive_are_blocked_unless_the_resource_allows_them() {
     // (FreeRDP 2.11 offers its formats as soon as the clipboard channel is up.)
     assert!(
         markers.iter().any(|m| m["kind"] == "clipboard"
-            && m["detail"].as_str().unwrap_or_default().starts_with("the client offers")
-            && m["detail"].as_str().unwrap_or_default().contains("FileGroupDescriptorW")),
+            && m["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("the client offers")
+            && m["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("FileGroupDescriptorW")),
         "{markers:?}\n{}",
         env.s
             .req("GET", &format!("/api/v1/recordings/{id}/cast"), Some(&env.admin), None)
@@ -578,7 +584,12 @@ async fn clipboard_and_drive_are_blocked_unless_the_resource_allows_them() {
     );
     let hits = env
         .s
-        .req("GET", "/api/v1/recordings/search?q=FileGroupDescriptorW", Some(&env.admin), None)
+        .req(
+            "GET",
+            "/api/v1/recordings/search?q=FileGroupDescriptorW",
+            Some(&env.admin),
+            None,
+        )
         .await;
     assert!(hits.text.contains(&id), "{}", hits.text);
 }

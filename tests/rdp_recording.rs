@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
 use common::*;
 use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(30);
 const ALICE_PW: &str = "alice passphrase 123";
@@ -135,7 +135,10 @@ async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed() {
     rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
-    let mut s = TestServer::builder().set("recording.record_input", "true").start().await;
+    let mut s = TestServer::builder()
+        .set("recording.record_input", "true")
+        .start()
+        .await;
     let admin = s.admin_token().await;
     let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
     let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
@@ -202,7 +205,11 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         prev = now;
     };
     // The screenshot is not a uniform frame: the test can fail on a black rendering.
-    assert!(drawn(&shot), "the client shows a near-uniform screen: {:?}", colours(&shot));
+    assert!(
+        drawn(&shot),
+        "the client shows a near-uniform screen: {:?}",
+        colours(&shot)
+    );
     let writer = format!("rec-{}", &id[..10]);
     let cpu = thread_cpu(&writer);
 
@@ -219,7 +226,11 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
     let live_png = tmp.path().join("live.png");
     std::fs::write(&live_png, &first).unwrap();
     let live_sim = similarity(&png_rgb(&live_png), &shot, 24);
-    assert!(live_sim >= 0.97, "the live frame matches {:.2} % of the screenshot", live_sim * 100.0);
+    assert!(
+        live_sim >= 0.97,
+        "the live frame matches {:.2} % of the screenshot",
+        live_sim * 100.0
+    );
 
     // End the session from the web; the recording is sealed.
     let r = s
@@ -244,7 +255,9 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
     let session_secs = t0.elapsed().as_secs_f64();
     let mut details = Value::Null;
     for _ in 0..100 {
-        let d = s.req("GET", &format!("/api/v1/recordings/{id}"), Some(&admin), None).await;
+        let d = s
+            .req("GET", &format!("/api/v1/recordings/{id}"), Some(&admin), None)
+            .await;
         if d.status == 200 && d.body["recording"]["status"] == "sealed" {
             details = d.body;
             break;
@@ -288,7 +301,11 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
     // And the frame API serves it as a PNG that ImageMagick reads, with the same pixels.
     let r = s
         .client
-        .get(format!("{}/api/v1/recordings/{id}/frame?at={:.3}", s.base, shot_at.as_secs_f64()))
+        .get(format!(
+            "{}/api/v1/recordings/{id}/frame?at={:.3}",
+            s.base,
+            shot_at.as_secs_f64()
+        ))
         .bearer_auth(&admin)
         .send()
         .await
@@ -320,11 +337,21 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         .await;
     assert_eq!(unknown.status, 404, "{}", unknown.text);
     let bad = s
-        .req("GET", &format!("/api/v1/recordings/{id}/frame?at=-3"), Some(&admin), None)
+        .req(
+            "GET",
+            &format!("/api/v1/recordings/{id}/frame?at=-3"),
+            Some(&admin),
+            None,
+        )
         .await;
     assert!(bad.status == 400 || bad.status == 422, "{} {}", bad.status, bad.text);
     let plays = s
-        .req("GET", "/api/v1/audit?action=recording.play&limit=100", Some(&admin), None)
+        .req(
+            "GET",
+            "/api/v1/audit?action=recording.play&limit=100",
+            Some(&admin),
+            None,
+        )
         .await;
     assert_eq!(plays.body.as_array().map(|a| a.len()), Some(1), "{}", plays.text);
     let r = s
@@ -396,7 +423,14 @@ exec sleep 86400\n";
         .await;
     s.create_account(&alice, &rid, "busy", "busy target pw").await;
     let x = Xvfb::start();
-    let mut c = FreeRdp::connect(&x, rdp_port, "alice#busy@busy", ALICE_PW, &[], &tmp.path().join("c.log"));
+    let mut c = FreeRdp::connect(
+        &x,
+        rdp_port,
+        "alice#busy@busy",
+        ALICE_PW,
+        &[],
+        &tmp.path().join("c.log"),
+    );
     let registry = s.running.as_ref().unwrap().registry.clone();
     assert!(
         eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp")).await,
@@ -431,7 +465,12 @@ exec sleep 86400\n";
     };
     let cpu = thread_cpu(&format!("rec-{}", &id[..10]));
     let r = s
-        .req("DELETE", &format!("/api/v1/sessions/{id}"), Some(&admin), Some(json!({"reason": "done"})))
+        .req(
+            "DELETE",
+            &format!("/api/v1/sessions/{id}"),
+            Some(&admin),
+            Some(json!({"reason": "done"})),
+        )
         .await;
     assert!(r.status < 300, "{} {}", r.status, r.text);
     assert!(c.wait_exit(WAIT).is_some(), "xfreerdp still connected");
@@ -451,12 +490,23 @@ exec sleep 86400\n";
     assert!(!v.data_lost, "the recorder dropped data");
     let frame = postern_recorder::rdp::render_at(&path, shot_at.as_micros() as u64).unwrap();
     let sim = similarity(&rgba_to_rgb_crop(&frame), &shot, 24);
-    assert!(sim >= 0.97, "the last frame matches {:.2} % of the screenshot", sim * 100.0);
+    assert!(
+        sim >= 0.97,
+        "the last frame matches {:.2} % of the screenshot",
+        sim * 100.0
+    );
     // The bytes the target sent, from the session's audit event.
     let mut target_bytes = 0u64;
     for _ in 0..50 {
-        let ends = s.req("GET", "/api/v1/audit?action=session.end&limit=10", Some(&admin), None).await;
-        if let Some(d) = ends.body.as_array().and_then(|a| a.first()).and_then(|e| e["detail"].as_str()) {
+        let ends = s
+            .req("GET", "/api/v1/audit?action=session.end&limit=10", Some(&admin), None)
+            .await;
+        if let Some(d) = ends
+            .body
+            .as_array()
+            .and_then(|a| a.first())
+            .and_then(|e| e["detail"].as_str())
+        {
             target_bytes = d
                 .split(" bytes from the target")
                 .next()
@@ -505,12 +555,24 @@ async fn an_rdp_session_whose_recording_cannot_start_is_refused() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::write(&dir, b"not a directory").unwrap();
     let x = Xvfb::start();
-    let mut c = FreeRdp::connect(&x, rdp_port, "alice#norec@norec", ALICE_PW, &[], &tmp.path().join("c.log"));
+    let mut c = FreeRdp::connect(
+        &x,
+        rdp_port,
+        "alice#norec@norec",
+        ALICE_PW,
+        &[],
+        &tmp.path().join("c.log"),
+    );
     assert!(c.wait_exit(WAIT).is_some(), "xfreerdp still connected\n{}", c.log());
     let mut failed = Vec::new();
     for _ in 0..50 {
         let r = s
-            .req("GET", "/api/v1/audit?action=session.connect_failed&limit=10", Some(&admin), None)
+            .req(
+                "GET",
+                "/api/v1/audit?action=session.connect_failed&limit=10",
+                Some(&admin),
+                None,
+            )
             .await;
         failed = r.body.as_array().cloned().unwrap_or_default();
         if !failed.is_empty() {
@@ -520,7 +582,10 @@ async fn an_rdp_session_whose_recording_cannot_start_is_refused() {
     }
     assert!(
         failed.iter().any(|e| e["outcome"] == "failure"
-            && e["detail"].as_str().unwrap_or_default().contains("the recording could not be started")),
+            && e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("the recording could not be started")),
         "{failed:?}"
     );
     let starts = s
@@ -557,7 +622,10 @@ fn fill_pdu(left: u16, top: u16, right: u16, bottom: u16, rgb: [u8; 3]) -> Vec<u
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_plays_and_seeks_an_rdp_recording() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(Path::new(&chromium).exists(), "{chromium} is missing (tests/run.sh installs chromium)");
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing (tests/run.sh installs chromium)"
+    );
     ensure_e2e_deps();
     let e2e = e2e_dir();
     let mut s = TestServer::builder().start().await;
@@ -640,6 +708,9 @@ async fn the_console_plays_and_seeks_an_rdp_recording() {
     assert_eq!(r["pixels"]["end"], json!([0, 255, 0]), "{r:#}");
     assert_eq!(r["pixels"]["start"], json!([255, 0, 0]), "{r:#}");
     assert_eq!(r["pixels"]["start_far"], json!([255, 0, 0]), "{r:#}");
-    assert!(r["time_start"].as_str().unwrap_or_default().starts_with("0:01 /"), "{r:#}");
+    assert!(
+        r["time_start"].as_str().unwrap_or_default().starts_with("0:01 /"),
+        "{r:#}"
+    );
     s.stop().await;
 }

@@ -179,8 +179,16 @@ impl CastHeader {
         CastHeader {
             version: 2,
             // RDP: 0x0, the desktop size comes in `r` events.
-            width: if meta.width == 0 && meta.protocol != "rdp" { 80 } else { meta.width },
-            height: if meta.height == 0 && meta.protocol != "rdp" { 24 } else { meta.height },
+            width: if meta.width == 0 && meta.protocol != "rdp" {
+                80
+            } else {
+                meta.width
+            },
+            height: if meta.height == 0 && meta.protocol != "rdp" {
+                24
+            } else {
+                meta.height
+            },
             timestamp,
             env,
             title: Some(

@@ -166,11 +166,7 @@ impl Decoder {
     pub fn new(width: u16, height: u16) -> Self {
         Decoder {
             framer: Framer::default(),
-            image: DecodedImage::new(
-                PixelFormat::RgbA32,
-                width.clamp(1, MAX_SIDE),
-                height.clamp(1, MAX_SIDE),
-            ),
+            image: DecodedImage::new(PixelFormat::RgbA32, width.clamp(1, MAX_SIDE), height.clamp(1, MAX_SIDE)),
             processor: new_processor(),
             errors: 0,
             last_error: None,
@@ -546,7 +542,9 @@ impl InputText {
                             _ => {}
                         }
                     }
-                    FastPathInputEvent::UnicodeKeyboardEvent(flags, unit) if !flags.contains(KeyboardFlags::RELEASE) => {
+                    FastPathInputEvent::UnicodeKeyboardEvent(flags, unit)
+                        if !flags.contains(KeyboardFlags::RELEASE) =>
+                    {
                         if let Some(ch) = char::from_u32(u32::from(*unit)) {
                             text.push(ch);
                         }
@@ -613,23 +611,39 @@ mod tests {
         use ironrdp_core::encode_vec;
         let key = |code: u8, up: bool| {
             FastPathInputEvent::KeyboardEvent(
-                if up { KeyboardFlags::RELEASE } else { KeyboardFlags::empty() },
+                if up {
+                    KeyboardFlags::RELEASE
+                } else {
+                    KeyboardFlags::empty()
+                },
                 code,
             )
         };
         // "Ls -A" then Enter, typed with shift, in two PDUs split across feeds.
-        let a = encode_vec(&FastPathInput::new(vec![key(0x2a, false), key(0x26, false), key(0x26, true), key(0x2a, true), key(0x1f, false)]).unwrap()).unwrap();
-        let b = encode_vec(&FastPathInput::new(vec![
-            key(0x39, false),
-            key(0x0c, false),
-            key(0x36, false),
-            key(0x1e, false),
-            key(0x36, true),
-            FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::empty(), u16::from(b'!')),
-            FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::RELEASE, u16::from(b'!')),
-            key(0x1c, false),
-        ])
-        .unwrap())
+        let a = encode_vec(
+            &FastPathInput::new(vec![
+                key(0x2a, false),
+                key(0x26, false),
+                key(0x26, true),
+                key(0x2a, true),
+                key(0x1f, false),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        let b = encode_vec(
+            &FastPathInput::new(vec![
+                key(0x39, false),
+                key(0x0c, false),
+                key(0x36, false),
+                key(0x1e, false),
+                key(0x36, true),
+                FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::empty(), u16::from(b'!')),
+                FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::RELEASE, u16::from(b'!')),
+                key(0x1c, false),
+            ])
+            .unwrap(),
+        )
         .unwrap();
         let stream = [a, b].concat();
         for cut in 0..stream.len() {
@@ -669,7 +683,12 @@ mod tests {
         let pixels: Vec<u8> = bgrx.repeat(usize::from(w) * usize::from(h));
         let update = encode_vec(&BitmapUpdateData {
             rectangles: vec![BitmapData {
-                rectangle: InclusiveRectangle { left, top, right, bottom },
+                rectangle: InclusiveRectangle {
+                    left,
+                    top,
+                    right,
+                    bottom,
+                },
                 width: w,
                 height: h,
                 bits_per_pixel: 32,
@@ -710,12 +729,24 @@ mod tests {
         let red = fill(0, 0, 63, 47, [0, 0, 255, 0]);
         let green = fill(16, 8, 31, 15, [0, 255, 0, 0]);
         let key_ev = |code: u8, up: bool| {
-            FastPathInputEvent::KeyboardEvent(if up { KeyboardFlags::RELEASE } else { KeyboardFlags::empty() }, code)
+            FastPathInputEvent::KeyboardEvent(
+                if up {
+                    KeyboardFlags::RELEASE
+                } else {
+                    KeyboardFlags::empty()
+                },
+                code,
+            )
         };
         // "ls" Enter
         let typed = encode_vec(
-            &FastPathInput::new(vec![key_ev(0x26, false), key_ev(0x26, true), key_ev(0x1f, false), key_ev(0x1c, false)])
-                .unwrap(),
+            &FastPathInput::new(vec![
+                key_ev(0x26, false),
+                key_ev(0x26, true),
+                key_ev(0x1f, false),
+                key_ev(0x1c, false),
+            ])
+            .unwrap(),
         )
         .unwrap();
         let sealed = rt.block_on(async {

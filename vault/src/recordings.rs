@@ -445,8 +445,11 @@ impl Vault {
         let info = info_from_row(&row)?;
         if audit {
             let label = format!("{} → {}", info.user, info.target);
-            self.audit_alone(NewEvent::by(actor, "recording.play", "recording").object(id, &label), ctx)
-                .await?;
+            self.audit_alone(
+                NewEvent::by(actor, "recording.play", "recording").object(id, &label),
+                ctx,
+            )
+            .await?;
         }
         Ok(info)
     }

@@ -105,7 +105,10 @@ impl ChannelPolicy {
             }
             // Long format names are used when both sides announced them (MS-RDPECLIP 1.7).
             let long = self.clip_long == [true, true];
-            ("clipboard", clipboard_formats(body, long).map(|f| format!("{side} offers {f}"))?)
+            (
+                "clipboard",
+                clipboard_formats(body, long).map(|f| format!("{side} offers {f}"))?,
+            )
         } else {
             ("drive", drive_event(body)?)
         };
@@ -213,7 +216,9 @@ fn clipboard_formats(body: &[u8], long_names: bool) -> Option<String> {
     let mut names = Vec::new();
     let mut name_of = |id: u32, name: String| {
         let n = if name.is_empty() {
-            standard(id).map(str::to_owned).unwrap_or_else(|| format!("format {id}"))
+            standard(id)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("format {id}"))
         } else {
             name
         };
@@ -462,16 +467,25 @@ mod tests {
 
         let mut p = ChannelPolicy::new(&names, &ids, true, true);
         // Both sides announce long format names.
-        let caps = [7u8, 0, 0, 0, 16, 0, 0, 0, 1, 0, 0, 0, 1, 0, 12, 0, 2, 0, 0, 0, 2, 0, 0, 0];
+        let caps = [
+            7u8, 0, 0, 0, 16, 0, 0, 0, 1, 0, 0, 0, 1, 0, 12, 0, 2, 0, 0, 0, 2, 0, 0, 0,
+        ];
         assert_eq!(p.metadata(&channel_pdu(1004, true, &caps), false), None);
         // Before the client's capabilities: short names, which this list is not.
         assert_eq!(p.metadata(&channel_pdu(1004, false, &fl), true), None);
         assert_eq!(p.metadata(&channel_pdu(1004, false, &caps), true), None);
         assert_eq!(
             p.metadata(&channel_pdu(1004, false, &fl), true),
-            Some(("clipboard", "the client offers unicode text, FileGroupDescriptorW".into()))
+            Some((
+                "clipboard",
+                "the client offers unicode text, FileGroupDescriptorW".into()
+            ))
         );
-        assert_eq!(p.metadata(&channel_pdu(1004, false, &fl), true), None, "once per session");
+        assert_eq!(
+            p.metadata(&channel_pdu(1004, false, &fl), true),
+            None,
+            "once per session"
+        );
         let mut short_names = ChannelPolicy::new(&names, &ids, true, true);
         assert_eq!(
             short_names.metadata(&channel_pdu(1004, true, &sfl), false),

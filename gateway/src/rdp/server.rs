@@ -524,7 +524,14 @@ impl RdpGateway {
             target.resource.allow_drive,
         );
         let (up, down, why) = self
-            .relay(client_tls, &mut target_tls, cancel, policy, &*sink, (&actor, object, ctx))
+            .relay(
+                client_tls,
+                &mut target_tls,
+                cancel,
+                policy,
+                &*sink,
+                (&actor, object, ctx),
+            )
             .await;
         let why = match registration.termination() {
             Some(t) => format!("terminated by {}: {}", t.by, t.reason),

@@ -336,7 +336,9 @@ pub async fn recording_frame(
     let first = !state.web.frames.contains(&key);
     let info = state.vault.recording_play(&auth.actor, &id, first, &ctx).await?;
     if info.protocol != "rdp" {
-        return Err(ApiError::not_found("this recording has no frames (it is not an RDP recording)"));
+        return Err(ApiError::not_found(
+            "this recording has no frames (it is not an RDP recording)",
+        ));
     }
     let path = PathBuf::from(&info.path);
     if !path.exists() {
@@ -361,7 +363,10 @@ pub async fn recording_frame(
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PNG_CONTENT_TYPE));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60"));
-    for (name, secs) in [("x-postern-frame-at", at), ("x-postern-duration", duration_us as f64 / 1e6)] {
+    for (name, secs) in [
+        ("x-postern-frame-at", at),
+        ("x-postern-duration", duration_us as f64 / 1e6),
+    ] {
         if let Ok(v) = HeaderValue::try_from(format!("{secs:.3}")) {
             h.insert(name, v);
         }
