@@ -801,7 +801,7 @@ mod tests {
         let cast = String::from_utf8(cast).unwrap();
         assert!(cast.contains(r#""i", "ls\r""#), "{cast}");
         let mut ix = Indexer::default();
-        export_cast(&sealed.path, &mut ix).unwrap();
+        crate::index_recording(&sealed.path, &mut ix).unwrap();
         let ix = ix.finish();
         assert!(ix.entries.iter().any(|e| e.text == "ls"), "{:?}", ix.entries);
         // The PNG of a frame has the frame's size.
