@@ -107,6 +107,70 @@ fn thread_cpu(comm_prefix: &str) -> Option<f64> {
     None
 }
 
+/// Types `text` (lower-case letters, digits, space) on X display `:display` through the XTEST extension,
+/// speaking the X11 protocol over the display's abstract socket (no xdotool needed): the keys go to the window
+/// under the pointer, which is first moved to (100, 100).
+fn type_on(display: u32, text: &str) {
+    use std::io::{Read, Write};
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(format!("/tmp/.X11-unix/X{display}")).unwrap();
+    let mut x = std::os::unix::net::UnixStream::connect_addr(&addr).expect("connect to Xvfb");
+    // Connection setup: little-endian, protocol 11.0, no authorization.
+    x.write_all(&[b'l', 0, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut head = [0u8; 8];
+    x.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 1, "X connection refused");
+    let mut rest = vec![0u8; usize::from(u16::from_le_bytes([head[6], head[7]])) * 4];
+    x.read_exact(&mut rest).unwrap();
+    // QueryExtension "XTEST".
+    let mut q = vec![98, 0, 4, 0, 5, 0, 0, 0];
+    q.extend_from_slice(b"XTEST\0\0\0");
+    x.write_all(&q).unwrap();
+    let mut reply = [0u8; 32];
+    x.read_exact(&mut reply).unwrap();
+    assert!(reply[0] == 1 && reply[8] == 1, "no XTEST extension");
+    let major = reply[9];
+    let fake = |kind: u8, detail: u8, rx: i16, ry: i16| {
+        let mut r = vec![major, 2, 9, 0, kind, detail, 0, 0];
+        r.extend_from_slice(&[0u8; 16]); // time (now), root (none), padding
+        r.extend_from_slice(&rx.to_le_bytes());
+        r.extend_from_slice(&ry.to_le_bytes());
+        r.extend_from_slice(&[0u8; 8]);
+        r
+    };
+    // Keycodes of Xvfb's default (evdev) keymap.
+    let keycode = |c: char| -> u8 {
+        const ROWS: [(&str, u8); 4] = [
+            ("1234567890", 10),
+            ("qwertyuiop", 24),
+            ("asdfghjkl", 38),
+            ("zxcvbnm", 52),
+        ];
+        if c == ' ' {
+            return 65;
+        }
+        ROWS.iter()
+            .find_map(|(row, first)| row.find(c).map(|i| first + i as u8))
+            .unwrap_or_else(|| panic!("cannot type {c:?}"))
+    };
+    let mut out = fake(6, 0, 100, 100); // MotionNotify, absolute
+    for c in text.chars() {
+        out.extend(fake(2, keycode(c), 0, 0)); // KeyPress
+        out.extend(fake(3, keycode(c), 0, 0)); // KeyRelease
+    }
+    // GetInputFocus: its reply means every request before it was processed.
+    out.extend_from_slice(&[43, 0, 1, 0]);
+    x.write_all(&out).unwrap();
+    // Events (MappingNotify…) may come first; an error (0) fails.
+    loop {
+        x.read_exact(&mut reply).unwrap();
+        assert_ne!(reply[0], 0, "X error {:?}", &reply[..4]);
+        if reply[0] == 1 {
+            break;
+        }
+    }
+}
+
 /// The server's recording public key.
 fn public_key(s: &TestServer) -> postern_recorder::VerifyingKey {
     let key_hex = std::fs::read_to_string(s.data_dir().join("recording-signing.pub")).unwrap();
@@ -232,6 +296,10 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         live_sim * 100.0
     );
 
+    // Keystrokes (input is recorded here): typed on the client, found by search once the recording is indexed.
+    type_on(x.display, "echo rdpneedle42");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
     // End the session from the web; the recording is sealed.
     let r = s
         .req(
@@ -295,6 +363,19 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
             keep.display()
         );
     }
+    let mut found = String::new();
+    for _ in 0..100 {
+        found = s
+            .req("GET", "/api/v1/recordings/search?q=rdpneedle42", Some(&admin), None)
+            .await
+            .text;
+        if found.contains(&id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(found.contains(&id) && found.contains("echo rdpneedle42"), "{found}");
+
     // Before the target drew anything the frame is black: rendering depends on the offset.
     let start = postern_recorder::rdp::render_at(&path, 0).unwrap();
     assert!(similarity(&rgba_to_rgb_crop(&start), &shot, 24) < 0.5);
