@@ -32,8 +32,10 @@ use crate::Error;
 const IO_CHANNEL: u16 = 1003;
 /// The largest PDU the framer accepts (TPKT lengths are 16-bit, fast-path 15-bit).
 const MAX_PDU: usize = 64 * 1024;
-/// The largest desktop a decoder allocates (RDP's own limit is 8192x8192).
+/// The largest desktop side a decoder accepts (RDP's own limit is 8192)…
 const MAX_SIDE: u16 = 8192;
+/// …and the most pixels (64 MiB of RGBA: two 4K screens), whatever a target announces.
+const MAX_PIXELS: u32 = 16 << 20;
 /// The desktop size used until the recording says otherwise.
 const DEFAULT_SIZE: (u16, u16) = (1024, 768);
 
@@ -164,9 +166,10 @@ impl Default for Decoder {
 impl Decoder {
     /// A black desktop of `width` x `height` (clamped to 1..=8192).
     pub fn new(width: u16, height: u16) -> Self {
+        let (w, h) = bounded(width, height);
         Decoder {
             framer: Framer::default(),
-            image: DecodedImage::new(PixelFormat::RgbA32, width.clamp(1, MAX_SIDE), height.clamp(1, MAX_SIDE)),
+            image: DecodedImage::new(PixelFormat::RgbA32, w, h),
             processor: new_processor(),
             errors: 0,
             last_error: None,
@@ -184,9 +187,10 @@ impl Decoder {
         self.image.height()
     }
 
-    /// The desktop changed size: a new, black framebuffer (the target repaints after a resize).
+    /// The desktop changed size: a new, black framebuffer (the target repaints after a resize). Sizes over
+    /// 8192 on a side or 16 Mi pixels are cut down.
     pub fn resize(&mut self, width: u16, height: u16) {
-        let (w, h) = (width.clamp(1, MAX_SIDE), height.clamp(1, MAX_SIDE));
+        let (w, h) = bounded(width, height);
         if (w, h) != (self.width(), self.height()) {
             self.image = DecodedImage::new(PixelFormat::RgbA32, w, h);
         }
@@ -285,6 +289,13 @@ impl Decoder {
             t_us,
         }
     }
+}
+
+/// A desktop size within [`MAX_SIDE`] and [`MAX_PIXELS`].
+fn bounded(width: u16, height: u16) -> (u16, u16) {
+    let w = width.clamp(1, MAX_SIDE);
+    let max_h = u16::try_from(MAX_PIXELS / u32::from(w)).unwrap_or(MAX_SIDE);
+    (w, height.clamp(1, MAX_SIDE.min(max_h)))
 }
 
 /// Parses a `WIDTHxHEIGHT` size event.
@@ -671,6 +682,8 @@ mod tests {
         assert_eq!(parse_size(b"800x"), None);
         d.resize(0, 9000);
         assert_eq!((d.width(), d.height()), (1, MAX_SIDE));
+        d.resize(8192, 8192);
+        assert_eq!((d.width(), d.height()), (8192, 2048), "at most 16 Mi pixels");
     }
 
     /// A fast-path bitmap update painting `rect` (inclusive) in one colour, uncompressed 32 bpp.

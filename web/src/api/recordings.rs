@@ -266,8 +266,8 @@ pub struct FrameQuery {
     pub at: Option<f64>,
 }
 
-/// How many RDP decoders the web player keeps (each holds one desktop framebuffer, at most 256 MiB at RDP's
-/// largest size, a few MiB for usual desktops).
+/// How many RDP decoders the web player keeps (each holds one desktop framebuffer, at most 64 MiB at the
+/// decoder's largest size, a few MiB for usual desktops).
 pub const FRAME_PLAYERS: usize = 4;
 
 type PlayerSlot = std::sync::Arc<std::sync::Mutex<postern_recorder::rdp::Player>>;
