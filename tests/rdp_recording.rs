@@ -179,6 +179,13 @@ fn public_key(s: &TestServer) -> postern_recorder::VerifyingKey {
     postern_recorder::VerifyingKey::from_bytes(&kb).unwrap()
 }
 
+/// CPU seconds used so far by this whole process (the in-process server: relay, TLS both ways, recorder).
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
 /// Waits (without blocking the runtime) until `f` holds; false after `timeout`.
 async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -528,11 +535,13 @@ exec sleep 86400\n";
         t.logs()
     );
     let busy_from = t0.elapsed();
+    let (cpu0, writer0) = (process_cpu(), thread_cpu(&format!("rec-{}", &id[..10])).unwrap_or(0.0));
     assert!(
         eventually(Duration::from_secs(180), || done.exists()).await,
         "the busy desktop did not finish"
     );
     let busy_secs = (t0.elapsed() - busy_from).as_secs_f64();
+    let (cpu1, writer1) = (process_cpu(), thread_cpu(&format!("rec-{}", &id[..10])).unwrap_or(0.0));
     let mut prev = screen_rgb(&x, tmp.path(), "shot");
     let (shot, shot_at) = loop {
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -601,12 +610,15 @@ exec sleep 86400\n";
     let size = std::fs::metadata(&path).unwrap().len();
     println!(
         "busy RDP session: {session_secs:.1} s ({busy_secs:.1} s of repaints); {target_bytes} bytes from the target \
-         ({:.1} MiB/min); recording {size} bytes ({:.1} MiB/min, {:.0} % of the stream); writer thread CPU {} s; \
-         {} events in {} chunks; last frame match {:.2} %",
+         ({:.1} MiB/min); recording {size} bytes ({:.1} MiB/min, {:.0} % of the stream); writer thread CPU {} s in \
+         all, {:.2} s during the repaints, while the whole server used {:.2} s; {} events in {} chunks; last frame \
+         match {:.2} %",
         target_bytes as f64 / 1048576.0 / (session_secs / 60.0),
         size as f64 / 1048576.0 / (session_secs / 60.0),
         100.0 * size as f64 / target_bytes.max(1) as f64,
         cpu.map_or("?".into(), |c| format!("{c:.2}")),
+        writer1 - writer0,
+        cpu1 - cpu0,
         v.events,
         v.chunks,
         sim * 100.0
