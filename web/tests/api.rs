@@ -230,6 +230,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/recordings/search"),
     ("GET", "/api/v1/recordings/{id}"),
     ("GET", "/api/v1/recordings/{id}/cast"),
+    ("GET", "/api/v1/recordings/{id}/frame"),
 ];
 
 const PUBLIC: &[&str] = &["/api/v1/openapi.json", "/api/v1/auth/login", "/api/v1/auth/web-login"];
