@@ -305,18 +305,30 @@ fn parse_size(data: &[u8]) -> Option<(u16, u16)> {
     Some((w.parse().ok()?, h.parse().ok()?))
 }
 
-/// Seeks in an RDP recording and renders frames. Forward seeks continue from the last one
-/// (only the file is re-read, nothing is decoded twice); a backward seek starts over.
-#[derive(Debug)]
+/// Seeks in an RDP recording and renders frames. Forward seeks continue from the last one, in the file and in
+/// the decoder (nothing is read or decoded twice; a live recording's new chunks are picked up); a backward seek
+/// starts over.
 pub struct Player {
     path: PathBuf,
     decoder: Decoder,
-    /// Events (of any kind) already applied.
-    applied: u64,
+    cursor: Option<crate::verify::ChunkCursor>,
+    /// The payload of the chunk being played, and how many of its events were applied.
+    chunk: Vec<u8>,
+    used: usize,
     /// The time up to which events were applied.
     t_us: u64,
-    /// The recording's duration as far as read (time of its last event).
+    /// The recording's duration as far as read (time of the last event read).
     pub duration_us: u64,
+}
+
+impl std::fmt::Debug for Player {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Player")
+            .field("path", &self.path)
+            .field("decoder", &self.decoder)
+            .field("t_us", &self.t_us)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Player {
@@ -325,7 +337,9 @@ impl Player {
         Player {
             path: path.into(),
             decoder: Decoder::default(),
-            applied: 0,
+            cursor: None,
+            chunk: Vec::new(),
+            used: 0,
             t_us: 0,
             duration_us: 0,
         }
@@ -348,57 +362,53 @@ impl Player {
         if t_us < self.t_us {
             *self = Player::open(std::mem::take(&mut self.path));
         }
-        let skip = self.applied;
-        let mut seen = 0u64;
-        let (dec, applied, last_t, duration) = (
-            &mut self.decoder,
-            &mut self.applied,
-            &mut self.t_us,
-            &mut self.duration_us,
-        );
-        let header_size = std::cell::Cell::new(None);
-        let mut on_header = |h: &crate::format::CastHeader| {
-            if skip == 0 && h.width > 0 && h.height > 0 && h.postern.protocol == "rdp" {
-                header_size.set(Some((
+        if self.cursor.is_none() {
+            let c = crate::verify::ChunkCursor::open(&self.path)?;
+            let h = &c.header;
+            if h.width > 0 && h.height > 0 && h.postern.protocol == "rdp" {
+                self.decoder.resize(
                     u16::try_from(h.width).unwrap_or(MAX_SIDE),
                     u16::try_from(h.height).unwrap_or(MAX_SIDE),
-                )));
+                );
             }
-        };
-        let mut on_event = |ev: &BinEvent<'_>| {
-            if let Some((w, h)) = header_size.take() {
-                dec.resize(w, h);
-            }
-            seen += 1;
-            if seen <= skip {
-                return true;
-            }
-            *duration = (*duration).max(ev.t_us);
-            // The desktop size announced before any graphics applies from the start (it is the first event,
-            // a few microseconds in).
-            let initial_size = ev.code == b'r' && dec.pdus == 0;
-            if ev.t_us > t_us && !initial_size {
-                return false;
-            }
-            match ev.code {
-                RDP_SERVER => dec.feed(ev.data),
-                b'r' => {
-                    if let Some((w, h)) = parse_size(ev.data) {
-                        dec.resize(w, h);
-                    }
-                }
-                _ => {}
-            }
-            *applied += 1;
-            *last_t = (*last_t).max(ev.t_us.min(t_us));
-            true
-        };
-        match crate::verify::for_each_event(&self.path, &mut on_header, &mut on_event) {
-            Ok(_) | Err(Error::Corrupt { .. }) => {}
-            Err(e) => return Err(e),
+            self.cursor = Some(c);
         }
-        if let Some((w, h)) = header_size.take() {
-            self.decoder.resize(w, h);
+        loop {
+            let events = crate::format::parse_bin_events(&self.chunk, 0).unwrap_or_default();
+            let mut stopped = false;
+            for ev in &events[self.used.min(events.len())..] {
+                self.duration_us = self.duration_us.max(ev.t_us);
+                // The desktop size announced before any graphics applies from the start (it is the first
+                // event, a few microseconds in).
+                let initial_size = ev.code == b'r' && self.decoder.pdus == 0;
+                if ev.t_us > t_us && !initial_size {
+                    stopped = true;
+                    break;
+                }
+                match ev.code {
+                    RDP_SERVER => self.decoder.feed(ev.data),
+                    b'r' => {
+                        if let Some((w, h)) = parse_size(ev.data) {
+                            self.decoder.resize(w, h);
+                        }
+                    }
+                    _ => {}
+                }
+                self.used += 1;
+            }
+            if stopped {
+                break;
+            }
+            let Some(cursor) = self.cursor.as_mut() else { break };
+            match cursor.next_chunk() {
+                Ok(Some(raw)) => {
+                    self.chunk = raw;
+                    self.used = 0;
+                }
+                // The end of what the file holds now, or a damaged chunk: render the intact prefix.
+                Ok(None) | Err(Error::Corrupt { .. }) => break,
+                Err(e) => return Err(e),
+            }
         }
         self.t_us = self.t_us.max(t_us);
         Ok(self.decoder.frame(t_us))
@@ -821,5 +831,48 @@ mod tests {
         let png = f1.png();
         assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 64);
         assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 48);
+    }
+
+    #[test]
+    fn a_player_follows_a_live_recording_as_it_grows() {
+        use crate::{RecorderConfig, Recording, SessionMeta, SigningKey};
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = RecorderConfig::new(dir.path(), SigningKey::from_bytes(&[7; 32]));
+        cfg.flush_interval = std::time::Duration::from_millis(20);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let rec = Recording::start(
+                &cfg,
+                SessionMeta {
+                    session_id: "live".into(),
+                    protocol: "rdp".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let wait = || tokio::time::sleep(std::time::Duration::from_millis(200));
+            rec.resize(64, 48);
+            rec.output(&fill(0, 0, 63, 47, [0, 0, 255, 0]));
+            wait().await;
+            let mut p = Player::open(rec.path());
+            let px = |f: &Frame| f.rgba[(10 * 64 + 20) * 4..][..4].to_vec();
+            assert_eq!(px(&p.frame_at(u64::MAX / 2).unwrap()), [255, 0, 0, 255]);
+            rec.output(&fill(16, 8, 31, 15, [0, 255, 0, 0]));
+            wait().await;
+            assert_eq!(
+                px(&p.frame_at(u64::MAX / 2 + 1).unwrap()),
+                [0, 255, 0, 255],
+                "the new chunk is read"
+            );
+            rec.finish().await.unwrap();
+            assert_eq!(
+                px(&p.frame_at(u64::MAX / 2 + 2).unwrap()),
+                [0, 255, 0, 255],
+                "the seal ends it"
+            );
+        });
     }
 }

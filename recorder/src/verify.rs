@@ -198,15 +198,15 @@ enum Rec {
     },
 }
 
-struct Reader<'p> {
+struct Reader {
     r: BufReader<File>,
     offset: u64,
-    path: &'p Path,
+    path: std::path::PathBuf,
 }
 
-impl Reader<'_> {
+impl Reader {
     fn io(&self, e: io::Error) -> Error {
-        Error::io_path("read recording", self.path, e)
+        Error::io_path("read recording", &self.path, e)
     }
 
     /// Reads as much of `buf` as the file holds.
@@ -266,21 +266,8 @@ fn bad_sig(chunk: u64, offset: u64, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Walks a recording, checking everything; `emit` gets the header and the cast text of each
-/// intact chunk, in order. With `key: None` signatures are skipped.
-fn walk(
-    path: &Path,
-    key: Option<&VerifyingKey>,
-    emit: &mut dyn FnMut(Piece<'_>) -> Result<(), Error>,
-) -> Result<Verification, Error> {
-    let file = File::open(path).map_err(|e| Error::io_path("open recording", path, e))?;
-    let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut r = Reader {
-        r: BufReader::with_capacity(256 * 1024, file),
-        offset: 0,
-        path,
-    };
-
+/// Reads the prologue and the header record: (format version, chain_0, header, header JSON).
+fn read_head(r: &mut Reader) -> Result<(u32, [u8; HASH_LEN], CastHeader, Vec<u8>), Error> {
     // Prologue.
     let mut pro = [0u8; PROLOGUE_LEN];
     let n = r.read_up_to(&mut pro)?;
@@ -310,7 +297,7 @@ fn walk(
         return Err(corrupt(0, header_offset, "header record too short"));
     }
     let (json, stored) = body.split_at(body.len() - HASH_LEN);
-    let mut chain = sha256_parts(&[&pro, &frame, json]);
+    let chain = sha256_parts(&[&pro, &frame, json]);
     if chain[..] != stored[..] {
         return Err(corrupt(0, header_offset, "header hash mismatch"));
     }
@@ -328,7 +315,116 @@ fn walk(
             format!("asciicast version {} is not 2", header.version),
         ));
     }
-    emit(Piece::Header(json))?;
+    Ok((version, chain, header, json.to_vec()))
+}
+
+/// Reads a recording's chunks one at a time and resumes where it stopped, also after the file grew (a live
+/// recording): what a player uses to go forward without reading the file from its start again. Chain hashes
+/// are checked, signatures are not.
+pub(crate) struct ChunkCursor {
+    /// Positioned where the next record starts.
+    r: Reader,
+    chain: [u8; HASH_LEN],
+    /// Index of the next chunk.
+    next: u64,
+    last_t: u64,
+    version: u32,
+    /// The seal was read: nothing follows.
+    sealed: bool,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    /// The recording's header.
+    pub(crate) header: CastHeader,
+}
+
+impl ChunkCursor {
+    /// Opens a recording and reads its header.
+    pub(crate) fn open(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|e| Error::io_path("open recording", path, e))?;
+        let mut r = Reader {
+            r: BufReader::with_capacity(256 * 1024, file),
+            offset: 0,
+            path: path.to_owned(),
+        };
+        let (version, chain, header, _) = read_head(&mut r)?;
+        Ok(ChunkCursor {
+            r,
+            chain,
+            next: 1,
+            last_t: 0,
+            version,
+            sealed: false,
+            zstd: None,
+            header,
+        })
+    }
+
+    /// The payload (binary events, already checked) of the next intact chunk; `None` at the end of what the
+    /// file holds now (or after the seal). Version 1 chunks give an empty payload.
+    pub(crate) fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        use std::io::{Seek, SeekFrom};
+        if self.sealed {
+            return Ok(None);
+        }
+        let (k, offset) = (self.next, self.r.offset);
+        let (kind, frame, body) = match self.r.record()? {
+            Rec::Eof | Rec::Truncated => {
+                // Read that record again next time (the writer may still be writing it).
+                self.r.r.seek(SeekFrom::Start(offset)).map_err(|e| self.r.io(e))?;
+                self.r.offset = offset;
+                return Ok(None);
+            }
+            Rec::Bad(why) => return Err(corrupt(k, offset, why)),
+            Rec::Full { kind, frame, body } => (kind, frame, body),
+        };
+        match kind {
+            KIND_CHUNK => {
+                let text = check_chunk(
+                    k,
+                    offset,
+                    &frame,
+                    &body,
+                    &mut self.chain,
+                    None,
+                    self.version,
+                    &mut self.zstd,
+                )?;
+                self.next += 1;
+                if self.version == VERSION_1 {
+                    return Ok(Some(Vec::new()));
+                }
+                let events = parse_bin_events(&text.raw, self.last_t).map_err(|why| corrupt(k, offset, why))?;
+                if events.len() != text.events as usize {
+                    return Err(corrupt(k, offset, "chunk event count mismatch"));
+                }
+                self.last_t = events.last().map_or(self.last_t, |e| e.t_us);
+                Ok(Some(text.raw))
+            }
+            KIND_SEAL => {
+                self.sealed = true;
+                Ok(None)
+            }
+            _ => Err(corrupt(k, offset, "unexpected second header")),
+        }
+    }
+}
+
+/// Walks a recording, checking everything; `emit` gets the header and the cast text of each
+/// intact chunk, in order. With `key: None` signatures are skipped.
+fn walk(
+    path: &Path,
+    key: Option<&VerifyingKey>,
+    emit: &mut dyn FnMut(Piece<'_>) -> Result<(), Error>,
+) -> Result<Verification, Error> {
+    let file = File::open(path).map_err(|e| Error::io_path("open recording", path, e))?;
+    let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut r = Reader {
+        r: BufReader::with_capacity(256 * 1024, file),
+        offset: 0,
+        path: path.to_owned(),
+    };
+
+    let (version, mut chain, header, json) = read_head(&mut r)?;
+    emit(Piece::Header(&json))?;
 
     let mut v = Verification {
         meta: header.meta(),
