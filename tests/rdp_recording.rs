@@ -171,6 +171,36 @@ fn type_on(display: u32, text: &str) {
     }
 }
 
+/// Runs `tests/e2e/rdp_player.mjs` in headless Chromium against `s` (logged in as the admin) with `env`;
+/// returns its RESULT.
+async fn browser(s: &TestServer, env: Vec<(&'static str, String)>) -> Value {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "{chromium} is missing (tests/run.sh installs chromium)"
+    );
+    ensure_e2e_deps();
+    let (base, script) = (s.base.clone(), e2e_dir().join("rdp_player.mjs"));
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .env("POSTERN_URL", base)
+            .env("POSTERN_PW", ADMIN_PW)
+            .env("CHROMIUM", chromium)
+            .envs(env)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    serde_json::from_str(line).unwrap()
+}
+
 /// The server's recording public key.
 fn public_key(s: &TestServer) -> postern_recorder::VerifyingKey {
     let key_hex = std::fs::read_to_string(s.data_dir().join("recording-signing.pub")).unwrap();
@@ -302,6 +332,33 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         "the live frame matches {:.2} % of the screenshot",
         live_sim * 100.0
     );
+
+    // The console's live view: Sessions → Watch shows the same desktop on a canvas.
+    let points = [(100usize, 100usize), (400, 300), (700, 500), (450, 155)];
+    let spec = points
+        .iter()
+        .map(|(x, y)| format!("{x},{y}"))
+        .collect::<Vec<_>>()
+        .join(";");
+    let r = browser(&s, vec![("POSTERN_LIVE", id.clone()), ("POSTERN_POINTS", spec)]).await;
+    assert_eq!(r["ok"], true, "{r:#}");
+    assert!(
+        r["url"].as_str().unwrap_or_default().ends_with("/watch?protocol=rdp"),
+        "{r:#}"
+    );
+    for (i, (x, y)) in points.iter().enumerate() {
+        let want = &shot[(y * W + x) * 3..][..3];
+        let got: Vec<u8> = r["live"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u8)
+            .collect();
+        assert!(
+            got.iter().zip(want).all(|(a, b)| a.abs_diff(*b) <= 24),
+            "live pixel ({x}, {y}) is {got:?}, the client shows {want:?}"
+        );
+    }
 
     // Keystrokes (input is recorded here): typed on the client, found by search once the recording is indexed.
     type_on(x.display, "echo rdpneedle42");
@@ -714,13 +771,6 @@ fn fill_pdu(left: u16, top: u16, right: u16, bottom: u16, rgb: [u8; 3]) -> Vec<u
 /// after 2.5 s).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_plays_and_seeks_an_rdp_recording() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "{chromium} is missing (tests/run.sh installs chromium)"
-    );
-    ensure_e2e_deps();
-    let e2e = e2e_dir();
     let mut s = TestServer::builder().start().await;
     let _admin = s.admin_token().await;
     let id = "5e1f0c1d-0000-4000-8000-000000000001".to_string();
@@ -777,25 +827,7 @@ async fn the_console_plays_and_seeks_an_rdp_recording() {
         .await
         .unwrap();
 
-    let (base, script) = (s.base.clone(), e2e.join("rdp_player.mjs"));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(script)
-            .env("POSTERN_URL", base)
-            .env("POSTERN_PW", ADMIN_PW)
-            .env("POSTERN_RECORDING", id)
-            .env("CHROMIUM", chromium)
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .unwrap_or_else(|| panic!("no RESULT\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    let r: Value = serde_json::from_str(line).unwrap();
+    let r = browser(&s, vec![("POSTERN_RECORDING", id)]).await;
     assert_eq!(r["ok"], true, "{r:#}");
     assert_eq!(r["width"], 160, "{r:#}");
     assert_eq!(r["pixels"]["end"], json!([0, 255, 0]), "{r:#}");
