@@ -264,7 +264,9 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         rdp_port,
         "alice#winuser@rdp1",
         ALICE_PW,
-        &[],
+        // The client offers the graphics pipeline: the gateway withdraws it towards the target (re-encoding the
+        // MCS Connect Initial, which xrdp must accept), so the target sends bitmaps the recording renders.
+        &["/gfx"],
         &tmp.path().join("client.log"),
     );
     let registry = s.running.as_ref().unwrap().registry.clone();

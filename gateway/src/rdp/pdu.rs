@@ -78,6 +78,32 @@ pub(crate) fn desktop_size(connect_initial: &[u8]) -> Option<(u16, u16)> {
     Some((core.desktop_width, core.desktop_height))
 }
 
+/// The client's MCS Connect Initial (framed) as the target gets it: unchanged, unless its Client Core Data offers
+/// the graphics pipeline (GFX, `SUPPORT_DYN_VC_GFX_PROTOCOL`), which is then withdrawn so that the target sends
+/// the bitmap updates the recording's decoder renders (the client handles those too). `None`: unchanged.
+pub(crate) fn without_gfx(connect_initial: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    use ironrdp_pdu::gcc::{ClientEarlyCapabilityFlags, ConferenceCreateRequest};
+    let mut ci: ConnectInitial = parse_wrapped(connect_initial, "MCS Connect Initial")?;
+    let gfx = ClientEarlyCapabilityFlags::SUPPORT_DYN_VC_GFX_PROTOCOL;
+    let offered = ci
+        .conference_create_request
+        .gcc_blocks()
+        .core
+        .optional_data
+        .early_capability_flags
+        .is_some_and(|f| f.contains(gfx));
+    if !offered {
+        return Ok(None);
+    }
+    let mut blocks = ci.conference_create_request.into_gcc_blocks();
+    if let Some(f) = blocks.core.optional_data.early_capability_flags.as_mut() {
+        f.remove(gfx);
+    }
+    ci.conference_create_request =
+        ConferenceCreateRequest::new(blocks).map_err(|e| format!("re-encoding the MCS Connect Initial: {e}"))?;
+    wrap(encode(&ci)?).map(Some)
+}
+
 /// The static virtual channels the client asked for (their count).
 pub(crate) fn static_channel_count(ci: &ConnectInitial) -> usize {
     ci.conference_create_request
@@ -314,5 +340,60 @@ mod tests {
             !format!("{info:?}").contains("vaulted secret"),
             "Debug of the PDU hides the password"
         );
+    }
+
+    #[test]
+    fn gfx_is_withdrawn_from_the_connect_initial_and_nothing_else_changes() {
+        use ironrdp_pdu::gcc::{
+            ClientCoreData, ClientCoreOptionalData, ClientEarlyCapabilityFlags, ClientGccBlocks, ClientSecurityData,
+            ColorDepth, HighColorDepth, KeyboardType, RdpVersion, SecureAccessSequence, SupportedColorDepths,
+        };
+        let framed = |early: ClientEarlyCapabilityFlags| {
+            let blocks = ClientGccBlocks {
+                core: ClientCoreData {
+                    version: RdpVersion::V5_PLUS,
+                    desktop_width: 1280,
+                    desktop_height: 720,
+                    color_depth: ColorDepth::Bpp8,
+                    sec_access_sequence: SecureAccessSequence::Del,
+                    keyboard_layout: 0x409,
+                    client_build: 2600,
+                    client_name: "client".into(),
+                    keyboard_type: KeyboardType::IbmEnhanced,
+                    keyboard_subtype: 0,
+                    keyboard_functional_keys_count: 12,
+                    ime_file_name: String::new(),
+                    optional_data: ClientCoreOptionalData {
+                        post_beta2_color_depth: Some(ColorDepth::Bpp8),
+                        client_product_id: Some(1),
+                        serial_number: Some(0),
+                        high_color_depth: Some(HighColorDepth::Bpp24),
+                        supported_color_depths: Some(SupportedColorDepths::BPP24 | SupportedColorDepths::BPP32),
+                        early_capability_flags: Some(early),
+                        ..Default::default()
+                    },
+                },
+                security: ClientSecurityData::no_security(),
+                network: None,
+                cluster: None,
+                monitor: None,
+                message_channel: None,
+                multi_transport_channel: None,
+                monitor_extended: None,
+            };
+            wrap(encode(&ConnectInitial::with_gcc_blocks(blocks).unwrap()).unwrap()).unwrap()
+        };
+        let errinfo = ClientEarlyCapabilityFlags::SUPPORT_ERR_INFO_PDU;
+        let plain = framed(errinfo);
+        assert_eq!(
+            without_gfx(&plain).unwrap(),
+            None,
+            "no GFX offered: the bytes go as they are"
+        );
+        let with_gfx = framed(errinfo | ClientEarlyCapabilityFlags::SUPPORT_DYN_VC_GFX_PROTOCOL);
+        let out = without_gfx(&with_gfx).unwrap().expect("rewritten");
+        assert_eq!(out, plain);
+        assert_eq!(desktop_size(&out), Some((1280, 720)));
+        assert!(without_gfx(&[3, 0, 0, 7, 2, 0xf0, 0x80]).is_err());
     }
 }

@@ -422,6 +422,15 @@ impl RdpGateway {
                 return Err(e.into());
             }
         };
+        // The recording renders bitmap updates, not the graphics pipeline: the target is not offered GFX.
+        match pdu::without_gfx(&hello.connect_initial) {
+            Ok(Some(ci)) => {
+                debug!("the client offered the graphics pipeline (GFX): withdrawn towards the target");
+                hello.connect_initial = ci;
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "the MCS Connect Initial could not be checked for GFX; replayed as is"),
+        }
         let addr = format!("{}:{}", target.resource.host, target.resource.port);
         let hop = format!("target {label}");
         let connected = tokio::select! {
