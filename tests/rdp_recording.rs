@@ -245,7 +245,8 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
     let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
     let tmp = tempfile::tempdir().unwrap();
 
-    let t = XrdpTarget::start(&[("winuser", "winuser target pw")]);
+    let secret = common::canary();
+    let t = XrdpTarget::start(&[("winuser", &secret)]);
     let (code, out, err) = t.exec_in_ns(&format!(
         "cat > /etc/xrdp/startwm.sh <<'EOF'\n{STARTWM}EOF\nchmod 755 /etc/xrdp/startwm.sh"
     ));
@@ -256,7 +257,7 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
             json!({"name": "rdp1", "type": "windows", "host": "127.0.0.1", "port": t.port}),
         )
         .await;
-    s.create_account(&alice, &rid, "winuser", "winuser target pw").await;
+    s.create_account(&alice, &rid, "winuser", &secret).await;
 
     let x = Xvfb::start();
     let mut c = FreeRdp::connect(
@@ -520,6 +521,20 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         v.chunks,
         sim * 100.0
     );
+
+    // Neither the vaulted password nor the user's is in what was recorded (both streams, UTF-8 or UTF-16).
+    let (server, client) = postern_recorder::rdp::streams(&path).unwrap();
+    assert!(!server.is_empty() && !client.is_empty());
+    for pw in [secret.as_str(), ALICE_PW] {
+        let utf16: Vec<u8> = pw.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        for stream in [&server, &client] {
+            assert!(!contains_bytes(stream, pw), "a password in the recording");
+            assert!(
+                !stream.windows(utf16.len()).any(|w| w == utf16),
+                "a password in the recording (UTF-16)"
+            );
+        }
+    }
 
     // One flipped byte in the middle: verification names the damage.
     let bad = tmp.path().join("tampered.pcast");

@@ -431,6 +431,24 @@ pub fn server_stream_len(path: impl AsRef<Path>) -> Result<u64, Error> {
     }
 }
 
+/// The two streams of an RDP recording as recorded: (what the target sent, what the client sent — empty unless
+/// input was recorded), from its intact chunks. For forensic export and tests; memory grows with the recording.
+pub fn streams(path: impl AsRef<Path>) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let (mut server, mut client) = (Vec::new(), Vec::new());
+    let mut on_event = |ev: &BinEvent<'_>| {
+        match ev.code {
+            RDP_SERVER => server.extend_from_slice(ev.data),
+            crate::format::RDP_CLIENT => client.extend_from_slice(ev.data),
+            _ => {}
+        }
+        true
+    };
+    match crate::verify::for_each_event(path.as_ref(), &mut |_| {}, &mut on_event) {
+        Ok(_) | Err(Error::Corrupt { .. }) => Ok((server, client)),
+        Err(e) => Err(e),
+    }
+}
+
 /// A decoder fed with the first `limit` bytes of the server stream of the recording at `path` (and its size
 /// events up to there): where a live viewer starts before following the session's hub. Returns the decoder and
 /// the bytes fed (less than `limit` when the file holds less).
@@ -815,6 +833,10 @@ mod tests {
         // A late live viewer's prefix: all of the server stream, or just the first rectangle.
         let total = server_stream_len(&sealed.path).unwrap();
         assert_eq!(total as usize, red.len() + green.len());
+        assert_eq!(
+            streams(&sealed.path).unwrap(),
+            ([red.clone(), green.clone()].concat(), typed.clone())
+        );
         let (d, fed) = decode_prefix(&sealed.path, red.len() as u64).unwrap();
         assert_eq!(fed as usize, red.len());
         assert_eq!(px(&d.frame(0), 20, 10), red_px);
