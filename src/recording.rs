@@ -313,7 +313,16 @@ impl SinkFactory for RecorderSinks {
             height: if info.protocol == "rdp" { 0 } else { 24 },
             ..Default::default()
         };
-        let hub = Hub::new();
+        // RDP viewers rebuild the desktop from the recording file, not from recent output (no ring), and may
+        // take a few seconds to catch up while a busy desktop keeps sending: a deeper per-viewer queue.
+        let hub = if info.protocol == "rdp" {
+            Hub::with_config(postern_recorder::HubConfig {
+                ring_bytes: 0,
+                subscriber_bytes: 16 << 20,
+            })
+        } else {
+            Hub::new()
+        };
         let path = postern_recorder::recording_path(&self.cfg.dir, &info.id).unwrap_or_default();
         let mut sink = RecSink {
             rec: Mutex::new(None),

@@ -402,4 +402,24 @@ mod tests {
             b"hi"
         );
     }
+
+    #[test]
+    fn a_counted_subscription_says_how_much_came_before_it() {
+        let hub = Hub::with_config(HubConfig {
+            ring_bytes: 0,
+            subscriber_bytes: 1 << 20,
+        });
+        hub.publish(b"abc");
+        hub.publish(b"de");
+        let (before, mut sub) = hub.subscribe_counted();
+        assert_eq!(before, 5);
+        hub.publish(b"fgh");
+        assert_eq!(sub.try_recv().unwrap().unwrap(), b"fgh");
+        assert!(hub.subscribe().0.is_empty(), "no ring: no snapshot");
+        hub.close();
+        assert!(matches!(sub.try_recv(), Err(Error::Closed)));
+        let (after, mut late) = hub.subscribe_counted();
+        assert_eq!(after, 8);
+        assert!(matches!(late.try_recv(), Err(Error::Closed)));
+    }
 }
