@@ -205,7 +205,12 @@ impl Decoder {
                 Ok(None) => return,
                 Err(e) => return self.fail(e),
             };
-            self.pdu(&pdu);
+            // Recorded bytes come from the target: a PDU the decoding library cannot cope with (even by
+            // panicking) is skipped like any undecodable one, never the end of playback.
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.pdu(&pdu)));
+            if done.is_err() {
+                self.fail("the decoder failed on a PDU (skipped)".into());
+            }
         }
     }
 
@@ -896,5 +901,45 @@ mod tests {
                 "the seal ends it"
             );
         });
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_stop_the_decoder() {
+        // A small xorshift generator: the same bytes every run.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut d = Decoder::new(64, 48);
+        let mut pdus = Vec::new();
+        for _ in 0..3000 {
+            let len = 4 + (next() % 200) as usize;
+            let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Mostly well-framed fast-path bitmap/surface updates with random bodies, some slow-path frames.
+            if next() % 4 == 0 {
+                p[0] = 3;
+                p[1] = 0;
+                p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            } else {
+                p[0] = 0;
+                p[1] = 0x80 | (len >> 8) as u8;
+                p[2] = len as u8;
+                p[3] = [0x01, 0x04, 0x00, 0x05][(next() % 4) as usize];
+            }
+            pdus.extend_from_slice(&p);
+        }
+        for piece in pdus.chunks(977) {
+            d.feed(piece);
+        }
+        let f = d.frame(0);
+        assert_eq!(f.rgba.len(), usize::from(f.width) * usize::from(f.height) * 4);
+        assert!(d.errors > 0);
+        // Pure noise too.
+        let noise: Vec<u8> = (0..50_000).map(|_| next() as u8).collect();
+        d.feed(&noise);
+        let _ = d.frame(1);
     }
 }
