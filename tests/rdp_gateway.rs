@@ -247,6 +247,8 @@ async fn autologon_through_postern_with_the_vaulted_password() {
         c.wait_exit(WAIT).is_some(),
         "xfreerdp still connected after the termination"
     );
+    // It was told why, in RDP's terms.
+    assert!(c.log().contains("ERRINFO_RPC_INITIATED_DISCONNECT"), "{}", c.log());
     assert!(
         eventually(WAIT, || registry.list().is_empty()).await,
         "{:?}",

@@ -324,6 +324,49 @@ impl Framer {
     }
 }
 
+/// Follows the PDU boundaries of a byte stream relayed as is (by the length headers, without buffering it), so
+/// that the gateway knows when it may insert a PDU of its own.
+#[derive(Debug, Default)]
+pub(crate) struct Boundary {
+    /// Bytes left of the current PDU.
+    left: usize,
+    /// The start of a PDU header, until its length is known.
+    head: [u8; 4],
+    have: usize,
+    /// The stream was not RDP: no boundary is known any more.
+    lost: bool,
+}
+
+impl Boundary {
+    /// The stream went on with `data`.
+    pub(crate) fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() && !self.lost {
+            if self.left > 0 {
+                let take = self.left.min(data.len());
+                self.left -= take;
+                data = &data[take..];
+                continue;
+            }
+            self.head[self.have] = data[0];
+            self.have += 1;
+            data = &data[1..];
+            match pdu_len(&self.head[..self.have]) {
+                Ok(Some(len)) => {
+                    self.left = len - self.have;
+                    self.have = 0;
+                }
+                Ok(None) if self.have < self.head.len() => {}
+                _ => self.lost = true,
+            }
+        }
+    }
+
+    /// Whether the stream is between two PDUs.
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.left == 0 && self.have == 0 && !self.lost
+    }
+}
+
 /// The length of the PDU at the start of `b`, from its header.
 fn pdu_len(b: &[u8]) -> Result<Option<usize>, String> {
     let Some(&first) = b.first() else { return Ok(None) };
@@ -506,6 +549,28 @@ mod tests {
             let _ = p.metadata(&channel_pdu(1005, true, &create[..cut]), false);
             let _ = p.metadata(&channel_pdu(1004, true, &fl[..cut.min(fl.len())]), false);
         }
+    }
+
+    #[test]
+    fn boundaries_are_followed_across_reads() {
+        let slow = send_data(1005, true);
+        let fast = vec![0x00, 0x04, 0xaa, 0xbb];
+        let mut long = vec![0x00, 0x81, 0x2c];
+        long.resize(300, 0x55);
+        let stream: Vec<u8> = [slow.clone(), fast.clone(), long.clone()].concat();
+        let ends = [slow.len(), slow.len() + fast.len(), stream.len()];
+        for cut in 0..=stream.len() {
+            let mut b = Boundary::default();
+            b.advance(&stream[..cut]);
+            assert_eq!(b.at_boundary(), cut == 0 || ends.contains(&cut), "cut at {cut}");
+            b.advance(&stream[cut..]);
+            assert!(b.at_boundary());
+        }
+        let mut b = Boundary::default();
+        b.advance(&[0x07, 1, 2]);
+        assert!(!b.at_boundary(), "not RDP: no boundary known");
+        b.advance(&fast);
+        assert!(!b.at_boundary());
     }
 
     #[test]

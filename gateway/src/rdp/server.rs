@@ -34,7 +34,7 @@ use zeroize::Zeroize;
 
 use crate::error::Error;
 use crate::login;
-use crate::rdp::channels::{ChannelPolicy, Framer, Verdict};
+use crate::rdp::channels::{Boundary, ChannelPolicy, Framer, Verdict};
 use crate::rdp::pdu::{self, FrameError, IO_CHANNEL};
 use crate::rdp::tls;
 use crate::registry::{Registry, SessionInfo, SessionSink, SinkFactory};
@@ -708,55 +708,60 @@ impl RdpGateway {
         // A recording that fails while the session is quiet ends it too.
         let mut check = tokio::time::interval(Duration::from_secs(1));
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let why = loop {
+        // Where the PDUs relayed as is to the client begin and end: the gateway's own goodbye (a reason code) may
+        // only go between two of them.
+        let mut to_client = Boundary::default();
+        use ProtocolIndependentCode as Code;
+        let (why, code) = loop {
             tokio::select! {
-                _ = cancel.cancelled() => break "the gateway is shutting down".to_string(),
+                _ = cancel.cancelled() => break ("the gateway is shutting down".to_string(), Some(Code::RpcInitiatedDisconnect)),
                 _ = check.tick() => if let Some(why) = sink.failed() {
-                    break format!("its recording failed: {why}");
+                    break (format!("its recording failed: {why}"), Some(Code::ServerDeniedConnection));
                 },
-                _ = &mut max_deadline => break format!("the maximum session duration ({}s) was reached", max.as_secs()),
-                _ = &mut idle_deadline => break format!("idle for {}s", idle.as_secs()),
+                _ = &mut max_deadline => break (format!("the maximum session duration ({}s) was reached", max.as_secs()), Some(Code::LogonTimeout)),
+                _ = &mut idle_deadline => break (format!("idle for {}s", idle.as_secs()), Some(Code::IdleTimeout)),
                 r = cr.read(&mut cbuf) => match r {
-                    Ok(0) => break "the client disconnected".to_string(),
+                    Ok(0) => break ("the client disconnected".to_string(), None),
                     Ok(n) => {
                         up += n as u64;
                         sink.input(0, &cbuf[..n]);
                         idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
                         if !framed {
                             if let Err(e) = tw.write_all(&cbuf[..n]).await {
-                                break format!("target: {e}");
+                                break (format!("target: {e}"), None);
                             }
                         } else if let Err(e) =
                             forward(&mut up_frames, &mut policy, &cbuf[..n], true, &mut tw, &mut notes, &mut marks).await
                         {
-                            break e;
+                            break (e, None);
                         }
                     }
-                    Err(e) => break format!("client: {e}"),
+                    Err(e) => break (format!("client: {e}"), None),
                 },
                 r = tr.read(&mut tbuf) => match r {
-                    Ok(0) => break "the target disconnected".to_string(),
+                    Ok(0) => break ("the target disconnected".to_string(), None),
                     Ok(n) => {
                         down += n as u64;
                         sink.output(0, &tbuf[..n]);
                         if let Some(why) = sink.failed() {
-                            break format!("its recording failed: {why}");
+                            break (format!("its recording failed: {why}"), Some(Code::ServerDeniedConnection));
                         }
                         // Backpressure: the target waits for the recorder rather than overflowing it.
                         if let Some(ready) = sink.writable() {
                             ready.await;
                         }
                         if !framed {
+                            to_client.advance(&tbuf[..n]);
                             if let Err(e) = cw.write_all(&tbuf[..n]).await {
-                                break format!("client: {e}");
+                                break (format!("client: {e}"), None);
                             }
                         } else if let Err(e) =
                             forward(&mut down_frames, &mut policy, &tbuf[..n], false, &mut cw, &mut notes, &mut marks).await
                         {
-                            break e;
+                            break (e, None);
                         }
                     }
-                    Err(e) => break format!("target: {e}"),
+                    Err(e) => break (format!("target: {e}"), None),
                 },
             }
             for (kind, detail) in marks.drain(..) {
@@ -772,6 +777,18 @@ impl RdpGateway {
                 self.audit(who.0, action, who.1, false, line, who.2).await;
             }
         };
+        // Ended by the gateway: the client is told why in RDP's terms (a reason code it shows), then that the
+        // connection is over, when that can go between two PDUs of the target's.
+        if let Some(code) = code.filter(|_| framed || to_client.at_boundary()) {
+            let mut out = pdu::set_error_info(code).unwrap_or_default();
+            out.extend(
+                pdu::encode(&X224(DisconnectProviderUltimatum::from_reason(
+                    DisconnectReason::ProviderInitiated,
+                )))
+                .unwrap_or_default(),
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(2), cw.write_all(&out)).await;
+        }
         (up, down, why)
     }
 
