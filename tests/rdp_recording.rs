@@ -542,6 +542,23 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(&bad, &bytes).unwrap();
+    // `postern verify FILE`, as for SSH recordings: exit 0 for the recording, 1 for the tampered copy.
+    let cli = |f: &Path| {
+        let o = bin()
+            .arg("--data-dir")
+            .arg(s.data_dir())
+            .arg("verify")
+            .arg(f)
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (code, out) = cli(&path);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("recording OK: sealed and signed"), "{out}");
+    let (code, out) = cli(&bad);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("recording BAD"), "{out}");
     let e = postern_recorder::verify(&bad, &vk).expect_err("a tampered recording must not verify");
     assert!(
         matches!(
