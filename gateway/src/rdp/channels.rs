@@ -157,6 +157,17 @@ fn slow_path_channel(pdu: &[u8]) -> Option<u16> {
     }
 }
 
+/// Whether a PDU from the client is what the recording keeps as its input: fast-path PDUs (input events) and
+/// slow-path PDUs on the I/O channel (input events, Confirm Active, synchronization); not virtual-channel data
+/// (clipboard contents, files on redirected drives, sound), which the recording does not hold.
+pub(crate) fn is_input_pdu(pdu: &[u8]) -> bool {
+    match pdu.first() {
+        Some(&3) => slow_path_channel(pdu) == Some(pdu::IO_CHANNEL),
+        Some(&b) => b & 0x03 == 0,
+        None => false,
+    }
+}
+
 /// The MCS channel and user data of a slow-path Send Data PDU.
 fn slow_path_payload(pdu: &[u8]) -> Option<(u16, Vec<u8>)> {
     if pdu.first() != Some(&3) {
@@ -549,6 +560,17 @@ mod tests {
             let _ = p.metadata(&channel_pdu(1005, true, &create[..cut]), false);
             let _ = p.metadata(&channel_pdu(1004, true, &fl[..cut.min(fl.len())]), false);
         }
+    }
+
+    #[test]
+    fn input_pdus_are_told_from_channel_data() {
+        assert!(is_input_pdu(&[0x44, 0x05, 0x01, 0x1e, 0x00]), "fast-path input");
+        assert!(
+            is_input_pdu(&send_data(pdu::IO_CHANNEL, false)),
+            "slow-path on the I/O channel"
+        );
+        assert!(!is_input_pdu(&send_data(1005, false)), "a virtual channel");
+        assert!(!is_input_pdu(&[]));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use zeroize::Zeroize;
 
 use crate::error::Error;
 use crate::login;
-use crate::rdp::channels::{Boundary, ChannelPolicy, Framer, Verdict};
+use crate::rdp::channels::{is_input_pdu, Boundary, ChannelPolicy, Framer, Verdict};
 use crate::rdp::pdu::{self, FrameError, IO_CHANNEL};
 use crate::rdp::tls;
 use crate::registry::{Registry, SessionInfo, SessionSink, SinkFactory};
@@ -667,8 +667,8 @@ impl RdpGateway {
     }
 
     /// Raw bytes both ways until either side closes, the session is terminated, idles or lasts too long, or its
-    /// recording fails. Everything the target sends is teed into `sink` as output, everything the client sends
-    /// as input (the recorder keeps it only when input is recorded). Returns (bytes from the client, bytes from
+    /// recording fails. Everything the target sends is teed into `sink` as output, the client's input PDUs (not
+    /// its virtual-channel data) as input (the recorder keeps them only when input is recorded). Returns (bytes from the client, bytes from
     /// the target, why it ended).
     #[allow(clippy::too_many_arguments)]
     async fn relay<C, T>(
@@ -711,6 +711,9 @@ impl RdpGateway {
         // Where the PDUs relayed as is to the client begin and end: the gateway's own goodbye (a reason code) may
         // only go between two of them.
         let mut to_client = Boundary::default();
+        // The client's input PDUs for the recording (it keeps them when input is recorded); `None` once the
+        // client's stream could not be framed.
+        let mut input = Some(Framer::default());
         use ProtocolIndependentCode as Code;
         let (why, code) = loop {
             tokio::select! {
@@ -724,7 +727,21 @@ impl RdpGateway {
                     Ok(0) => break ("the client disconnected".to_string(), None),
                     Ok(n) => {
                         up += n as u64;
-                        sink.input(0, &cbuf[..n]);
+                        if let Some(f) = input.as_mut() {
+                            f.push(&cbuf[..n]);
+                            loop {
+                                match f.next_pdu() {
+                                    Ok(Some(p)) if is_input_pdu(&p) => sink.input(0, &p),
+                                    Ok(Some(_)) => {}
+                                    Ok(None) => break,
+                                    Err(e) => {
+                                        warn!(error = %e, "the client's stream cannot be framed: its input is no longer recorded");
+                                        input = None;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
                         idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
                         if !framed {
                             if let Err(e) = tw.write_all(&cbuf[..n]).await {
