@@ -189,6 +189,9 @@ pub struct SshDangerous {
 pub struct RdpConfig {
     /// Listen address of the RDP gateway (`listen`, default `127.0.0.1:3389`).
     pub listen: SocketAddr,
+    /// How long a one-time RDP ticket from the web console stays valid (`ticket_ttl`, default `5m`, at most
+    /// `1h`). Tickets live in memory only and are lost on restart.
+    pub ticket_ttl: Duration,
 }
 
 /// `[recording]` section.
@@ -488,13 +491,14 @@ enum Setting {
     SshMaxConnections,
     SshDangerousAcceptAnyTargetHostKey,
     RdpListen,
+    RdpTicketTtl,
     RecordingRecordInput,
     RecordingRetentionDays,
     LogLevel,
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 33] = [
+const ALL_KEYS: [Setting; 34] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
@@ -524,6 +528,7 @@ const ALL_KEYS: [Setting; 33] = [
     Setting::SshMaxConnections,
     Setting::SshDangerousAcceptAnyTargetHostKey,
     Setting::RdpListen,
+    Setting::RdpTicketTtl,
     Setting::RecordingRecordInput,
     Setting::RecordingRetentionDays,
     Setting::LogLevel,
@@ -563,6 +568,7 @@ impl Setting {
             Setting::SshMaxConnections => "ssh.max_connections",
             Setting::SshDangerousAcceptAnyTargetHostKey => "ssh.dangerous.accept_any_target_host_key",
             Setting::RdpListen => "rdp.listen",
+            Setting::RdpTicketTtl => "rdp.ticket_ttl",
             Setting::RecordingRecordInput => "recording.record_input",
             Setting::RecordingRetentionDays => "recording.retention_days",
             Setting::LogLevel => "log.level",
@@ -907,6 +913,7 @@ struct Partial {
     ssh_max_connections: Option<Slot<u32>>,
     accept_any_target_host_key: Option<Slot<bool>>,
     rdp_listen: Option<Slot<SocketAddr>>,
+    rdp_ticket_ttl: Option<Slot<Duration>>,
     record_input: Option<Slot<bool>>,
     retention_days: Option<Slot<u32>>,
     log_level: Option<Slot<String>>,
@@ -971,6 +978,13 @@ impl Partial {
             }
             Setting::SshDangerousAcceptAnyTargetHostKey => self.accept_any_target_host_key = slot(c.boolean()?, origin),
             Setting::RdpListen => self.rdp_listen = slot(c.socket_addr()?, origin),
+            Setting::RdpTicketTtl => {
+                let d = c.duration(false)?;
+                if d > Duration::from_secs(3600) {
+                    return Err(c.invalid("a duration of at most 1h (a ticket is for connecting now)"));
+                }
+                self.rdp_ticket_ttl = slot(d, origin)
+            }
             Setting::RecordingRecordInput => self.record_input = slot(c.boolean()?, origin),
             Setting::RecordingRetentionDays => {
                 let n = c.integer(0, 36_500)?;
@@ -1113,6 +1127,7 @@ impl Partial {
             },
             rdp: RdpConfig {
                 listen: value_or(&self.rdp_listen, SocketAddr::from(([127, 0, 0, 1], 3389))),
+                ticket_ttl: value_or(&self.rdp_ticket_ttl, Duration::from_secs(300)),
             },
             recording: RecordingConfig {
                 record_input: value_or(&self.record_input, false),
@@ -1317,6 +1332,7 @@ impl Config {
                         self.ssh.dangerous.accept_any_target_host_key.to_string()
                     }
                     Setting::RdpListen => addr(self.rdp.listen),
+                    Setting::RdpTicketTtl => dur(self.rdp.ticket_ttl),
                     Setting::RecordingRecordInput => self.recording.record_input.to_string(),
                     Setting::RecordingRetentionDays => self.recording.retention_days.to_string(),
                     Setting::LogLevel => toml_string(&self.log.level),
@@ -1422,6 +1438,7 @@ mod tests {
         assert_eq!(c.ssh.max_connections, 1000);
         assert!(!c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:3389".parse().unwrap());
+        assert_eq!(c.rdp.ticket_ttl, Duration::from_secs(300));
         assert!(!c.recording.record_input);
         assert_eq!(c.recording.retention_days, 0);
         assert_eq!(c.log.level, "info");
@@ -1959,6 +1976,7 @@ format = "json"
                 "log.format",
                 "log.level",
                 "rdp.listen",
+                "rdp.ticket_ttl",
                 "recording.record_input",
                 "recording.retention_days",
                 "ssh.connect_timeout",

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod rdp_live;
+pub mod rdp_tickets;
 pub mod recording;
 pub mod terminals;
 pub mod tickets;
