@@ -205,6 +205,49 @@ async fn nla_target_autologon_with_the_vaulted_password() {
     );
     no_canary_in_any_argv(&secret);
     drop(c);
+    // The session was recorded like any other: the recording is sealed, verifies, renders the target's two
+    // squares, and holds neither password (CredSSP happened before the relay and its recording started).
+    let mut rec = Value::Null;
+    for _ in 0..100 {
+        let l = env
+            .s
+            .req("GET", "/api/v1/recordings?protocol=rdp", Some(&env.admin), None)
+            .await;
+        if let Some(r) = l
+            .body
+            .as_array()
+            .and_then(|a| a.first())
+            .filter(|r| r["status"] == "sealed")
+        {
+            rec = r.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = rec["id"].as_str().expect("a sealed RDP recording").to_owned();
+    let d = env
+        .s
+        .req("GET", &format!("/api/v1/recordings/{id}"), Some(&env.admin), None)
+        .await;
+    assert_eq!(d.body["verification"]["ok"], true, "{}", d.text);
+    let path = env.s.data_dir().join("recordings").join(format!("{id}.pcast"));
+    let frame = postern_recorder::rdp::render_at(&path, u64::MAX / 2).unwrap();
+    assert_eq!((frame.width, frame.height), (rdp_nla::WIDTH, rdp_nla::HEIGHT));
+    let hex = |x: usize, y: usize| {
+        let p = &frame.rgba[(y * usize::from(frame.width) + x) * 4..][..3];
+        format!("#{:02X}{:02X}{:02X}", p[0], p[1], p[2])
+    };
+    assert_eq!(
+        (hex(200, 300), hex(600, 300)),
+        (rdp_nla::LEFT.into(), rdp_nla::RIGHT.into())
+    );
+    let (server, client) = postern_recorder::rdp::streams(&path).unwrap();
+    for pw in [secret.as_str(), ALICE_PW] {
+        let utf16: Vec<u8> = pw.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        for stream in [&server, &client] {
+            assert!(!contains_bytes(stream, pw) && !stream.windows(utf16.len()).any(|w| w == utf16));
+        }
+    }
     let everything = env
         .s
         .req("GET", "/api/v1/audit?limit=1000", Some(&env.admin), None)
