@@ -693,11 +693,6 @@ impl RdpGateway {
         }
         let login = login::parse(&name).map_err(|e| client(format!("login name {name:?}: {e}")))?;
         span.record("user", login.user.as_str());
-        let Some(target_name) = login.target.clone() else {
-            return Err(client(
-                "the RDP user name must be USER#ACCOUNT@RESOURCE (the target picker is SSH-only for now), or a one-time RDP ticket's name",
-            ));
-        };
         if password.is_empty() {
             return Err(client(
                 "no password in the Client Info PDU (the client must send it: TLS security)",
@@ -721,7 +716,40 @@ impl RdpGateway {
             }
             Err(_) => return Err(client(format!("authentication failed for {}", login.user))),
         };
+        let target_name = match login.target.clone() {
+            Some(t) => t,
+            None => self.only_rdp_account(&actor, ctx).await?,
+        };
         Ok((actor, target_name, "TLS with the Postern password"))
+    }
+
+    /// A plain `USER` login (no `#ACCOUNT@RESOURCE`): RDP has no screen to show a picker on before the
+    /// target is chosen, so the user's only RDP account (on a Windows or Windows-domain resource) is
+    /// taken; with none or several the refusal says how to name one or to pick it in the web console.
+    async fn only_rdp_account(&self, actor: &Actor, ctx: &RequestContext) -> Result<login::TargetName, Error> {
+        use postern_vault::ResourceType;
+        let all = self
+            .vault
+            .connectable_accounts(actor, ctx)
+            .await?;
+        let mut rdp = all
+            .into_iter()
+            .filter(|(r, _)| matches!(r.resource_type, ResourceType::Windows | ResourceType::WindowsDomain));
+        match (rdp.next(), rdp.next()) {
+            (Some((r, a)), None) => Ok(login::TargetName {
+                account: a.login,
+                resource: r.name,
+            }),
+            (None, _) => Err(client(format!(
+                "{} may use no RDP account: name one as USER#ACCOUNT@RESOURCE",
+                actor.username
+            ))),
+            (Some(_), Some(_)) => Err(client(format!(
+                "{} may use {} RDP accounts: name one as USER#ACCOUNT@RESOURCE, or pick it in the web console (Download .rdp)",
+                actor.username,
+                2 + rdp.count()
+            ))),
+        }
     }
 
     /// X.224 (NLA or TLS, as the target selects), TLS, CredSSP with the vaulted credentials when the target
