@@ -189,6 +189,16 @@ pub struct SshDangerous {
 pub struct RdpConfig {
     /// Listen address of the RDP gateway (`listen`, default `127.0.0.1:3389`).
     pub listen: SocketAddr,
+    /// Settings that weaken security (`[rdp.dangerous]`).
+    pub dangerous: RdpDangerous,
+}
+
+/// `[rdp.dangerous]` section: settings that weaken security. All default to the safe choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RdpDangerous {
+    /// Connect to RDP targets whose TLS certificate differs from the one pinned on first use
+    /// (`accept_any_target_certificate`, default `false`).
+    pub accept_any_target_certificate: bool,
 }
 
 /// `[recording]` section.
@@ -488,13 +498,14 @@ enum Setting {
     SshMaxConnections,
     SshDangerousAcceptAnyTargetHostKey,
     RdpListen,
+    RdpDangerousAcceptAnyTargetCertificate,
     RecordingRecordInput,
     RecordingRetentionDays,
     LogLevel,
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 33] = [
+const ALL_KEYS: [Setting; 34] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
@@ -524,6 +535,7 @@ const ALL_KEYS: [Setting; 33] = [
     Setting::SshMaxConnections,
     Setting::SshDangerousAcceptAnyTargetHostKey,
     Setting::RdpListen,
+    Setting::RdpDangerousAcceptAnyTargetCertificate,
     Setting::RecordingRecordInput,
     Setting::RecordingRetentionDays,
     Setting::LogLevel,
@@ -563,6 +575,7 @@ impl Setting {
             Setting::SshMaxConnections => "ssh.max_connections",
             Setting::SshDangerousAcceptAnyTargetHostKey => "ssh.dangerous.accept_any_target_host_key",
             Setting::RdpListen => "rdp.listen",
+            Setting::RdpDangerousAcceptAnyTargetCertificate => "rdp.dangerous.accept_any_target_certificate",
             Setting::RecordingRecordInput => "recording.record_input",
             Setting::RecordingRetentionDays => "recording.retention_days",
             Setting::LogLevel => "log.level",
@@ -907,6 +920,7 @@ struct Partial {
     ssh_max_connections: Option<Slot<u32>>,
     accept_any_target_host_key: Option<Slot<bool>>,
     rdp_listen: Option<Slot<SocketAddr>>,
+    accept_any_target_certificate: Option<Slot<bool>>,
     record_input: Option<Slot<bool>>,
     retention_days: Option<Slot<u32>>,
     log_level: Option<Slot<String>>,
@@ -971,6 +985,9 @@ impl Partial {
             }
             Setting::SshDangerousAcceptAnyTargetHostKey => self.accept_any_target_host_key = slot(c.boolean()?, origin),
             Setting::RdpListen => self.rdp_listen = slot(c.socket_addr()?, origin),
+            Setting::RdpDangerousAcceptAnyTargetCertificate => {
+                self.accept_any_target_certificate = slot(c.boolean()?, origin);
+            }
             Setting::RecordingRecordInput => self.record_input = slot(c.boolean()?, origin),
             Setting::RecordingRetentionDays => {
                 let n = c.integer(0, 36_500)?;
@@ -1113,6 +1130,9 @@ impl Partial {
             },
             rdp: RdpConfig {
                 listen: value_or(&self.rdp_listen, SocketAddr::from(([127, 0, 0, 1], 3389))),
+                dangerous: RdpDangerous {
+                    accept_any_target_certificate: value_or(&self.accept_any_target_certificate, false),
+                },
             },
             recording: RecordingConfig {
                 record_input: value_or(&self.record_input, false),
@@ -1317,6 +1337,9 @@ impl Config {
                         self.ssh.dangerous.accept_any_target_host_key.to_string()
                     }
                     Setting::RdpListen => addr(self.rdp.listen),
+                    Setting::RdpDangerousAcceptAnyTargetCertificate => {
+                        self.rdp.dangerous.accept_any_target_certificate.to_string()
+                    }
                     Setting::RecordingRecordInput => self.recording.record_input.to_string(),
                     Setting::RecordingRetentionDays => self.recording.retention_days.to_string(),
                     Setting::LogLevel => toml_string(&self.log.level),
@@ -1422,6 +1445,7 @@ mod tests {
         assert_eq!(c.ssh.max_connections, 1000);
         assert!(!c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:3389".parse().unwrap());
+        assert!(!c.rdp.dangerous.accept_any_target_certificate);
         assert!(!c.recording.record_input);
         assert_eq!(c.recording.retention_days, 0);
         assert_eq!(c.log.level, "info");
@@ -1459,6 +1483,7 @@ dangerous = { accept_any_target_host_key = true }
 
 [rdp]
 listen = "127.0.0.1:0"
+dangerous = { accept_any_target_certificate = true }
 
 [recording]
 record_input = true
@@ -1490,6 +1515,7 @@ format = "json"
         assert_eq!(c.ssh.max_connections, 50);
         assert!(c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:0".parse().unwrap());
+        assert!(c.rdp.dangerous.accept_any_target_certificate);
         assert_eq!(c.log.level, "postern=debug,info");
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(c.recording.record_input);
@@ -1502,6 +1528,17 @@ format = "json"
         let c = r.unwrap();
         assert_eq!(c.web.listen, "127.0.0.1:1".parse().unwrap());
         assert!(c.ssh.dangerous.accept_any_target_host_key);
+        assert!(!c.rdp.dangerous.accept_any_target_certificate);
+        let (_f, r) = load_text("[rdp.dangerous]\naccept_any_target_certificate = true\n");
+        let c = r.unwrap();
+        assert!(c.rdp.dangerous.accept_any_target_certificate);
+        assert!(!c.ssh.dangerous.accept_any_target_host_key);
+        let c = load(None, &[("POSTERN_RDP_DANGEROUS_ACCEPT_ANY_TARGET_CERTIFICATE", "1")], &[]).unwrap();
+        assert!(c.rdp.dangerous.accept_any_target_certificate);
+        assert_eq!(
+            errs(load(None, &[], &[("rdp.dangerous.accept_any_target_certificate", "yes")])).len(),
+            1
+        );
     }
 
     #[test]
@@ -1959,6 +1996,7 @@ format = "json"
                 "log.format",
                 "log.level",
                 "rdp.listen",
+                "rdp.dangerous.accept_any_target_certificate",
                 "recording.record_input",
                 "recording.retention_days",
                 "ssh.connect_timeout",
