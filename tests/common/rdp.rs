@@ -79,30 +79,7 @@ impl XrdpTarget {
         set_mode(&dir.join("home"), 0o755);
 
         // The target's own TLS certificate.
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=postern-xrdp-test",
-            ])
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl req failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        make_certificate(&dir);
 
         // The namespace holder (see `NsHolder`), with a private /tmp (X lock files) and xrdp's socket dir.
         let NsHolder {
@@ -172,6 +149,50 @@ impl XrdpTarget {
             std::thread::sleep(Duration::from_millis(20));
         }
         t
+    }
+
+    /// Gives the target a new TLS certificate (and key) and restarts xrdp (SIGTERM, then a new `xrdp -n`);
+    /// sesman and its sessions stay. Returns the new certificate's fingerprint.
+    pub fn renew_certificate(&mut self) -> String {
+        let old = self.cert_fingerprint();
+        make_certificate(&self.dir);
+        let new = self.cert_fingerprint();
+        assert_ne!(old, new, "openssl made the same certificate twice");
+        let i = self
+            .daemons
+            .iter()
+            .position(|c| fs::read_to_string(format!("/proc/{}/comm", c.id())).is_ok_and(|n| n.trim() == "xrdp"))
+            .expect("the xrdp daemon is running");
+        let mut xrdp = self.daemons.remove(i);
+        let _ = Command::new("kill").args(["-TERM", &xrdp.id().to_string()]).status();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while xrdp.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = xrdp.kill();
+                let _ = xrdp.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while listening(self.port) {
+            assert!(Instant::now() < deadline, "xrdp still listens on {} after SIGTERM", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A pid file left behind would make the new xrdp think it is already running.
+        let _ = self.exec_in_ns("rm -f /run/xrdp/xrdp.pid /var/run/xrdp/xrdp.pid");
+        self.spawn_daemon("xrdp", &["-n"], "xrdp-restarted.out");
+        while !listening(self.port) {
+            if Instant::now() > deadline {
+                panic!(
+                    "xrdp did not listen again on {}:\n{}\n{}",
+                    self.port,
+                    self.read("xrdp-restarted.out"),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        new
     }
 
     fn spawn_daemon(&mut self, prog: &str, args: &[&str], out: &str) {
@@ -476,6 +497,34 @@ pub fn pixel(image: &Path, x: u32, y: u32) -> String {
         .find(|w| w.starts_with('#') && w.len() >= 7)
         .map(|w| w[..7].to_uppercase())
         .unwrap_or_else(|| panic!("no colour in {text:?}"))
+}
+
+/// A new self-signed certificate and RSA key for an xrdp target: `dir/cert.pem`, `dir/key.pem`.
+fn make_certificate(dir: &Path) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=postern-xrdp-test",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// SIGKILL to the child's process group (spawned with `process_group(0)`, so the group id is its pid).
