@@ -1533,10 +1533,20 @@ format = "json"
         let c = r.unwrap();
         assert!(c.rdp.dangerous.accept_any_target_certificate);
         assert!(!c.ssh.dangerous.accept_any_target_host_key);
-        let c = load(None, &[("POSTERN_RDP_DANGEROUS_ACCEPT_ANY_TARGET_CERTIFICATE", "1")], &[]).unwrap();
+        let c = load(
+            None,
+            &[("POSTERN_RDP_DANGEROUS_ACCEPT_ANY_TARGET_CERTIFICATE", "1")],
+            &[],
+        )
+        .unwrap();
         assert!(c.rdp.dangerous.accept_any_target_certificate);
         assert_eq!(
-            errs(load(None, &[], &[("rdp.dangerous.accept_any_target_certificate", "yes")])).len(),
+            errs(load(
+                None,
+                &[],
+                &[("rdp.dangerous.accept_any_target_certificate", "yes")]
+            ))
+            .len(),
             1
         );
     }

@@ -575,7 +575,14 @@ async fn target_certificate_is_pinned_on_first_use_and_a_changed_one_is_refused(
     let c = env.connect(&x, "alice#winuser@rdp-pin", ALICE_PW, "pin-1.log");
     assert!(t.wait_for_log(Log::Xrdp, ok_line, WAIT), "{}\n{}", t.logs(), c.log());
     assert!(audited(&env, "resource.host_key_pinned", &first).await);
-    assert!(audited(&env, "session.start", &format!("target certificate {first}, pinned on this first use")).await);
+    assert!(
+        audited(
+            &env,
+            "session.start",
+            &format!("target certificate {first}, pinned on this first use")
+        )
+        .await
+    );
     drop(c);
 
     // 2. xrdp restarts with a new certificate: refused before anything reaches the target.
@@ -612,7 +619,12 @@ async fn target_certificate_is_pinned_on_first_use_and_a_changed_one_is_refused(
     // 3. The owner clears the pin (the same route as an SSH host key): the next session pins the new certificate.
     let r = env
         .s
-        .req("DELETE", &format!("/api/v1/resources/{rid}/host-key"), Some(&env.alice), None)
+        .req(
+            "DELETE",
+            &format!("/api/v1/resources/{rid}/host-key"),
+            Some(&env.alice),
+            None,
+        )
         .await;
     assert_eq!(r.status, 204, "{}", r.text);
     let c = env.connect(&x, "alice#winuser@rdp-pin", ALICE_PW, "pin-3.log");

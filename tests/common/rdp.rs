@@ -175,7 +175,11 @@ impl XrdpTarget {
             std::thread::sleep(Duration::from_millis(20));
         }
         while listening(self.port) {
-            assert!(Instant::now() < deadline, "xrdp still listens on {} after SIGTERM", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "xrdp still listens on {} after SIGTERM",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // A pid file left behind would make the new xrdp think it is already running.

@@ -613,7 +613,11 @@ mod tests {
             fingerprint: format!("SHA256:{}", "ab".repeat(32)),
         };
         v.pin_host_key(&sys, &r, &cert, &ctx).await.unwrap();
-        assert_eq!(v.pinned_host_key(&r.id).await.unwrap(), None, "a certificate is no SSH host key");
+        assert_eq!(
+            v.pinned_host_key(&r.id).await.unwrap(),
+            None,
+            "a certificate is no SSH host key"
+        );
         assert_eq!(v.pinned_rdp_certificate(&r.id).await.unwrap(), Some(cert.clone()));
         let key = PinnedHostKey {
             algorithm: "ssh-ed25519".into(),

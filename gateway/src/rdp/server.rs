@@ -425,7 +425,10 @@ impl RdpGateway {
             ) => r.unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.connect_timeout))),
         };
         let connected = match connected {
-            Ok(t) => self.pin_first_use(&actor, &target.resource, &pin, ctx).await.map(|()| t),
+            Ok(t) => self
+                .pin_first_use(&actor, &target.resource, &pin, ctx)
+                .await
+                .map(|()| t),
             Err(detail) => Err(detail),
         };
         let mut target_tls = match connected {
@@ -484,9 +487,7 @@ impl RdpGateway {
             "session.start",
             object,
             false,
-            format!(
-                "rdp session {id} from {peer} (TLS, credentials injected with autologon; {target_cert})"
-            ),
+            format!("rdp session {id} from {peer} (TLS, credentials injected with autologon; {target_cert})"),
             ctx,
         )
         .await;

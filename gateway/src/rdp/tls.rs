@@ -14,9 +14,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use postern_vault::{PinnedHostKey, RDP_CERTIFICATE_PIN};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use postern_vault::{PinnedHostKey, RDP_CERTIFICATE_PIN};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use sha2::Digest;
@@ -272,7 +272,10 @@ mod tests {
             }
         );
         let words = seen.describe();
-        assert!(words.contains("changed") && words.contains(&fa) && words.contains(&fingerprint(b)), "{words}");
+        assert!(
+            words.contains("changed") && words.contains(&fa) && words.contains(&fingerprint(b)),
+            "{words}"
+        );
 
         let dangerous = TargetPin::new(Some(&pin(&fa)), true);
         assert!(dangerous.judge(b));
