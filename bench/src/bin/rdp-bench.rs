@@ -581,7 +581,7 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
     let _ = writeln!(w, "- Date: {started} ({} s run)", wall.as_secs());
     let _ = writeln!(
         w,
-        "- Other load on the machine while the benchmark was idle: {:.2} cores busy before the start, {:.2} at the end",
+        "- Other load on the machine: {:.2} cores busy before the start, {:.2} after the end (this program's processes gone)",
         o.background.0, o.background.1
     );
     let _ = writeln!(
@@ -806,18 +806,22 @@ fn main() -> Result<()> {
     eprintln!("[3/3] memory: {} sessions through Postern ...", s.sessions);
     let memory = measure_memory(&mut bed, s.sessions);
 
+    let recordings = bed.postern.recordings();
+    let wall = t_all.elapsed();
+    let Bed { postern, target, x, .. } = bed;
+    postern.stop();
+    drop(x);
+    drop(target);
+    // The load left once everything this program started is gone.
+    std::thread::sleep(Duration::from_secs(2));
     let outcome = Outcome {
-        recordings: bed.postern.recordings(),
+        recordings,
         background: (quiet, background_cores(tck, Duration::from_secs(3))),
         connect,
         bytes,
         memory,
     };
-    let text = report(&s, &outcome, t_all.elapsed(), &started);
-    let Bed { postern, target, x, .. } = bed;
-    postern.stop();
-    drop(x);
-    drop(target);
+    let text = report(&s, &outcome, wall, &started);
     println!("{text}");
     if let Some(out) = &s.out {
         let old = fs::read_to_string(out).unwrap_or_default();
