@@ -137,6 +137,22 @@ pub fn spawn_indexer(vault: Vault, tracker: &TaskTracker, token: CancellationTok
         }
     };
     tracker.spawn(backlog);
+    // One dedicated, low-priority thread reads the recordings back; it ends when this task
+    // drops its sender (shutdown), after the recording at hand.
+    let (work_tx, work_rx) =
+        std::sync::mpsc::sync_channel::<(PathBuf, tokio::sync::oneshot::Sender<Result<TextIndex, String>>)>(1);
+    let spawned = std::thread::Builder::new()
+        .name("postern-indexer".into())
+        .spawn(move || {
+            lower_this_threads_priority();
+            for (path, done) in work_rx {
+                let _ = done.send(extract_text(&path));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "the indexing thread could not start; recordings stay unindexed until a restart");
+        return tx;
+    }
     tracker.spawn(async move {
         loop {
             let job = tokio::select! {
@@ -145,24 +161,14 @@ pub fn spawn_indexer(vault: Vault, tracker: &TaskTracker, token: CancellationTok
             };
             let (id, path) = job;
             let started = std::time::Instant::now();
-            let extract = tokio::task::spawn_blocking({
-                let path = path.clone();
-                move || -> Result<TextIndex, String> {
-                    let mut ix = Indexer::default();
-                    match postern_recorder::export_cast(&path, &mut ix) {
-                        Ok(_) => Ok(ix.finish()),
-                        // A damaged recording: index its intact prefix.
-                        Err(e @ postern_recorder::Error::Corrupt { .. }) => {
-                            tracing::warn!(error = %e, path = %path.display(), "indexing the intact prefix of a damaged recording");
-                            Ok(ix.finish())
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            });
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            if work_tx.send((path, done_tx)).is_err() {
+                tracing::error!("the indexing thread is gone");
+                return;
+            }
             let ix = tokio::select! {
                 _ = token.cancelled() => return,
-                r = extract => r,
+                r = done_rx => r,
             };
             let ix = match ix {
                 Ok(Ok(ix)) => ix,
@@ -207,6 +213,34 @@ pub fn spawn_indexer(vault: Vault, tracker: &TaskTracker, token: CancellationTok
         }
     });
     tx
+}
+
+/// Reads a sealed recording back into its searchable text.
+fn extract_text(path: &std::path::Path) -> Result<TextIndex, String> {
+    let mut ix = Indexer::default();
+    match postern_recorder::index_recording(path, &mut ix) {
+        Ok(()) => Ok(ix.finish()),
+        // A damaged recording: index its intact prefix.
+        Err(e @ postern_recorder::Error::Corrupt { .. }) => {
+            tracing::warn!(error = %e, path = %path.display(), "indexing the intact prefix of a damaged recording");
+            Ok(ix.finish())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Indexing is background work: its own thread yields the CPU to live sessions (Linux nice 10,
+/// which is per thread there), so reading back a large recording never slows the relays.
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread, no memory is passed.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+        if now < 10 {
+            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 10) };
+        }
+    }
 }
 
 /// Deletes the recordings that ended more than `days` days ago: files first, then their

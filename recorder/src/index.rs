@@ -2,9 +2,11 @@
 //! time offsets (terminal escapes stripped), best-effort commands typed at a shell prompt,
 //! and the markers (exec command lines, file transfers, exit statuses).
 //!
-//! Pure and bounded: [`Indexer`] is fed the cast text as a stream ([`std::io::Write`], e.g.
-//! from [`export_cast`](crate::export_cast)), keeps at most [`IndexLimits::max_text_bytes`]
-//! of text, drops repeated lines, and ignores cast lines longer than
+//! Pure and bounded: [`Indexer`] is fed a recording's events, either straight from the file
+//! ([`index_recording`](crate::index_recording), no JSON in between) or as asciicast text
+//! ([`std::io::Write`], e.g. from [`export_cast`](crate::export_cast)). It keeps at most
+//! [`IndexLimits::max_text_bytes`] of text, scans at most [`IndexLimits::max_output_bytes`] of
+//! terminal output, drops repeated lines, and ignores cast lines longer than
 //! [`IndexLimits::max_cast_line`]. Storage is someone else's job (the vault).
 
 use std::collections::HashSet;
@@ -24,6 +26,11 @@ pub struct IndexLimits {
     /// Longest cast line (one event as JSON) that is parsed (default 1 MiB; the writer's
     /// events stay far below).
     pub max_cast_line: usize,
+    /// Terminal output scanned per recording (default 64 MiB). A session that prints more is
+    /// a bulk transfer, not typing: past it output is skipped unread (input and markers are
+    /// still indexed) and [`TextIndex::output_budget_spent`] is set. This bounds the CPU one
+    /// recording costs the indexer, which shares the machine with live sessions.
+    pub max_output_bytes: u64,
 }
 
 impl Default for IndexLimits {
@@ -33,6 +40,7 @@ impl Default for IndexLimits {
             max_line_chars: 512,
             max_markers: 1000,
             max_cast_line: 1 << 20,
+            max_output_bytes: 64 << 20,
         }
     }
 }
@@ -94,6 +102,10 @@ pub struct TextIndex {
     pub duplicates: u64,
     /// Cast lines that could not be parsed (or were too long) and were skipped.
     pub skipped_events: u64,
+    /// Bytes of terminal output scanned.
+    pub output_scanned: u64,
+    /// The output scan budget was reached: later output is not indexed.
+    pub output_budget_spent: bool,
 }
 
 /// Strips terminal escape sequences (CSI, OSC, DCS/PM/APC strings, charset selections) from a
@@ -303,6 +315,10 @@ pub struct Indexer {
     seen: HashSet<u64>,
     last_t: f64,
     index: TextIndex,
+    /// Incomplete UTF-8 at the end of the last binary output / input event.
+    carry_out: Vec<u8>,
+    carry_in: Vec<u8>,
+    text: String,
 }
 
 impl Default for Indexer {
@@ -326,6 +342,9 @@ impl Indexer {
             seen: HashSet::new(),
             last_t: 0.0,
             index: TextIndex::default(),
+            carry_out: Vec::new(),
+            carry_in: Vec::new(),
+            text: String::new(),
         }
     }
 
@@ -354,18 +373,70 @@ impl Indexer {
                 return;
             }
         }
-        if self.index.capped && matches!(event_code(line), Some(b'o' | b'i')) {
+        match event_code(line) {
             // The text budget is spent: only markers are still read (cheaply, without parsing).
-            return;
+            Some(b'o' | b'i') if self.index.capped => return,
+            // The output scan budget is spent: output lines are skipped unparsed.
+            Some(b'o') if !self.wants_output() => return,
+            _ => {}
         }
         let Ok((t, code, data)) = serde_json::from_slice::<(f64, String, String)>(line) else {
             self.index.skipped_events += 1;
             return;
         };
+        let code = match code.as_str() {
+            "o" => b'o',
+            "i" => b'i',
+            "m" => b'm',
+            _ => return,
+        };
+        self.event(t, code, &data);
+    }
+
+    /// Feeds one binary event of a version 2 recording: terminal bytes are decoded as a
+    /// terminal would (UTF-8 carried across events, invalid bytes as U+FFFD).
+    pub(crate) fn bin_event(&mut self, ev: &crate::format::BinEvent<'_>) {
+        let t = ev.t_us as f64 / 1e6;
+        let mut text = std::mem::take(&mut self.text);
+        text.clear();
+        match ev.code {
+            b'o' if !self.wants_output() => {}
+            b'o' | b'i' => {
+                let carry = if ev.code == b'o' {
+                    &mut self.carry_out
+                } else {
+                    &mut self.carry_in
+                };
+                crate::format::decode_utf8_stream(carry, ev.data, &mut text);
+                if !text.is_empty() {
+                    self.event(t, ev.code, &text);
+                }
+            }
+            code => self.event(t, code, &String::from_utf8_lossy(ev.data)),
+        }
+        self.text = text;
+    }
+
+    /// Whether output events are still read: the text budget and the output scan budget are
+    /// not spent. A caller may skip decoding output when this is false.
+    pub fn wants_output(&self) -> bool {
+        !self.index.capped && !self.index.output_budget_spent
+    }
+
+    /// Feeds one event: `code` is `b'o'` (output), `b'i'` (input) or `b'm'` (marker
+    /// `kind: detail`); other codes are ignored. `t` is seconds since the start.
+    pub fn event(&mut self, t: f64, code: u8, data: &str) {
         let t = if t.is_finite() && t >= 0.0 { t } else { self.last_t };
         self.last_t = t;
-        match code.as_str() {
-            "o" => {
+        match code {
+            b'o' => {
+                if !self.wants_output() {
+                    return;
+                }
+                self.index.output_scanned += data.len() as u64;
+                if self.index.output_scanned > self.limits.max_output_bytes {
+                    self.index.output_budget_spent = true;
+                }
                 for c in data.chars() {
                     let Some(c) = self.ansi.feed(c) else { continue };
                     if let Some((start, l, times)) = self.out_line.feed(c, t, self.limits.max_line_chars) {
@@ -373,7 +444,7 @@ impl Indexer {
                     }
                 }
             }
-            "i" => {
+            b'i' => {
                 for c in data.chars() {
                     let Some(c) = self.in_esc.feed(c) else { continue };
                     let c = match c {
@@ -391,8 +462,8 @@ impl Indexer {
                     }
                 }
             }
-            "m" => {
-                let (kind, detail) = data.split_once(": ").unwrap_or((data.as_str(), ""));
+            b'm' => {
+                let (kind, detail) = data.split_once(": ").unwrap_or((data, ""));
                 if kind == "exec" {
                     self.add(t, EntryKind::Command, detail);
                 }
@@ -702,5 +773,46 @@ mod tests {
         assert_eq!(texts(&ix, EntryKind::Command), ["uptime", "whoami"]);
         assert_eq!(texts(&ix, EntryKind::Output), ["10:00 up 3 days"]);
         assert_eq!(ix.duplicates, 1, "the typed and the echoed command count once");
+        // Straight from the binary events: the same index as through the cast text.
+        let mut direct = Indexer::default();
+        crate::index_recording(&sealed.path, &mut direct).unwrap();
+        assert_eq!(direct.finish(), ix);
+    }
+
+    #[test]
+    fn output_past_the_scan_budget_is_skipped_but_input_and_markers_are_kept() {
+        let limits = IndexLimits {
+            max_output_bytes: 1024,
+            ..IndexLimits::default()
+        };
+        let mut ix = Indexer::new(limits);
+        ix.event(0.5, b'o', "first line\r\n");
+        ix.event(1.0, b'o', &"x".repeat(4096));
+        ix.event(1.5, b'o', "\r\nlate output line\r\n");
+        ix.event(2.0, b'i', "typed later\r");
+        ix.event(2.5, b'm', "exit: 0");
+        let ix = ix.finish();
+        assert!(ix.output_budget_spent);
+        assert_eq!(
+            ix.output_scanned,
+            12 + 4096,
+            "output after the budget is not even scanned"
+        );
+        let out = texts(&ix, EntryKind::Output);
+        assert_eq!(out[0], "first line");
+        assert!(!out.contains(&"late output line"), "{out:?}");
+        assert_eq!(texts(&ix, EntryKind::Command), ["typed later"]);
+        assert_eq!(ix.markers.len(), 1);
+    }
+
+    #[test]
+    fn binary_events_split_inside_a_character_are_decoded_whole() {
+        use crate::format::BinEvent;
+        let bytes = "split é\r\n".as_bytes();
+        let mut ix = Indexer::default();
+        for (t_us, data) in [(1, &bytes[..7]), (2, &bytes[7..])] {
+            ix.bin_event(&BinEvent { t_us, code: b'o', data });
+        }
+        assert_eq!(texts(&ix.finish(), EntryKind::Output), ["split é"]);
     }
 }

@@ -32,7 +32,7 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use format::{SessionMeta, FILE_EXTENSION};
 pub use hub::{Hub, HubConfig, Subscriber};
 pub use index::{EntryKind, IndexEntry, IndexLimits, IndexMarker, Indexer, TextIndex};
-pub use verify::{export_cast, verify, Exported, Verification};
+pub use verify::{export_cast, index_recording, verify, Exported, Verification};
 pub use writer::{RecorderConfig, Recording, Sealed};
 
 /// Everything that can go wrong in the recorder.

@@ -116,6 +116,27 @@ pub fn export_cast(path: impl AsRef<Path>, mut out: impl Write) -> Result<Export
     })
 }
 
+/// Extracts the searchable text of a recording into `ix` (see [`crate::index`]), reading the
+/// events straight from the file: no asciicast text in between. Like [`export_cast`],
+/// signatures are not checked and, on a damaged chunk, the intact prefix has been fed when
+/// [`Error::Corrupt`] is returned.
+pub fn index_recording(path: impl AsRef<Path>, ix: &mut crate::Indexer) -> Result<(), Error> {
+    let mut feed = |piece: Piece<'_>| -> Result<(), Error> {
+        match piece {
+            Piece::Header(_) => {}
+            // Version 1 chunks hold cast text: the indexer's line parser reads it.
+            Piece::Text(text) => ix.write_all(text).map_err(|e| Error::io("index", e))?,
+            Piece::Events(events) => {
+                for ev in &events {
+                    ix.bin_event(ev);
+                }
+            }
+        }
+        Ok(())
+    };
+    walk(path.as_ref(), None, &mut feed).map(|_| ())
+}
+
 /// What [`walk`] hands out as it goes.
 enum Piece<'a> {
     /// The header JSON (no newline).
@@ -290,6 +311,7 @@ fn walk(
     };
 
     let mut last_t = 0u64;
+    let mut zstd = None;
     loop {
         let offset = r.offset;
         let k = v.chunks + 1;
@@ -300,7 +322,7 @@ fn walk(
         };
         match kind {
             KIND_CHUNK => {
-                let text = check_chunk(k, offset, &frame, &body, &mut chain, key, version)?;
+                let text = check_chunk(k, offset, &frame, &body, &mut chain, key, version, &mut zstd)?;
                 if text.signed_ok {
                     v.authenticated_chunks = k;
                 }
@@ -351,6 +373,7 @@ struct ChunkText {
     signed_ok: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check_chunk(
     k: u64,
     offset: u64,
@@ -359,6 +382,7 @@ fn check_chunk(
     chain: &mut [u8; HASH_LEN],
     key: Option<&VerifyingKey>,
     version: u32,
+    zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
 ) -> Result<ChunkText, Error> {
     if body.len() < CHUNK_FIXED + HASH_LEN {
         return Err(corrupt(k, offset, "chunk record too short"));
@@ -420,8 +444,15 @@ fn check_chunk(
         raw
     } else {
         // The capacity bounds the output: a forged size cannot make it allocate more.
-        let raw = zstd::bulk::Decompressor::new()
-            .and_then(|mut d| d.decompress(data, raw_len))
+        // One decompression context per walk, not per chunk.
+        let d = match zstd {
+            Some(d) => d,
+            None => {
+                zstd.insert(zstd::bulk::Decompressor::new().map_err(|e| Error::io("start the zstd decompressor", e))?)
+            }
+        };
+        let raw = d
+            .decompress(data, raw_len)
             .map_err(|e| corrupt(k, offset, format!("chunk does not decompress: {e}")))?;
         if raw.len() != raw_len {
             return Err(corrupt(

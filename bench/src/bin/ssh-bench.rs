@@ -2,7 +2,7 @@
 //! same target sshd.
 //!
 //! ```text
-//! cargo run --release -p postern-bench --bin ssh-bench -- [--quick] [--out PATH | --no-write]
+//! cargo run --release -p postern-bench --bin ssh-bench -- [--quick] [--out PATH | --no-write] [--only stream]
 //! ```
 //!
 //! Needs root and the packages `tests/run.sh` installs (openssh-server, openssh-client, util-linux, passwd):
@@ -22,6 +22,9 @@
 //! (64 MiB, 5 latency runs, 20 idle sessions, one run per transfer) for a smoke run and does not write the file
 //! unless `--out` is given. A full run first waits (up to 15 min) for the machine to be quiet and reports the
 //! background load it saw. A full run takes about 6 minutes on 2 cores, plus the release build.
+//!
+//! `--only stream` runs the full-size stdout throughput part alone and writes nothing (for profiling Postern under
+//! `perf record -p`).
 //!
 //! Environment: `POSTERN_BENCH_REVISION` overrides the revision named in the report (default: `git rev-parse` of
 //! the source tree, "+ local changes" when it is dirty); `SSH_BENCH_SMAPS_DIR=dir` keeps copies of
@@ -52,6 +55,7 @@ const KEX: &str = "curve25519-sha256";
 const CHACHA: &str = "chacha20-poly1305@openssh.com";
 const AES: &str = "aes256-gcm@openssh.com";
 const MIB: u64 = 1024 * 1024;
+const USAGE: &str = "ssh-bench [--quick] [--out PATH | --no-write] [--only stream]";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
@@ -65,6 +69,8 @@ struct Settings {
     file_reps: usize,
     idle_sessions: usize,
     out: Option<PathBuf>,
+    /// `--only stream`: the throughput part alone, nothing written.
+    stream_only: bool,
     /// How long to wait for the machine to be quiet before starting.
     wait_idle_secs: u64,
 }
@@ -72,21 +78,30 @@ struct Settings {
 fn settings() -> Result<Settings> {
     let mut quick = false;
     let mut out: Option<Option<PathBuf>> = None;
+    let mut stream_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => quick = true,
             "--no-write" => out = Some(None),
             "--out" => out = Some(Some(PathBuf::from(args.next().context("--out needs a path")?))),
+            "--only" => match args.next().as_deref() {
+                Some("stream") => stream_only = true,
+                other => bail!("--only takes `stream`, not {other:?}"),
+            },
             "-h" | "--help" => {
-                println!("usage: ssh-bench [--quick] [--out PATH | --no-write]");
+                println!("usage: {USAGE}");
                 std::process::exit(0);
             }
-            other => bail!("unknown argument {other:?} (usage: ssh-bench [--quick] [--out PATH | --no-write])"),
+            other => bail!("unknown argument {other:?} (usage: {USAGE})"),
         }
     }
     let default_out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
-    let out = out.unwrap_or(if quick { None } else { Some(default_out) });
+    let out = if stream_only {
+        None
+    } else {
+        out.unwrap_or(if quick { None } else { Some(default_out) })
+    };
     Ok(if quick {
         Settings {
             quick,
@@ -97,6 +112,7 @@ fn settings() -> Result<Settings> {
             file_reps: 1,
             idle_sessions: 20,
             out,
+            stream_only,
             wait_idle_secs: 0,
         }
     } else {
@@ -109,7 +125,8 @@ fn settings() -> Result<Settings> {
             file_reps: 5,
             idle_sessions: 200,
             out,
-            wait_idle_secs: 900,
+            stream_only,
+            wait_idle_secs: if stream_only { 0 } else { 900 },
         }
     })
 }
@@ -451,6 +468,7 @@ fn measure_latency(bed: &Bed, c: &Clients, n: usize) -> Result<Latency> {
     Ok(Latency { runs })
 }
 
+#[derive(Debug)]
 struct Stream {
     cipher: &'static str,
     /// Seconds per run, per path.
@@ -1289,6 +1307,15 @@ fn main() -> Result<()> {
         }
     }
 
+    if s.stream_only {
+        eprintln!("throughput only: {} MiB x {} ...", s.stream_bytes / MIB, s.stream_reps);
+        let streams = measure_streams(&bed, &s, tck)?;
+        for st in &streams {
+            eprintln!("{st:?}");
+        }
+        postern.stop();
+        return Ok(());
+    }
     eprintln!("[1/4] memory: {} idle sessions ...", s.idle_sessions);
     let memory = measure_memory(&bed, &postern, &s);
     if let Err(e) = &memory {
