@@ -713,6 +713,18 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
                     }
                 );
             }
+            let cores = median(&b[0].cores).max(median(&b[1].cores));
+            if cores < 1.5 {
+                let _ = writeln!(
+                    w,
+                    "\nThe machine was not saturated ({cores:.2} of 2 cores busy at most): the rate is the target's own update pace (xorgxrdp captures and xrdp encodes the changing screen at its rate), the same on both paths; what Postern adds shows in its CPU column, not in the rate."
+                );
+            } else {
+                let _ = writeln!(
+                    w,
+                    "\nThe machine was saturated ({cores:.2} of 2 cores busy): the rate is what the CPU left for the pipeline, and Postern's CPU competes with xrdp, Xorg and the client for it."
+                );
+            }
             let pc = median(&b[1].postern_cpu);
             let rate = median(&b[1].rate);
             if rate > 0.0 {
@@ -737,12 +749,12 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
             let kept = (m.pss_open_trimmed as f64 - m.pss_closed_trimmed as f64) / n;
             let _ = writeln!(
                 w,
-                "| sessions open (listed live by Postern) | PSS before | PSS open | **growth per session** | PSS open, trimmed | PSS closed, trimmed | kept after trim, per session |"
+                "| sessions open (listed live by Postern) | PSS before | PSS open | growth per session | PSS open, trimmed | PSS closed, trimmed | **kept after trim, per session** |"
             );
             let _ = writeln!(w, "|---:|---:|---:|---:|---:|---:|---:|");
             let _ = writeln!(
                 w,
-                "| {} ({}) | {:.1} MiB | {:.1} MiB | **{:.0} KiB** | {:.1} MiB | {:.1} MiB | {:.0} KiB |",
+                "| {} ({}) | {:.1} MiB | {:.1} MiB | {:.0} KiB | {:.1} MiB | {:.1} MiB | **{:.0} KiB** |",
                 m.sessions,
                 m.live_listed,
                 m.pss_before as f64 / 1024.0,
@@ -751,6 +763,11 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
                 m.pss_open_trimmed as f64 / 1024.0,
                 m.pss_closed_trimmed as f64 / 1024.0,
                 kept
+            );
+            let _ = writeln!(
+                w,
+                "\n\"Growth\" is (PSS open − PSS before) / {n}: what the process grew by, near zero when the allocator reuses what the warm-up round of the same sessions freed. \"Kept after trim\" is what the open sessions hold: (PSS open, trimmed − PSS closed, trimmed) / {n}, both after `malloc_trim(0)`: relay buffers, both TLS connections, the session's task and registry entry, plus heap pages shared with them.",
+                n = m.sessions
             );
         }
         Err(e) => {
