@@ -294,6 +294,11 @@ impl XrdpTarget {
         format!("SHA256:{hex}")
     }
 
+    /// The target's mount namespace (`mnt:[N]`): every process of the target runs in it.
+    pub fn mnt_ns(&self) -> &str {
+        &self.mnt_ns
+    }
+
     /// One of the target's logs so far.
     pub fn log(&self, which: Log) -> String {
         self.read(match which {
@@ -378,6 +383,11 @@ impl Xvfb {
         x
     }
 
+    /// The Xvfb process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `:N`.
     pub fn display_name(&self) -> String {
         format!(":{}", self.display)
@@ -448,6 +458,11 @@ impl FreeRdp {
             child,
             log_path: log.to_owned(),
         }
+    }
+
+    /// The xfreerdp process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// What xfreerdp printed so far.

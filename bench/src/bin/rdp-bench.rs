@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use postern_bench::{
-    background_cores, clk_tck, machine_busy_seconds, median, percentile, revision, self_cpu_seconds, set_block, sh,
-    smaps_rollup_self, sorted, trim_heap, wait_for_quiet, InProcess,
+    background_cores, clk_tck, cpu_seconds, machine_busy_seconds, median, percentile, revision, self_cpu_seconds,
+    set_block, sh, smaps_rollup_self, sorted, trim_heap, wait_for_quiet, InProcess,
 };
 use rdp::{FreeRdp, XrdpTarget, Xvfb};
 
@@ -238,6 +238,16 @@ impl Bed {
         // xrdp's per-connection process finishes its cleanup.
         std::thread::sleep(Duration::from_millis(300));
         Ok(())
+    }
+
+    /// CPU seconds so far of the processes one session runs on: the target's (every process in its mount
+    /// namespace), the client, Xvfb and this process (Postern).
+    fn pipeline_cpu(&self, client: &FreeRdp, tck: f64) -> f64 {
+        let mut pids = sshd::pids_in_ns(self.target.mnt_ns());
+        pids.push(client.pid().to_string());
+        pids.push(self.x.pid().to_string());
+        pids.push("self".into());
+        pids.iter().map(|p| cpu_seconds(p, tck)).sum()
     }
 
     /// The workload's flag file for `account` (the target's /tmp is `dir/tmp` on the host).
@@ -461,6 +471,9 @@ struct Bytes {
     postern_cpu: Vec<f64>,
     /// Cores the whole machine kept busy during the window.
     cores: Vec<f64>,
+    /// Cores this path's own processes kept busy: the target's (xrdp, the session's Xorg, the workload), the
+    /// client, its Xvfb and Postern (this process).
+    pipeline: Vec<f64>,
     /// Bytes in each window.
     bytes: Vec<u64>,
 }
@@ -476,17 +489,19 @@ fn measure_bytes(bed: &mut Bed, s: &Settings, tck: f64) -> Result<[Bytes; 2]> {
             // The animation starts (ImageMagick reads the frames) and the pipeline reaches its steady state.
             std::thread::sleep(Duration::from_secs(2));
             let port = bed.port(p);
-            let (b0, c0, m0, t0) = (
+            let (b0, c0, m0, p0, t0) = (
                 client_bytes(port)?,
                 self_cpu_seconds(tck),
                 machine_busy_seconds(tck),
+                bed.pipeline_cpu(&c, tck),
                 Instant::now(),
             );
             std::thread::sleep(s.bytes_window);
-            let (b1, c1, m1, dt) = (
+            let (b1, c1, m1, p1, dt) = (
                 client_bytes(port)?,
                 self_cpu_seconds(tck),
                 machine_busy_seconds(tck),
+                bed.pipeline_cpu(&c, tck),
                 t0.elapsed().as_secs_f64(),
             );
             let _ = fs::remove_file(&flag);
@@ -495,6 +510,7 @@ fn measure_bytes(bed: &mut Bed, s: &Settings, tck: f64) -> Result<[Bytes; 2]> {
             r.bytes.push(b1 - b0);
             r.postern_cpu.push((c1 - c0) / dt);
             r.cores.push((m1 - m0) / dt);
+            r.pipeline.push((p1 - p0) / dt);
             eprintln!("  {:<26} {:>7.1} MiB/s", p.name(), (b1 - b0) as f64 / dt / MIB);
             bed.disconnect(vec![c])?;
             // The animation stops within 0.2 s of the flag going.
@@ -689,9 +705,9 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
             );
             let _ = writeln!(
                 w,
-                "| path | MiB/s | min MiB/s | max MiB/s | vs direct | MiB per window | cores busy (machine) | Postern CPU s per session-second |"
+                "| path | MiB/s | min MiB/s | max MiB/s | vs direct | MiB per window | cores busy: machine | of which this path's processes | Postern CPU s per session-second |"
             );
-            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             let d = median(&b[0].rate);
             for p in PATHS {
                 let x = &b[p.idx()];
@@ -699,7 +715,7 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
                 let bytes: Vec<f64> = x.bytes.iter().map(|&v| v as f64).collect();
                 let _ = writeln!(
                     w,
-                    "| {} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.2} | {} |",
+                    "| {} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.2} | {:.2} | {} |",
                     p.name(),
                     median(&x.rate) / MIB,
                     so.first().copied().unwrap_or(f64::NAN) / MIB,
@@ -707,6 +723,7 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
                     ratio(median(&x.rate), d),
                     median(&bytes) / MIB,
                     median(&x.cores),
+                    median(&x.pipeline),
                     match p {
                         PathKind::Direct => format!("({:.3}: the idle process, for reference)", median(&x.postern_cpu)),
                         PathKind::Postern => format!("**{:.3}**", median(&x.postern_cpu)),
@@ -714,15 +731,20 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
                 );
             }
             let cores = median(&b[0].cores).max(median(&b[1].cores));
+            let own = median(&b[0].pipeline).max(median(&b[1].pipeline));
+            let _ = writeln!(
+                w,
+                "\n\"This path's processes\" are every process in the target's mount namespace (xrdp, the session's Xorg, `animate`), `xfreerdp`, its Xvfb and Postern; the rest of \"machine\" is other load (the benchmark waits for a quiet machine before it starts, but cannot keep others away during the run)."
+            );
             if cores < 1.5 {
                 let _ = writeln!(
                     w,
-                    "\nThe machine was not saturated ({cores:.2} of 2 cores busy at most): the rate is the target's own update pace (xorgxrdp captures and xrdp encodes the changing screen at its rate), the same on both paths; what Postern adds shows in its CPU column, not in the rate."
+                    "The machine was not saturated ({cores:.2} of 2 cores busy at most, {own:.2} by the session): the rate is the target's own update pace (xorgxrdp captures and xrdp encodes the changing screen at its rate), the same on both paths; what Postern adds shows in its CPU column, not in the rate."
                 );
             } else {
                 let _ = writeln!(
                     w,
-                    "\nThe machine was saturated ({cores:.2} of 2 cores busy): the rate is what the CPU left for the pipeline, and Postern's CPU competes with xrdp, Xorg and the client for it."
+                    "The machine was busy ({cores:.2} of 2 cores, {own:.2} by the session): the rate may be what the CPU left for the pipeline, in which case Postern's CPU competes with xrdp, Xorg and the client for it."
                 );
             }
             let pc = median(&b[1].postern_cpu);
