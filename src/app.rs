@@ -256,7 +256,9 @@ impl App {
             },
         );
         // RDP: TLS security with the web's certificate; timeouts and limits as for SSH.
-        let rdp = postern_gateway::rdp::RdpGateway::new(
+        // One-time tickets (NLA clients, TOTP users): issued by the web, used by the gateway, in memory only.
+        let rdp_tickets = Arc::new(postern_gateway::rdp::RdpTickets::new(cfg.rdp.ticket_ttl));
+        let rdp = postern_gateway::rdp::RdpGateway::with_tickets(
             vault.clone(),
             registry.clone(),
             postern_gateway::rdp::RdpSettings {
@@ -269,6 +271,7 @@ impl App {
                 max_connections: cfg.ssh.max_connections as usize,
                 accept_any_target_certificate: cfg.rdp.dangerous.accept_any_target_certificate,
             },
+            rdp_tickets.clone(),
         )
         .context("the RDP gateway")?;
         let token = shutdown.clone();
@@ -316,7 +319,12 @@ impl App {
                     deny: cfg.web.api_deny.clone(),
                 },
             })
-            .with_terminals(Arc::new(terminals));
+            .with_terminals(Arc::new(terminals))
+            .with_rdp_tickets(Arc::new(crate::rdp_tickets::GatewayRdpTickets {
+                tickets: rdp_tickets,
+                vault: vault.clone(),
+                gateway: rdp_addr,
+            }));
         let token = shutdown.clone();
         tracker.spawn(async move {
             if let Err(e) = postern_web::serve(listener, tls, state, token).await {

@@ -189,6 +189,9 @@ pub struct SshDangerous {
 pub struct RdpConfig {
     /// Listen address of the RDP gateway (`listen`, default `127.0.0.1:3389`).
     pub listen: SocketAddr,
+    /// How long a one-time RDP ticket from the web console stays valid (`ticket_ttl`, default `5m`, at most
+    /// `1h`). Tickets live in memory only and are lost on restart.
+    pub ticket_ttl: Duration,
     /// Settings that weaken security (`[rdp.dangerous]`).
     pub dangerous: RdpDangerous,
 }
@@ -498,6 +501,7 @@ enum Setting {
     SshMaxConnections,
     SshDangerousAcceptAnyTargetHostKey,
     RdpListen,
+    RdpTicketTtl,
     RdpDangerousAcceptAnyTargetCertificate,
     RecordingRecordInput,
     RecordingRetentionDays,
@@ -505,7 +509,7 @@ enum Setting {
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 34] = [
+const ALL_KEYS: [Setting; 35] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
@@ -535,6 +539,7 @@ const ALL_KEYS: [Setting; 34] = [
     Setting::SshMaxConnections,
     Setting::SshDangerousAcceptAnyTargetHostKey,
     Setting::RdpListen,
+    Setting::RdpTicketTtl,
     Setting::RdpDangerousAcceptAnyTargetCertificate,
     Setting::RecordingRecordInput,
     Setting::RecordingRetentionDays,
@@ -575,6 +580,7 @@ impl Setting {
             Setting::SshMaxConnections => "ssh.max_connections",
             Setting::SshDangerousAcceptAnyTargetHostKey => "ssh.dangerous.accept_any_target_host_key",
             Setting::RdpListen => "rdp.listen",
+            Setting::RdpTicketTtl => "rdp.ticket_ttl",
             Setting::RdpDangerousAcceptAnyTargetCertificate => "rdp.dangerous.accept_any_target_certificate",
             Setting::RecordingRecordInput => "recording.record_input",
             Setting::RecordingRetentionDays => "recording.retention_days",
@@ -920,6 +926,7 @@ struct Partial {
     ssh_max_connections: Option<Slot<u32>>,
     accept_any_target_host_key: Option<Slot<bool>>,
     rdp_listen: Option<Slot<SocketAddr>>,
+    rdp_ticket_ttl: Option<Slot<Duration>>,
     accept_any_target_certificate: Option<Slot<bool>>,
     record_input: Option<Slot<bool>>,
     retention_days: Option<Slot<u32>>,
@@ -985,6 +992,13 @@ impl Partial {
             }
             Setting::SshDangerousAcceptAnyTargetHostKey => self.accept_any_target_host_key = slot(c.boolean()?, origin),
             Setting::RdpListen => self.rdp_listen = slot(c.socket_addr()?, origin),
+            Setting::RdpTicketTtl => {
+                let d = c.duration(false)?;
+                if d > Duration::from_secs(3600) {
+                    return Err(c.invalid("a duration of at most 1h (a ticket is for connecting now)"));
+                }
+                self.rdp_ticket_ttl = slot(d, origin)
+            }
             Setting::RdpDangerousAcceptAnyTargetCertificate => {
                 self.accept_any_target_certificate = slot(c.boolean()?, origin);
             }
@@ -1130,6 +1144,7 @@ impl Partial {
             },
             rdp: RdpConfig {
                 listen: value_or(&self.rdp_listen, SocketAddr::from(([127, 0, 0, 1], 3389))),
+                ticket_ttl: value_or(&self.rdp_ticket_ttl, Duration::from_secs(300)),
                 dangerous: RdpDangerous {
                     accept_any_target_certificate: value_or(&self.accept_any_target_certificate, false),
                 },
@@ -1337,6 +1352,7 @@ impl Config {
                         self.ssh.dangerous.accept_any_target_host_key.to_string()
                     }
                     Setting::RdpListen => addr(self.rdp.listen),
+                    Setting::RdpTicketTtl => dur(self.rdp.ticket_ttl),
                     Setting::RdpDangerousAcceptAnyTargetCertificate => {
                         self.rdp.dangerous.accept_any_target_certificate.to_string()
                     }
@@ -1445,6 +1461,7 @@ mod tests {
         assert_eq!(c.ssh.max_connections, 1000);
         assert!(!c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:3389".parse().unwrap());
+        assert_eq!(c.rdp.ticket_ttl, Duration::from_secs(300));
         assert!(!c.rdp.dangerous.accept_any_target_certificate);
         assert!(!c.recording.record_input);
         assert_eq!(c.recording.retention_days, 0);
@@ -2006,6 +2023,7 @@ format = "json"
                 "log.format",
                 "log.level",
                 "rdp.listen",
+                "rdp.ticket_ttl",
                 "rdp.dangerous.accept_any_target_certificate",
                 "recording.record_input",
                 "recording.retention_days",

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod config;
+pub mod rdp_tickets;
 pub mod recording;
 pub mod terminals;
 pub mod tickets;

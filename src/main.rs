@@ -172,6 +172,11 @@ fn main() -> ExitCode {
 fn install_tracing(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Libraries that log secrets at debug level are held below it whatever the configured level.
+    let filter = postern_gateway::rdp::QUIET_LOG_DIRECTIVES
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -503,6 +503,7 @@ async fn console_end_to_end_in_chromium() {
         "totp-enrolment",
         "totp-enabled",
         "account-added",
+        "rdp-ticket",
         "terminal",
         "live-sessions",
         "terminal-terminated",

@@ -9,7 +9,7 @@
 // Prints one line `RESULT {json}` at the end; exits non-zero on failure.
 import { chromium } from 'playwright-core';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -171,6 +171,24 @@ try {
   if (shown !== canary) throw new Error('retrieved password differs');
   await page.getByRole('button', { name: 'Hide' }).click();
   await page.getByTestId('secret').waitFor({ state: 'detached' });
+
+  // 6b. A one-time RDP ticket: the .rdp file downloads (user name, NLA on, never the password), the one-time
+  // password is shown once.
+  if (await page.getByRole('button', { name: 'Download .rdp' }).count()) {
+    const [dl] = await Promise.all([
+      page.waitForEvent('download'),
+      page.getByRole('button', { name: 'Download .rdp' }).click(),
+    ]);
+    const rdp = readFileSync(await dl.path(), 'utf8');
+    const ticketPw = (await page.getByTestId('rdp-ticket-password').textContent()).trim();
+    if (!/username:s:pt-[0-9a-f]{20}\r\n/.test(rdp) || !rdp.includes('enablecredsspsupport:i:1')) {
+      throw new Error(`unexpected .rdp file: ${rdp}`);
+    }
+    if (ticketPw.length !== 24 || rdp.includes(ticketPw)) throw new Error('bad one-time RDP password');
+    await shot(page, 'rdp-ticket');
+    await page.getByTestId('rdp-ticket').getByRole('button', { name: 'Hide' }).click();
+    await page.getByTestId('rdp-ticket').waitFor({ state: 'detached' });
+  }
 
   // 7. One-click logon: a terminal in the browser through the gateway to a real sshd.
   if (targetPort) {

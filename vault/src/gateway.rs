@@ -282,6 +282,52 @@ impl Vault {
         Ok(actor)
     }
 
+    /// Login with a one-time RDP ticket the gateway has just redeemed (issued by the web to `user_id`, so the
+    /// password and any second factor were checked then): the user must still exist, be enabled and not locked.
+    /// Audited as `auth.login` with `detail` (never the ticket's secret).
+    pub async fn authenticate_ticket_holder(
+        &self,
+        user_id: &str,
+        detail: String,
+        ctx: &RequestContext,
+    ) -> Result<Actor> {
+        let row = self.user_row(user_id).await?;
+        let now = store::now();
+        let failure = match &row {
+            None => Some("the user no longer exists"),
+            Some(r) if !r.enabled => Some("user disabled"),
+            Some(r) if r.locked_until.as_deref().is_some_and(|t| t > now.as_str()) => Some("user locked out"),
+            _ => None,
+        };
+        if let Some(why) = failure {
+            self.audit_alone(
+                NewEvent {
+                    actor_id: row.as_ref().map(|r| r.id.as_str()),
+                    actor_name: row.as_ref().map(|r| r.username.as_str()).unwrap_or("?"),
+                    action: "auth.login",
+                    object_type: "user",
+                    object_id: row.as_ref().map(|r| r.id.as_str()),
+                    object_name: None,
+                    outcome: Outcome::Failure,
+                    detail: Some(format!("{detail}: {why}")),
+                },
+                ctx,
+            )
+            .await?;
+            return Err(Error::AuthenticationFailed);
+        }
+        let row = row.ok_or(Error::AuthenticationFailed)?;
+        let actor = row.to_actor()?;
+        self.audit_alone(
+            NewEvent::by(&actor, "auth.login", "user")
+                .object(&row.id, &row.username)
+                .detail(detail),
+            ctx,
+        )
+        .await?;
+        Ok(actor)
+    }
+
     /// Whether `key_blob` is registered to `username` (no audit, no state change:
     /// used before the client proves possession of the key).
     pub async fn has_user_key(&self, username: &str, key_blob: &[u8]) -> Result<bool> {

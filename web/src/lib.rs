@@ -27,6 +27,7 @@ mod api;
 pub mod auth;
 pub mod error;
 pub mod live;
+pub mod rdp_tickets;
 pub mod terminal;
 mod tls;
 pub mod ui;
@@ -69,6 +70,8 @@ pub struct AppState {
     pub recording_key: Option<postern_recorder::VerifyingKey>,
     /// The browser terminal ([`NoTerminals`] unless the root sets it).
     pub terminals: Arc<dyn Terminals>,
+    /// One-time RDP tickets ([`rdp_tickets::NoRdpTickets`] unless the root sets them).
+    pub rdp_tickets: Arc<dyn rdp_tickets::RdpTicketIssuer>,
     /// Web settings and the browser sessions.
     pub web: Arc<WebState>,
     /// The server's effective settings, for `GET /api/v1/settings` (redacted by the root).
@@ -101,6 +104,7 @@ impl AppState {
             live: Arc::new(NoLiveSessions),
             recording_key: None,
             terminals: Arc::new(NoTerminals),
+            rdp_tickets: Arc::new(rdp_tickets::NoRdpTickets),
             web: Arc::new(WebState::new(WebOptions::default())),
             settings: Arc::default(),
         }
@@ -137,6 +141,11 @@ impl AppState {
             settings: Arc::new(settings),
             ..self
         }
+    }
+
+    /// The same state, issuing one-time RDP tickets through `tickets`.
+    pub fn with_rdp_tickets(self, rdp_tickets: Arc<dyn rdp_tickets::RdpTicketIssuer>) -> Self {
+        AppState { rdp_tickets, ..self }
     }
 
     /// The same state, opening browser terminals through `terminals`.
@@ -203,8 +212,8 @@ impl utoipa::Modify for BearerScheme {
 /// The routes with their OpenAPI descriptions.
 fn api_routes() -> OpenApiRouter<AppState> {
     use api::{
-        access_requests, accounts, audit, auth, browser, import, passwords, recordings, resources, roles, sessions,
-        shares, terminal, users,
+        access_requests, accounts, audit, auth, browser, import, passwords, rdp_ticket, recordings, resources, roles,
+        sessions, shares, terminal, users,
     };
     let csv = OpenApiRouter::new()
         .routes(routes!(import::import_resources))
@@ -238,6 +247,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(accounts::retrieve_secret))
         .routes(routes!(terminal::open_terminal))
+        .routes(routes!(rdp_ticket::issue_rdp_ticket))
         .routes(routes!(audit::list_events))
         .routes(routes!(audit::verify))
         .routes(routes!(sessions::list_sessions))

@@ -219,6 +219,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/settings"),
     ("PUT", "/api/v1/accounts/{id}/password-policy"),
     ("PUT", "/api/v1/resource-groups/{id}/password-policy"),
+    ("POST", "/api/v1/accounts/{id}/rdp-ticket"),
     ("POST", "/api/v1/accounts/{id}/reset"),
     ("POST", "/api/v1/resource-groups/{id}/randomize"),
     ("POST", "/api/v1/users/{id}/transfer"),

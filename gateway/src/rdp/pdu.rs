@@ -121,6 +121,23 @@ pub(crate) fn connect_response(ci: &ConnectInitial, requested: SecurityProtocol)
     wrap(encode(&response)?)
 }
 
+/// The client's framed MCS Connect Initial for the target: `serverSelectedProtocol` in its core data set to
+/// `selected` (what the target selected, which may differ from what the gateway selected for the client), and
+/// without a message channel request (the gateway's Connect Response gave the client none, so the client will
+/// not join one; a target that allocated one would wait for that join).
+pub(crate) fn with_selected_protocol(frame: &[u8], selected: SecurityProtocol) -> Result<Vec<u8>, String> {
+    let mut ci: ConnectInitial = parse_wrapped(frame, "MCS Connect Initial")?;
+    let mut blocks = ci.conference_create_request.gcc_blocks().clone();
+    if blocks.core.optional_data.server_selected_protocol == Some(selected) && blocks.message_channel.is_none() {
+        return Ok(frame.to_vec());
+    }
+    blocks.core.optional_data.server_selected_protocol = Some(selected);
+    blocks.message_channel = None;
+    ci.conference_create_request = ironrdp_pdu::gcc::ConferenceCreateRequest::new(blocks)
+        .map_err(|e| format!("re-encoding the MCS Connect Initial: {e}"))?;
+    wrap(encode(&ci)?)
+}
+
 /// `data` in an X.224 Data TPDU (MCS Connect Initial/Response are not MCS domain PDUs).
 pub(crate) fn wrap(data: Vec<u8>) -> Result<Vec<u8>, String> {
     encode(&X224(X224Data { data: Cow::Owned(data) }))
@@ -254,6 +271,69 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_target_is_told_what_it_selected_and_asked_for_no_message_channel() {
+        use ironrdp_pdu::gcc::{ClientGccBlocks, ClientMessageChannelData, ConferenceCreateRequest};
+        use ironrdp_pdu::mcs::DomainParameters;
+        let core = ironrdp_pdu::gcc::ClientCoreData {
+            version: ironrdp_pdu::gcc::RdpVersion::V5_PLUS,
+            desktop_width: 800,
+            desktop_height: 600,
+            color_depth: ironrdp_pdu::gcc::ColorDepth::Bpp8,
+            sec_access_sequence: ironrdp_pdu::gcc::SecureAccessSequence::Del,
+            keyboard_layout: 0,
+            client_build: 0,
+            client_name: "c".into(),
+            keyboard_type: ironrdp_pdu::gcc::KeyboardType::IbmEnhanced,
+            keyboard_subtype: 0,
+            keyboard_functional_keys_count: 12,
+            ime_file_name: String::new(),
+            optional_data: ironrdp_pdu::gcc::ClientCoreOptionalData {
+                post_beta2_color_depth: Some(ironrdp_pdu::gcc::ColorDepth::Bpp8),
+                client_product_id: Some(1),
+                serial_number: Some(0),
+                high_color_depth: Some(ironrdp_pdu::gcc::HighColorDepth::Bpp24),
+                supported_color_depths: Some(ironrdp_pdu::gcc::SupportedColorDepths::BPP24),
+                early_capability_flags: Some(ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_ERR_INFO_PDU),
+                dig_product_id: Some(String::new()),
+                connection_type: Some(ironrdp_pdu::gcc::ConnectionType::Lan),
+                server_selected_protocol: Some(SecurityProtocol::SSL),
+                ..Default::default()
+            },
+        };
+        let blocks = ClientGccBlocks {
+            core,
+            security: ironrdp_pdu::gcc::ClientSecurityData::no_security(),
+            network: None,
+            cluster: None,
+            monitor: None,
+            message_channel: Some(ClientMessageChannelData {}),
+            multi_transport_channel: None,
+            monitor_extended: None,
+        };
+        let ci = ConnectInitial {
+            conference_create_request: ConferenceCreateRequest::new(blocks).unwrap(),
+            calling_domain_selector: vec![1],
+            called_domain_selector: vec![1],
+            upward_flag: true,
+            target_parameters: DomainParameters::target(),
+            min_parameters: DomainParameters::min(),
+            max_parameters: DomainParameters::max(),
+        };
+        let frame = wrap(encode(&ci).unwrap()).unwrap();
+        let out = with_selected_protocol(&frame, SecurityProtocol::HYBRID).unwrap();
+        let back: ConnectInitial = parse_wrapped(&out, "test").unwrap();
+        let b = back.conference_create_request.gcc_blocks();
+        assert_eq!(
+            b.core.optional_data.server_selected_protocol,
+            Some(SecurityProtocol::HYBRID)
+        );
+        assert!(b.message_channel.is_none());
+        assert_eq!(b.core.client_name, "c");
+        // Nothing to change: the same bytes.
+        assert_eq!(with_selected_protocol(&out, SecurityProtocol::HYBRID).unwrap(), out);
     }
 
     #[test]

@@ -34,7 +34,9 @@ use zeroize::Zeroize;
 use crate::error::Error;
 use crate::login;
 use crate::rdp::channels::{ChannelPolicy, Framer, Verdict};
+use crate::rdp::credssp::{self, NlaIdentities};
 use crate::rdp::pdu::{self, FrameError, IO_CHANNEL};
+use crate::rdp::ticket::{self, RdpTickets, TicketError};
 use crate::rdp::tls;
 use crate::registry::{Registry, SessionInfo};
 
@@ -65,6 +67,10 @@ pub struct RdpGateway {
     registry: Registry,
     settings: RdpSettings,
     acceptor: TlsAcceptor,
+    /// The one-time RDP tickets (issued by the web).
+    tickets: Arc<RdpTickets>,
+    /// The public key of the gateway's certificate, which CredSSP with NLA clients binds to.
+    own_public_key: Vec<u8>,
 }
 
 impl std::fmt::Debug for RdpGateway {
@@ -86,6 +92,8 @@ struct ClientHello {
     /// The user channel the gateway assigned.
     user_channel: u16,
     info: ClientInfoPdu,
+    /// The ticket the client proved with CredSSP (NLA), if it used NLA.
+    nla_ticket: Option<String>,
 }
 
 /// What one client PDU before the Client Info PDU asks for.
@@ -107,24 +115,54 @@ fn client(msg: impl Into<String>) -> Error {
 }
 
 impl RdpGateway {
-    /// A gateway over `vault`, registering sessions in `registry`; loads the TLS certificate.
+    /// A gateway over `vault`, registering sessions in `registry`; loads the TLS certificate. Its ticket store
+    /// has tickets of [`DEFAULT_TICKET_TTL`]; see [`RdpGateway::with_tickets`].
     pub fn new(vault: Vault, registry: Registry, settings: RdpSettings) -> Result<Arc<Self>, Error> {
+        Self::with_tickets(vault, registry, settings, Arc::new(RdpTickets::new(DEFAULT_TICKET_TTL)))
+    }
+
+    /// A gateway accepting the one-time tickets of `tickets` (which the web issues).
+    pub fn with_tickets(
+        vault: Vault,
+        registry: Registry,
+        settings: RdpSettings,
+        tickets: Arc<RdpTickets>,
+    ) -> Result<Arc<Self>, Error> {
         let acceptor = tls::acceptor(&settings.tls_cert, &settings.tls_key)?;
+        let own_public_key = own_public_key(&settings.tls_cert)?;
         Ok(Arc::new(RdpGateway {
             vault,
             registry,
             settings,
             acceptor,
+            tickets,
+            own_public_key,
         }))
+    }
+
+    /// The ticket store.
+    pub fn tickets(&self) -> Arc<RdpTickets> {
+        self.tickets.clone()
     }
 
     /// Serves `listener` until `shutdown`; then ends every session and returns.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) -> Result<(), Error> {
         let tracker = TaskTracker::new();
         let slots = Arc::new(Semaphore::new(self.settings.max_connections.max(1)));
+        let mut sweep = tokio::time::interval(Duration::from_secs(15));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = sweep.tick() => {
+                    for g in self.tickets.sweep_expired() {
+                        let label = format!("{}@{}", g.login, g.resource);
+                        let ctx = RequestContext::default();
+                        self.audit(&g.actor, "rdp.ticket_expired", Some((g.account_id.as_str(), label.as_str())), false,
+                            format!("RDP ticket {} expired unused", g.name), &ctx).await;
+                    }
+                    continue;
+                }
                 r = listener.accept() => r,
             };
             let (stream, peer) = match accepted {
@@ -170,7 +208,7 @@ impl RdpGateway {
         let grace = self.settings.login_grace_time;
         let handshake = tokio::select! {
             _ = cancel.cancelled() => return debug!("the gateway is shutting down"),
-            r = tokio::time::timeout(grace, self.client_handshake(stream)) => r,
+            r = tokio::time::timeout(grace, self.client_handshake(stream, peer)) => r,
         };
         let (mut tls, hello) = match handshake {
             Err(_) => return debug!("no Client Info PDU within the login grace time"),
@@ -206,6 +244,7 @@ impl RdpGateway {
     async fn client_handshake(
         &self,
         mut stream: TcpStream,
+        peer: SocketAddr,
     ) -> Result<(tokio_rustls::server::TlsStream<TcpStream>, ClientHello), Error> {
         let f = pdu::read_tpkt(&mut stream)
             .await
@@ -215,20 +254,26 @@ impl RdpGateway {
         if let Some(NegoRequestData::Cookie(c)) = &req.nego_data {
             debug!(cookie = %c.0, "client cookie");
         }
-        if !req.protocol.contains(SecurityProtocol::SSL) {
+        let nla = req.protocol.contains(SecurityProtocol::HYBRID);
+        if !nla && !req.protocol.contains(SecurityProtocol::SSL) {
             let fail = pdu::encode(&X224(ConnectionConfirm::Failure {
                 code: FailureCode::SSL_REQUIRED_BY_SERVER,
             }))
             .map_err(client)?;
             let _ = stream.write_all(&fail).await;
             return Err(client(format!(
-                "the client offered {:?}; the gateway needs TLS security (NLA through the gateway is planned)",
+                "the client offered {:?}; the gateway needs TLS security (or NLA)",
                 req.protocol
             )));
         }
+        // NLA when the client offers it (only one-time tickets can pass it), TLS otherwise.
         let ok = pdu::encode(&X224(ConnectionConfirm::Response {
             flags: ResponseFlags::EXTENDED_CLIENT_DATA_SUPPORTED,
-            protocol: SecurityProtocol::SSL,
+            protocol: if nla {
+                SecurityProtocol::HYBRID
+            } else {
+                SecurityProtocol::SSL
+            },
         }))
         .map_err(client)?;
         stream
@@ -240,6 +285,39 @@ impl RdpGateway {
             .accept(stream)
             .await
             .map_err(|e| client(format!("TLS handshake: {e}")))?;
+        let nla_ticket = if nla {
+            let mut ids = TicketIdentities {
+                tickets: &self.tickets,
+                asked: None,
+            };
+            match credssp::as_server(&mut tls, self.own_public_key.clone(), &mut ids).await {
+                Ok(name) => Some(name),
+                Err(e) => {
+                    // A live ticket with a wrong password is void now, as under TLS; audited for its user.
+                    if let (Some(name), credssp::CredsspError::LogonFailure(_)) = (ids.asked.take(), &e) {
+                        if let Err(TicketError::WrongPassword(g)) =
+                            self.tickets.redeem(&name, Some(&SecretString::new(String::new())))
+                        {
+                            let label = format!("{}@{}", g.login, g.resource);
+                            self.audit(
+                                &g.actor,
+                                "rdp.ticket_refused",
+                                Some((g.account_id.as_str(), label.as_str())),
+                                true,
+                                format!("RDP ticket {name}: wrong password under NLA (the ticket is void now)"),
+                                &RequestContext::from_ip(peer.ip()),
+                            )
+                            .await;
+                        }
+                    }
+                    return Err(client(format!(
+                        "NLA (only one-time RDP tickets can log in with NLA): {e}"
+                    )));
+                }
+            }
+        } else {
+            None
+        };
 
         let connect_initial = read(&mut tls, "MCS Connect Initial").await?;
         let ci: ConnectInitial = pdu::parse_wrapped(&connect_initial, "MCS Connect Initial").map_err(client)?;
@@ -305,6 +383,7 @@ impl RdpGateway {
                             channel_names,
                             user_channel,
                             info: (*info).map_err(client)?,
+                            nla_ticket,
                         },
                     ));
                 }
@@ -333,44 +412,7 @@ impl RdpGateway {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let creds = &mut hello.info.client_info.credentials;
-        let password = SecretString::new(std::mem::take(&mut creds.password));
-        let mut name = creds.username.clone();
-        if let Some(d) = creds.domain.as_deref().filter(|d| !d.is_empty()) {
-            // `DOMAIN\USER#...` splits into a domain: the whole name is the login.
-            name = format!("{d}\\{name}");
-        }
-        let login = login::parse(&name).map_err(|e| client(format!("login name {name:?}: {e}")))?;
-        span.record("user", login.user.as_str());
-        let Some(target_name) = login.target.clone() else {
-            return Err(client(
-                "the RDP user name must be USER#ACCOUNT@RESOURCE (the target picker is SSH-only for now)",
-            ));
-        };
-        if password.is_empty() {
-            return Err(client(
-                "no password in the Client Info PDU (the client must send it: TLS security)",
-            ));
-        }
-        let req = LoginRequest {
-            username: login.user.clone(),
-            password,
-            totp: None,
-        };
-        // The password is checked (and a wrong one counted) like every login; a TOTP user with the right password
-        // gets `TotpRequired`: RDP's Client Info PDU has no room for a second factor, so such users are refused.
-        let actor = match self.vault.authenticate_password(&req, ctx).await {
-            Ok(a) if !a.must_change_password => a,
-            Ok(_) => return Err(client("the user must first change their password in the web console")),
-            Err(postern_vault::Error::TotpRequired) => {
-                return Err(client(format!(
-                    "{} has two-factor authentication: RDP with a password alone is refused (the one-time RDP ticket from the web console is planned)",
-                    login.user
-                )))
-            }
-            Err(_) => return Err(client(format!("authentication failed for {}", login.user))),
-        };
-        drop(req);
+        let (actor, target_name, client_security) = self.authenticate(&mut hello, span, ctx).await?;
         let denied = || client(format!("{NO_TARGET}: {target_name}"));
         let target = match self
             .vault
@@ -421,7 +463,7 @@ impl RdpGateway {
             _ = cancel.cancelled() => Err("the gateway is shutting down".to_string()),
             r = tokio::time::timeout(
                 self.settings.connect_timeout,
-                self.target_handshake(&addr, &target.account.login, &hello, &pin),
+                self.target_handshake(&addr, &target.account.login, lease.expose_str().unwrap_or_default(), &hello, &pin),
             ) => r.unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.connect_timeout))),
         };
         let connected = match connected {
@@ -431,7 +473,7 @@ impl RdpGateway {
                 .map(|()| t),
             Err(detail) => Err(detail),
         };
-        let mut target_tls = match connected {
+        let (mut target_tls, target_security) = match connected {
             Ok(t) => t,
             Err(detail) => {
                 // A changed certificate is refused in the TLS handshake; the words say what was pinned and seen.
@@ -487,7 +529,9 @@ impl RdpGateway {
             "session.start",
             object,
             false,
-            format!("rdp session {id} from {peer} (TLS, credentials injected with autologon; {target_cert})"),
+            format!(
+                "rdp session {id} from {peer} ({client_security}; towards the target {target_security}, credentials injected with autologon; {target_cert})"
+            ),
             ctx,
         )
         .await;
@@ -538,15 +582,120 @@ impl RdpGateway {
         Ok(())
     }
 
-    /// X.224 (TLS only), TLS, and the client's MCS sequence replayed towards the target; checks the target
-    /// assigns the channels the gateway already gave the client.
+    /// Who is connecting, to which target, and how the client authenticated: an NLA ticket (proved by CredSSP),
+    /// a ticket under TLS (its one-time password in the Client Info PDU), or `USER#ACCOUNT@RESOURCE` with the
+    /// Postern password under TLS (refused for users with two-factor authentication).
+    async fn authenticate(
+        &self,
+        hello: &mut ClientHello,
+        span: &Span,
+        ctx: &RequestContext,
+    ) -> Result<(Actor, login::TargetName, &'static str), Refusal> {
+        let creds = &mut hello.info.client_info.credentials;
+        let password = SecretString::new(std::mem::take(&mut creds.password));
+        let mut name = creds.username.clone();
+        let ticket = match &hello.nla_ticket {
+            Some(t) => Some((t.clone(), None, "NLA with a one-time ticket")),
+            None if ticket::is_ticket_name(&name) => {
+                Some((name.clone(), Some(&password), "TLS with a one-time ticket"))
+            }
+            None => None,
+        };
+        if let Some((ticket, password, how)) = ticket {
+            let grant = match self.tickets.redeem(&ticket, password) {
+                Ok(g) => g,
+                Err(e) => {
+                    let grant = match &e {
+                        TicketError::Expired(g) | TicketError::WrongPassword(g) => Some(g),
+                        _ => None,
+                    };
+                    if let Some(g) = grant {
+                        let label = format!("{}@{}", g.login, g.resource);
+                        self.audit(
+                            &g.actor,
+                            "rdp.ticket_refused",
+                            Some((g.account_id.as_str(), label.as_str())),
+                            true,
+                            format!("RDP ticket {ticket}: {e}"),
+                            ctx,
+                        )
+                        .await;
+                    }
+                    return Err(client(format!("RDP ticket {ticket}: {e}")));
+                }
+            };
+            let label = format!("{}@{}", grant.login, grant.resource);
+            let actor = self
+                .vault
+                .authenticate_ticket_holder(&grant.actor.id, format!("RDP ticket {ticket} ({how})"), ctx)
+                .await
+                .map_err(|_| client(format!("RDP ticket {ticket}: its user may no longer log in")))?;
+            span.record("user", actor.username.as_str());
+            self.audit(
+                &actor,
+                "rdp.ticket_use",
+                Some((grant.account_id.as_str(), label.as_str())),
+                false,
+                format!("RDP ticket {ticket} used ({how})"),
+                ctx,
+            )
+            .await;
+            let target = login::TargetName {
+                account: grant.login,
+                resource: grant.resource,
+            };
+            return Ok((actor, target, how));
+        }
+        if let Some(d) = creds.domain.as_deref().filter(|d| !d.is_empty()) {
+            // `DOMAIN\USER#...` splits into a domain: the whole name is the login.
+            name = format!("{d}\\{name}");
+        }
+        let login = login::parse(&name).map_err(|e| client(format!("login name {name:?}: {e}")))?;
+        span.record("user", login.user.as_str());
+        let Some(target_name) = login.target.clone() else {
+            return Err(client(
+                "the RDP user name must be USER#ACCOUNT@RESOURCE (the target picker is SSH-only for now), or a one-time RDP ticket's name",
+            ));
+        };
+        if password.is_empty() {
+            return Err(client(
+                "no password in the Client Info PDU (the client must send it: TLS security)",
+            ));
+        }
+        let req = LoginRequest {
+            username: login.user.clone(),
+            password,
+            totp: None,
+        };
+        // The password is checked (and a wrong one counted) like every login; a TOTP user with the right password
+        // gets `TotpRequired`: RDP's Client Info PDU has no room for a second factor, so such users are refused.
+        let actor = match self.vault.authenticate_password(&req, ctx).await {
+            Ok(a) if !a.must_change_password => a,
+            Ok(_) => return Err(client("the user must first change their password in the web console")),
+            Err(postern_vault::Error::TotpRequired) => {
+                return Err(client(format!(
+                    "{} has two-factor authentication: RDP with a password alone is refused; get a one-time RDP ticket (Download .rdp) from the web console",
+                    login.user
+                )))
+            }
+            Err(_) => return Err(client(format!("authentication failed for {}", login.user))),
+        };
+        Ok((actor, target_name, "TLS with the Postern password"))
+    }
+
+    /// X.224 (NLA or TLS, as the target selects), TLS, CredSSP with the vaulted credentials when the target
+    /// selected NLA, and the client's MCS sequence replayed towards the target; checks the target assigns the
+    /// I/O and static channels the gateway already gave the client. The target's certificate is checked against
+    /// the resource's pin in the TLS handshake, before CredSSP sends anything. Returns the TLS stream and the
+    /// security the target selected (for the audit).
     async fn target_handshake(
         &self,
         addr: &str,
         account: &str,
+        password: &str,
         hello: &ClientHello,
         pin: &Arc<tls::TargetPin>,
-    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, &'static str), String> {
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
@@ -555,32 +704,56 @@ impl RdpGateway {
         let req = pdu::encode(&X224(ConnectionRequest {
             nego_data: Some(NegoRequestData::cookie(cookie)),
             flags: RequestFlags::empty(),
-            protocol: SecurityProtocol::SSL,
+            protocol: SecurityProtocol::SSL | SecurityProtocol::HYBRID,
         }))?;
         tcp.write_all(&req).await.map_err(|e| format!("X.224 request: {e}"))?;
         let f = pdu::read_tpkt(&mut tcp)
             .await
             .map_err(|e| format!("X.224 confirm: {e}"))?;
         let confirm: X224<ConnectionConfirm> = pdu::parse(&f, "X.224 Connection Confirm")?;
-        match confirm.0 {
-            ConnectionConfirm::Response { protocol, .. } if protocol == SecurityProtocol::SSL => {}
+        let selected = match confirm.0 {
+            ConnectionConfirm::Response { protocol, .. }
+                if protocol == SecurityProtocol::SSL || protocol == SecurityProtocol::HYBRID =>
+            {
+                protocol
+            }
             ConnectionConfirm::Response { protocol, .. } => {
-                return Err(format!("the target selected {protocol:?} instead of TLS"))
+                return Err(format!(
+                    "the target selected {protocol:?}; the gateway offered NLA or TLS"
+                ))
             }
             ConnectionConfirm::Failure { code } => {
                 return Err(format!(
-                    "the target refused TLS security (failure code {}; NLA targets are planned)",
+                    "the target refused both NLA and TLS security (failure code {})",
                     u32::from(code)
                 ))
             }
-        }
+        };
+        let nla = selected == SecurityProtocol::HYBRID;
         let name = rustls::pki_types::ServerName::try_from("rdp-target").map_err(|e| e.to_string())?;
         let mut tls = pin
             .connector()
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS handshake: {e}"))?;
-        tls.write_all(&hello.connect_initial)
+        if nla {
+            let der = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec())
+                .ok_or("the target showed no TLS certificate (NLA binds to its key)")?;
+            let key = credssp::public_key_of_certificate(&der).map_err(|e| format!("the target's certificate: {e}"))?;
+            let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+            credssp::as_client(&mut tls, account, password, key, host)
+                .await
+                .map_err(|e| format!("NLA: {e}"))?;
+        }
+        // The client's Connect Initial names the security the gateway selected for it: the target is told what it
+        // selected itself.
+        let connect_initial = pdu::with_selected_protocol(&hello.connect_initial, selected)?;
+        tls.write_all(&connect_initial)
             .await
             .map_err(|e| format!("MCS Connect Initial: {e}"))?;
         let f = read_target(&mut tls, "MCS Connect Response").await?;
@@ -599,19 +772,27 @@ impl RdpGateway {
         out.extend(pdu::encode(&X224(AttachUserRequest))?);
         tls.write_all(&out).await.map_err(|e| format!("MCS Attach User: {e}"))?;
         let f = read_target(&mut tls, "MCS Attach User Confirm").await?;
-        match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS Attach User Confirm")?.0 {
-            McsMessage::AttachUserConfirm(c) if c.result == 0 && c.initiator_id == hello.user_channel => {}
+        let target_user = match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS Attach User Confirm")?.0 {
+            McsMessage::AttachUserConfirm(c) if c.result == 0 => c.initiator_id,
             McsMessage::AttachUserConfirm(c) => {
-                return Err(format!(
-                    "the target attached user channel {} (result {}), the gateway expected {} (channel id translation is not implemented yet)",
-                    c.initiator_id, c.result, hello.user_channel
-                ))
+                return Err(format!("the target refused the MCS Attach User (result {})", c.result))
             }
             other => return Err(format!("expected an MCS Attach User Confirm, got {other:?}")),
+        };
+        if target_user != hello.user_channel {
+            // Windows and xrdp number the user channel after the static channels, as the gateway does; IronRDP's
+            // server uses 1002. The relay does not rewrite the initiator of later PDUs (servers and clients
+            // route by channel id, not initiator); only the joins name the target's user channel.
+            debug!(
+                target_user,
+                client_user = hello.user_channel,
+                "the target's MCS user channel differs from the client's"
+            );
         }
         for ch in &hello.joined {
+            let ch = if *ch == hello.user_channel { &target_user } else { ch };
             let j = pdu::encode(&X224(ChannelJoinRequest {
-                initiator_id: hello.user_channel,
+                initiator_id: target_user,
                 channel_id: *ch,
             }))?;
             tls.write_all(&j).await.map_err(|e| format!("MCS Channel Join: {e}"))?;
@@ -621,7 +802,7 @@ impl RdpGateway {
                 other => return Err(format!("joining channel {ch}: {other:?}")),
             }
         }
-        Ok(tls)
+        Ok((tls, if nla { "NLA (CredSSP/NTLM)" } else { "TLS" }))
     }
 
     /// Pins the target's certificate on its first use (audited as `resource.host_key_pinned`); when another
@@ -759,6 +940,48 @@ impl RdpGateway {
             warn!(error = %e, action, "could not write an audit event");
         }
     }
+}
+
+/// How long tickets live unless configured (`rdp.ticket_ttl`).
+pub const DEFAULT_TICKET_TTL: Duration = Duration::from_secs(300);
+
+/// The ticket store as CredSSP's identities: a ticket's name and one-time password.
+struct TicketIdentities<'a> {
+    tickets: &'a RdpTickets,
+    /// The live ticket the client named, if any.
+    asked: Option<String>,
+}
+
+impl NlaIdentities for TicketIdentities<'_> {
+    fn password_of(&mut self, account: &str) -> Option<String> {
+        if !ticket::is_ticket_name(account) {
+            return None;
+        }
+        let password = self.tickets.password_of(account);
+        if password.is_some() {
+            self.asked = Some(account.to_owned());
+        }
+        password
+    }
+}
+
+/// The subjectPublicKey of the first certificate in the PEM file `path`.
+fn own_public_key(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    let pem = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    let cert = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| Error::Certificate {
+            path: path.to_owned(),
+            detail: "no certificate in the file".into(),
+        })?;
+    credssp::public_key_of_certificate(cert.as_ref()).map_err(|detail| Error::Certificate {
+        path: path.to_owned(),
+        detail,
+    })
 }
 
 async fn read<S: AsyncRead + Unpin>(s: &mut S, what: &str) -> Result<Vec<u8>, Error> {

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod browser;
 pub mod import;
 pub mod passwords;
+pub mod rdp_ticket;
 pub mod recordings;
 pub mod resources;
 pub mod roles;

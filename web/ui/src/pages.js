@@ -269,6 +269,13 @@ function AccountActions({ account, onChange }) {
     });
   };
   const copy = () => navigator.clipboard.writeText(secret).catch(() => {});
+  // A one-time RDP ticket: the .rdp file is downloaded, its one-time password shown this once.
+  const [ticket, setTicket] = useState(null);
+  const rdpTicket = () => a.run(async () => {
+    const t = await api('POST', `/api/v1/accounts/${enc(account.id)}/rdp-ticket`);
+    download(`${account.login}.rdp`, t.rdp_file, 'application/x-rdp');
+    setTicket(t);
+  });
   const [resetDone, setResetDone] = useState(null);
   const reset = () => {
     if (!confirm(`Generate a new password for ${account.login} and set it on the target now?`)) return;
@@ -308,6 +315,12 @@ function AccountActions({ account, onChange }) {
           <button onClick=${copy}>Copy</button><button onClick=${hide}>Hide</button>
           <small>hides in ${left}s</small></span>`}
     ${offers('GET /api/v1/accounts/{id}/terminal') && html`<button onClick=${() => navigate(`/terminal/${account.id}`)}>Connect</button>`}
+    ${offers('POST /api/v1/accounts/{id}/rdp-ticket') && (ticket === null
+      ? html`<button onClick=${rdpTicket} disabled=${a.busy} title="A .rdp file for one RDP connection within a few minutes (NLA; also for two-factor users)">Download .rdp</button>`
+      : html`<span class="secret" data-testid="rdp-ticket">RDP user <code>${ticket.username}</code>,${' '}
+          one-time password <code data-testid="rdp-ticket-password">${ticket.password}</code>${' '}
+          <small>(shown once; one connection, until ${ticket.expires_at})</small> <button onClick=${() => navigator.clipboard.writeText(ticket.password).catch(() => {})}>Copy</button>
+          <button onClick=${() => setTicket(null)}>Hide</button></span>`)}
     ${offers('POST /api/v1/access-requests') && html`<button onClick=${() => navigate(`/access-requests?account=${account.id}`)}>Request access</button>`}
     ${offers('POST /api/v1/accounts/{id}/reset') && html`<button onClick=${reset} disabled=${a.busy}>Reset password</button>`}
     ${resetDone && html`<small class="ok">${resetDone}</small>`}

@@ -1,0 +1,508 @@
+//! NLA through the RDP gateway: towards a target that requires CredSSP (IronRDP's acceptor, in this process)
+//! with the vaulted credentials, and towards clients with one-time RDP tickets (`/sec:nla` and TLS), `xfreerdp`
+//! under Xvfb as the client.
+
+mod common;
+#[path = "common/rdp_nla.rs"]
+mod rdp_nla;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use common::rdp::{self, FreeRdp, Xvfb};
+use common::*;
+use rdp_nla::NlaTarget;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ALICE_PW: &str = "alice passphrase 123";
+
+/// The log lines of Postern's own code in this test binary (debug level, with the directives the binary always
+/// adds). The target's crate (`ironrdp_acceptor`) logs its own credentials at debug level:
+/// they are not Postern and are filtered out.
+fn logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = buf.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "debug,ironrdp_acceptor=off,sspi=warn",
+            ))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(w.clone()))
+            .try_init();
+        buf
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Env {
+    s: TestServer,
+    admin: String,
+    alice: String,
+    rdp_port: u16,
+    tmp: tempfile::TempDir,
+}
+
+impl Env {
+    async fn new() -> Env {
+        rdp::available().expect("FreeRDP and Xvfb are needed (run the suite with tests/run.sh as root)");
+        log_buffer();
+        let s = TestServer::builder().start().await;
+        let admin = s.admin_token().await;
+        let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
+        let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
+        Env {
+            s,
+            admin,
+            alice,
+            rdp_port,
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A Windows resource for the NLA target owned by alice, with one account; returns the account id.
+    async fn add_target(&self, name: &str, t: &NlaTarget, login: &str, password: &str) -> String {
+        let body = json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port});
+        let rid = self.s.create_resource(&self.alice, body).await;
+        self.s.create_account(&self.alice, &rid, login, password).await
+    }
+
+    async fn audit(&self, action: &str) -> Vec<Value> {
+        let r = self
+            .s
+            .req(
+                "GET",
+                &format!("/api/v1/audit?action={action}&limit=1000"),
+                Some(&self.admin),
+                None,
+            )
+            .await;
+        r.body.as_array().cloned().unwrap_or_default()
+    }
+
+    fn connect(&self, x: &Xvfb, user: &str, password: &str, extra: &[&str], log: &str) -> FreeRdp {
+        wait_for_display(x);
+        FreeRdp::connect(x, self.rdp_port, user, password, extra, &self.tmp.path().join(log))
+    }
+
+    async fn ticket(&self, token: &str, account: &str) -> Value {
+        let r = self
+            .s
+            .req(
+                "POST",
+                &format!("/api/v1/accounts/{account}/rdp-ticket"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+    }
+}
+
+/// Waits until the X server answers (its socket may exist before it accepts clients).
+fn wait_for_display(x: &Xvfb) {
+    for _ in 0..100 {
+        let ok = std::process::Command::new("xwd")
+            .args(["-root", "-silent", "-display", &x.display_name(), "-out", "/dev/null"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("Xvfb {} does not answer", x.display_name());
+}
+
+/// Waits until the client's screen shows the target's picture (left and right halves).
+fn shows_the_picture(x: &Xvfb, png: &std::path::Path) -> bool {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        x.screenshot(png);
+        let (l, r) = (rdp::pixel(png, 200, 300), rdp::pixel(png, 600, 300));
+        if close(&l, rdp_nla::LEFT) && close(&r, rdp_nla::RIGHT) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    false
+}
+
+/// Two `#RRGGBB` colours within 8 per channel (the session may run at 16 bits per pixel).
+fn close(a: &str, b: &str) -> bool {
+    let ch = |s: &str, i: usize| i32::from_str_radix(&s[1 + 2 * i..3 + 2 * i], 16).unwrap_or(-100);
+    (0..3).all(|i| (ch(a, i) - ch(b, i)).abs() <= 8)
+}
+
+fn no_canary_in_any_argv(secret: &str) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(
+                !contains_bytes(&cmdline, secret),
+                "canary in {}/cmdline",
+                entry.path().display()
+            );
+        }
+    }
+}
+
+/// xfreerdp (TLS, alice's Postern password) → Postern → a target that requires NLA: the gateway does CredSSP with
+/// the vaulted credentials, the target accepts them and the client reaches the active stage (its screen shows
+/// the target's picture). The vaulted password is in no log line of Postern, no argv, no audit event.
+#[tokio::test(flavor = "multi_thread")]
+async fn nla_target_autologon_with_the_vaulted_password() {
+    let mut env = Env::new().await;
+    let secret = common::canary();
+    let t = NlaTarget::start("winadmin", &secret).await;
+    env.add_target("nla1", &t, "winadmin", &secret).await;
+    let x = Xvfb::start();
+    let mut c = env.connect(&x, "alice#winadmin@nla1", ALICE_PW, &[], "alice.log");
+    let png = env.tmp.path().join("alice.png");
+    assert!(
+        shows_the_picture(&x, &png),
+        "the client does not show the target's picture\nclient: {}\ntarget failures: {:?}\n{}",
+        c.log(),
+        t.failures.lock().unwrap(),
+        logs()
+    );
+    assert!(c.try_wait().is_none(), "xfreerdp exited: {}", c.log());
+    assert_eq!(
+        t.active.load(Ordering::SeqCst),
+        1,
+        "the target's connection sequence did not complete"
+    );
+    assert!(
+        t.failures.lock().unwrap().is_empty(),
+        "{:?}",
+        t.failures.lock().unwrap()
+    );
+    let starts = env.audit("session.start").await;
+    assert!(
+        starts.iter().any(|e| e["actor_name"] == "alice"
+            && e["object_name"] == "winadmin@nla1"
+            && e["detail"].as_str().unwrap_or_default().contains("NLA (CredSSP/NTLM)")),
+        "{starts:?}"
+    );
+    no_canary_in_any_argv(&secret);
+    drop(c);
+    let everything = env
+        .s
+        .req("GET", "/api/v1/audit?limit=1000", Some(&env.admin), None)
+        .await;
+    assert!(!everything.text.contains(&secret));
+    env.s.stop().await;
+    let all = logs();
+    assert!(all.contains("winadmin@nla1"), "the log has the session");
+    assert!(!all.contains(&secret), "the vaulted password is in the log");
+    // Nor in the encodings libraries print buffers in: UTF-16LE as hex, or as a list of byte values.
+    let utf16: Vec<u8> = secret.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let hex: String = utf16.iter().map(|b| format!("{b:02X}")).collect();
+    let list = utf16.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
+    assert!(
+        !all.to_uppercase().contains(&hex),
+        "the vaulted password is in the log (UTF-16 hex)"
+    );
+    assert!(!all.contains(&list), "the vaulted password is in the log (byte list)");
+}
+
+/// A wrong vaulted password: the target refuses CredSSP; the client is told (a Set Error Info PDU, then a
+/// disconnect; xfreerdp prints the code and exits) and the failure is audited with the account. A forbidden
+/// target is refused before any target is contacted.
+#[tokio::test(flavor = "multi_thread")]
+async fn nla_target_wrong_vaulted_password_and_forbidden_target() {
+    let mut env = Env::new().await;
+    let t = NlaTarget::start("winadmin", "the real target pw").await;
+    env.add_target("nla2", &t, "winadmin", "a stale vaulted pw").await;
+    let x = Xvfb::start();
+    let mut c = env.connect(&x, "alice#winadmin@nla2", ALICE_PW, &[], "bad.log");
+    let st = c.wait_exit(WAIT);
+    assert!(st.is_some_and(|s| !s.success()), "{st:?}\n{}", c.log());
+    assert!(
+        c.log().contains("ERRINFO_SERVER_DENIED_CONNECTION"),
+        "xfreerdp did not report the refusal:\n{}",
+        c.log()
+    );
+    assert!(
+        logs().contains("the credentials were refused"),
+        "no clear error in the gateway log"
+    );
+    let failed = env.audit("session.connect_failed").await;
+    assert!(
+        failed.iter().any(|e| e["actor_name"] == "alice"
+            && e["object_name"] == "winadmin@nla2"
+            && e["detail"].as_str().unwrap_or_default().contains("NLA")),
+        "{failed:?}"
+    );
+    assert_eq!(t.connections.load(Ordering::SeqCst), 1);
+    assert_eq!(t.active.load(Ordering::SeqCst), 0);
+    assert!(
+        t.failures.lock().unwrap().iter().any(|f| f.starts_with("CredSSP")),
+        "the target did not refuse CredSSP: {:?}",
+        t.failures.lock().unwrap()
+    );
+
+    // bob may not use alice's target: refused with insufficient privileges, the target never contacted.
+    let (_, _bob) = env
+        .s
+        .create_user(&env.admin, "bob", "password_user", "bob passphrase 12")
+        .await;
+    let mut c = env.connect(&x, "bob#winadmin@nla2", "bob passphrase 12", &[], "bob.log");
+    let st = c.wait_exit(WAIT);
+    assert!(st.is_some_and(|s| !s.success()), "{st:?}\n{}", c.log());
+    assert!(
+        c.log().contains("ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES"),
+        "{}",
+        c.log()
+    );
+    assert_eq!(
+        t.connections.load(Ordering::SeqCst),
+        1,
+        "the forbidden target was contacted"
+    );
+    assert!(!logs().contains("a stale vaulted pw"));
+    env.s.stop().await;
+}
+
+/// A one-time ticket works once with `/sec:nla` (the gateway is the CredSSP server towards the client) and
+/// reaches the NLA target with the vaulted credentials; the second use is refused; an expired ticket is
+/// refused; issue, use and refusals are audited; a ticket is not issued for an account the user may not use.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_time_ticket_with_nla() {
+    let mut env = Env::new().await;
+    let secret = common::canary();
+    let t = NlaTarget::start("winadmin", &secret).await;
+    let account = env.add_target("nla3", &t, "winadmin", &secret).await;
+    let ticket = env.ticket(&env.alice, &account).await;
+    let (user, pw) = (
+        ticket["username"].as_str().unwrap().to_owned(),
+        ticket["password"].as_str().unwrap().to_owned(),
+    );
+    assert!(
+        ticket["rdp_file"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("username:s:{user}")),
+        "{ticket}"
+    );
+    assert!(ticket["rdp_file"]
+        .as_str()
+        .unwrap()
+        .contains("enablecredsspsupport:i:1"));
+    assert!(ticket["expires_at"].is_string());
+
+    let x = Xvfb::start();
+    let c = env.connect(&x, &user, &pw, &["/sec:nla"], "ticket.log");
+    let png = env.tmp.path().join("ticket.png");
+    assert!(
+        shows_the_picture(&x, &png),
+        "the ticket client does not show the target's picture\nclient: {}\n{}",
+        c.log(),
+        logs()
+    );
+    drop(c);
+    assert_eq!(t.active.load(Ordering::SeqCst), 1);
+    let used = env.audit("rdp.ticket_use").await;
+    assert!(
+        used.iter()
+            .any(|e| e["actor_name"] == "alice" && e["object_name"] == "winadmin@nla3"),
+        "{used:?}"
+    );
+    let issued = env.audit("rdp.ticket_issue").await;
+    assert!(issued.iter().any(|e| e["actor_name"] == "alice"), "{issued:?}");
+
+    // Second use: CredSSP fails (the ticket is gone), xfreerdp exits with an error.
+    let x2 = Xvfb::start();
+    let mut again = env.connect(&x2, &user, &pw, &["/sec:nla"], "again.log");
+    let st = again.wait_exit(WAIT);
+    assert!(st.is_some_and(|s| !s.success()), "{st:?}\n{}", again.log());
+    assert_eq!(
+        t.connections.load(Ordering::SeqCst),
+        1,
+        "a second connection reached the target"
+    );
+
+    // A wrong one-time password under NLA voids the ticket (audited): the right one fails afterwards.
+    let t2 = env.ticket(&env.alice, &account).await;
+    let user2 = t2["username"].as_str().unwrap().to_owned();
+    let mut wrong = env.connect(&x2, &user2, "not the one-time password", &["/sec:nla"], "wrong.log");
+    let st = wrong.wait_exit(WAIT);
+    assert!(st.is_some_and(|s| !s.success()), "{st:?}\n{}", wrong.log());
+    let mut late = env.connect(&x2, &user2, t2["password"].as_str().unwrap(), &["/sec:nla"], "void.log");
+    let st = late.wait_exit(WAIT);
+    assert!(st.is_some_and(|s| !s.success()), "{st:?}\n{}", late.log());
+    let refused = env.audit("rdp.ticket_refused").await;
+    assert!(
+        refused.iter().any(|e| e["actor_name"] == "alice"
+            && e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("wrong password under NLA")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        t.connections.load(Ordering::SeqCst),
+        1,
+        "a refused ticket reached the target"
+    );
+
+    // A ticket for an account alice may not use is not issued (404, like every object one may not see).
+    let (_, bob) = env
+        .s
+        .create_user(&env.admin, "bob", "password_user", "bob passphrase 12")
+        .await;
+    let r = env
+        .s
+        .req(
+            "POST",
+            &format!("/api/v1/accounts/{account}/rdp-ticket"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = env
+        .s
+        .req("POST", &format!("/api/v1/accounts/{account}/rdp-ticket"), None, None)
+        .await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(!logs().contains(&pw), "the ticket's password is in the log");
+    env.s.stop().await;
+}
+
+/// A user with two-factor authentication cannot use RDP with the Postern password (the message names the
+/// ticket) but connects with a ticket under TLS; an expired ticket is refused and audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn totp_user_connects_with_a_ticket_and_expired_tickets_are_refused() {
+    let mut env = Env::builder_with_ttl(4).await;
+    let secret = common::canary();
+    let t = NlaTarget::start("winadmin", &secret).await;
+    let account = env.add_target("nla4", &t, "winadmin", &secret).await;
+    // carol enrols TOTP; alice shares the account with her (connect).
+    let (carol_id, carol) = env
+        .s
+        .create_user(&env.admin, "carol", "password_user", "carol passphrase 12")
+        .await;
+    let en = env.s.req("POST", "/api/v1/me/totp", Some(&carol), None).await;
+    assert_eq!(en.status, 200, "{}", en.text);
+    let totp = en.body["secret"].as_str().unwrap().to_owned();
+    let o = std::process::Command::new("oathtool")
+        .args(["--totp", "-b", &totp])
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let c = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(&carol),
+            Some(json!({"code": code})),
+        )
+        .await;
+    assert_eq!(c.status, 204, "{}", c.text);
+    let r = env
+        .s
+        .req(
+            "POST",
+            "/api/v1/shares",
+            Some(&env.alice),
+            Some(json!({"user_id": carol_id, "account_id": account, "level": "connect"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let x = Xvfb::start();
+    let mut refused = env.connect(&x, "carol#winadmin@nla4", "carol passphrase 12", &[], "carol-pw.log");
+    let st = refused.wait_exit(WAIT);
+    assert!(st.is_some_and(|s| !s.success()), "{st:?}");
+    assert!(
+        logs().contains("get a one-time RDP ticket"),
+        "the refusal does not name the ticket"
+    );
+
+    let ticket = env.ticket(&carol, &account).await;
+    let (user, pw) = (
+        ticket["username"].as_str().unwrap().to_owned(),
+        ticket["password"].as_str().unwrap().to_owned(),
+    );
+    let c = env.connect(&x, &user, &pw, &[], "carol-ticket.log");
+    let png = env.tmp.path().join("carol.png");
+    assert!(
+        shows_the_picture(&x, &png),
+        "carol's ticket did not connect\n{}\n{}",
+        c.log(),
+        logs()
+            .lines()
+            .filter(|l| l.contains("postern_gateway"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    drop(c);
+
+    // Expired (ttl 4 s): refused, audited.
+    let late = env.ticket(&carol, &account).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let x2 = Xvfb::start();
+    let mut c = env.connect(
+        &x2,
+        late["username"].as_str().unwrap(),
+        late["password"].as_str().unwrap(),
+        &[],
+        "late.log",
+    );
+    let st = c.wait_exit(WAIT);
+    assert!(st.is_some_and(|s| !s.success()), "{st:?}\n{}", c.log());
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let refused = env.audit("rdp.ticket_refused").await;
+        let expired = env.audit("rdp.ticket_expired").await;
+        if refused.iter().chain(expired.iter()).any(|e| e["actor_name"] == "carol") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{refused:?} {expired:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    env.s.stop().await;
+}
+
+impl Env {
+    /// An environment whose tickets live `secs` seconds.
+    async fn builder_with_ttl(secs: u64) -> Env {
+        rdp::available().expect("FreeRDP and Xvfb are needed (run the suite with tests/run.sh as root)");
+        log_buffer();
+        let s = TestServer::builder()
+            .set("rdp.ticket_ttl", &format!("{secs}s"))
+            .start()
+            .await;
+        let admin = s.admin_token().await;
+        let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
+        let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
+        Env {
+            s,
+            admin,
+            alice,
+            rdp_port,
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+}
