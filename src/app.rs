@@ -271,6 +271,7 @@ impl App {
                 idle_timeout: cfg.ssh.idle_timeout,
                 max_session_duration: (!cfg.ssh.max_session_duration.is_zero()).then_some(cfg.ssh.max_session_duration),
                 max_connections: cfg.ssh.max_connections as usize,
+                accept_any_target_certificate: cfg.rdp.dangerous.accept_any_target_certificate,
             },
             rdp_tickets.clone(),
         )
@@ -295,6 +296,11 @@ impl App {
         });
         if cfg.ssh.dangerous.accept_any_target_host_key {
             tracing::warn!("[ssh.dangerous] accept_any_target_host_key is on: changed target host keys are accepted");
+        }
+        if cfg.rdp.dangerous.accept_any_target_certificate {
+            tracing::warn!(
+                "[rdp.dangerous] accept_any_target_certificate is on: changed RDP target certificates are accepted"
+            );
         }
         wire_workflows(cfg, &vault, &registry, &tracker, &shutdown)?;
         let state = postern_web::AppState::new(vault.clone())

@@ -192,6 +192,16 @@ pub struct RdpConfig {
     /// How long a one-time RDP ticket from the web console stays valid (`ticket_ttl`, default `5m`, at most
     /// `1h`). Tickets live in memory only and are lost on restart.
     pub ticket_ttl: Duration,
+    /// Settings that weaken security (`[rdp.dangerous]`).
+    pub dangerous: RdpDangerous,
+}
+
+/// `[rdp.dangerous]` section: settings that weaken security. All default to the safe choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RdpDangerous {
+    /// Connect to RDP targets whose TLS certificate differs from the one pinned on first use
+    /// (`accept_any_target_certificate`, default `false`).
+    pub accept_any_target_certificate: bool,
 }
 
 /// `[recording]` section.
@@ -492,13 +502,14 @@ enum Setting {
     SshDangerousAcceptAnyTargetHostKey,
     RdpListen,
     RdpTicketTtl,
+    RdpDangerousAcceptAnyTargetCertificate,
     RecordingRecordInput,
     RecordingRetentionDays,
     LogLevel,
     LogFormat,
 }
 
-const ALL_KEYS: [Setting; 34] = [
+const ALL_KEYS: [Setting; 35] = [
     Setting::DataDir,
     Setting::ShutdownGrace,
     Setting::VaultMasterKeyFile,
@@ -529,6 +540,7 @@ const ALL_KEYS: [Setting; 34] = [
     Setting::SshDangerousAcceptAnyTargetHostKey,
     Setting::RdpListen,
     Setting::RdpTicketTtl,
+    Setting::RdpDangerousAcceptAnyTargetCertificate,
     Setting::RecordingRecordInput,
     Setting::RecordingRetentionDays,
     Setting::LogLevel,
@@ -569,6 +581,7 @@ impl Setting {
             Setting::SshDangerousAcceptAnyTargetHostKey => "ssh.dangerous.accept_any_target_host_key",
             Setting::RdpListen => "rdp.listen",
             Setting::RdpTicketTtl => "rdp.ticket_ttl",
+            Setting::RdpDangerousAcceptAnyTargetCertificate => "rdp.dangerous.accept_any_target_certificate",
             Setting::RecordingRecordInput => "recording.record_input",
             Setting::RecordingRetentionDays => "recording.retention_days",
             Setting::LogLevel => "log.level",
@@ -914,6 +927,7 @@ struct Partial {
     accept_any_target_host_key: Option<Slot<bool>>,
     rdp_listen: Option<Slot<SocketAddr>>,
     rdp_ticket_ttl: Option<Slot<Duration>>,
+    accept_any_target_certificate: Option<Slot<bool>>,
     record_input: Option<Slot<bool>>,
     retention_days: Option<Slot<u32>>,
     log_level: Option<Slot<String>>,
@@ -984,6 +998,9 @@ impl Partial {
                     return Err(c.invalid("a duration of at most 1h (a ticket is for connecting now)"));
                 }
                 self.rdp_ticket_ttl = slot(d, origin)
+            }
+            Setting::RdpDangerousAcceptAnyTargetCertificate => {
+                self.accept_any_target_certificate = slot(c.boolean()?, origin);
             }
             Setting::RecordingRecordInput => self.record_input = slot(c.boolean()?, origin),
             Setting::RecordingRetentionDays => {
@@ -1128,6 +1145,9 @@ impl Partial {
             rdp: RdpConfig {
                 listen: value_or(&self.rdp_listen, SocketAddr::from(([127, 0, 0, 1], 3389))),
                 ticket_ttl: value_or(&self.rdp_ticket_ttl, Duration::from_secs(300)),
+                dangerous: RdpDangerous {
+                    accept_any_target_certificate: value_or(&self.accept_any_target_certificate, false),
+                },
             },
             recording: RecordingConfig {
                 record_input: value_or(&self.record_input, false),
@@ -1333,6 +1353,9 @@ impl Config {
                     }
                     Setting::RdpListen => addr(self.rdp.listen),
                     Setting::RdpTicketTtl => dur(self.rdp.ticket_ttl),
+                    Setting::RdpDangerousAcceptAnyTargetCertificate => {
+                        self.rdp.dangerous.accept_any_target_certificate.to_string()
+                    }
                     Setting::RecordingRecordInput => self.recording.record_input.to_string(),
                     Setting::RecordingRetentionDays => self.recording.retention_days.to_string(),
                     Setting::LogLevel => toml_string(&self.log.level),
@@ -1439,6 +1462,7 @@ mod tests {
         assert!(!c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:3389".parse().unwrap());
         assert_eq!(c.rdp.ticket_ttl, Duration::from_secs(300));
+        assert!(!c.rdp.dangerous.accept_any_target_certificate);
         assert!(!c.recording.record_input);
         assert_eq!(c.recording.retention_days, 0);
         assert_eq!(c.log.level, "info");
@@ -1476,6 +1500,7 @@ dangerous = { accept_any_target_host_key = true }
 
 [rdp]
 listen = "127.0.0.1:0"
+dangerous = { accept_any_target_certificate = true }
 
 [recording]
 record_input = true
@@ -1507,6 +1532,7 @@ format = "json"
         assert_eq!(c.ssh.max_connections, 50);
         assert!(c.ssh.dangerous.accept_any_target_host_key);
         assert_eq!(c.rdp.listen, "127.0.0.1:0".parse().unwrap());
+        assert!(c.rdp.dangerous.accept_any_target_certificate);
         assert_eq!(c.log.level, "postern=debug,info");
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(c.recording.record_input);
@@ -1519,6 +1545,27 @@ format = "json"
         let c = r.unwrap();
         assert_eq!(c.web.listen, "127.0.0.1:1".parse().unwrap());
         assert!(c.ssh.dangerous.accept_any_target_host_key);
+        assert!(!c.rdp.dangerous.accept_any_target_certificate);
+        let (_f, r) = load_text("[rdp.dangerous]\naccept_any_target_certificate = true\n");
+        let c = r.unwrap();
+        assert!(c.rdp.dangerous.accept_any_target_certificate);
+        assert!(!c.ssh.dangerous.accept_any_target_host_key);
+        let c = load(
+            None,
+            &[("POSTERN_RDP_DANGEROUS_ACCEPT_ANY_TARGET_CERTIFICATE", "1")],
+            &[],
+        )
+        .unwrap();
+        assert!(c.rdp.dangerous.accept_any_target_certificate);
+        assert_eq!(
+            errs(load(
+                None,
+                &[],
+                &[("rdp.dangerous.accept_any_target_certificate", "yes")]
+            ))
+            .len(),
+            1
+        );
     }
 
     #[test]
@@ -1977,6 +2024,7 @@ format = "json"
                 "log.level",
                 "rdp.listen",
                 "rdp.ticket_ttl",
+                "rdp.dangerous.accept_any_target_certificate",
                 "recording.record_input",
                 "recording.retention_days",
                 "ssh.connect_timeout",

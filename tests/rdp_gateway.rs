@@ -595,3 +595,149 @@ async fn clipboard_and_drive_are_blocked_unless_the_resource_allows_them() {
         .await;
     assert!(hits.text.contains(&id), "{}", hits.text);
 }
+
+/// How often `needle` occurs in one of the target's logs.
+fn log_count(t: &XrdpTarget, which: Log, needle: &str) -> usize {
+    t.log(which).matches(needle).count()
+}
+
+/// Target certificates are trusted on first use and pinned per resource: the first session pins xrdp's
+/// certificate; after xrdp restarts with a new certificate the gateway refuses in the TLS handshake (nothing,
+/// least of all the vaulted password, reaches the target), tells the client, and audits
+/// `session.host_key_mismatch` with both fingerprints; clearing the pin (the host-key route, as for SSH) lets the
+/// next session pin the new one; with `[rdp.dangerous] accept_any_target_certificate` a changed certificate is
+/// accepted, the pin stays, and `session.start` says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn target_certificate_is_pinned_on_first_use_and_a_changed_one_is_refused() {
+    let env = Env::new().await;
+    let secret = common::canary();
+    let mut t = XrdpTarget::start(&[("winuser", &secret)]);
+    let rid = env.add_resource("rdp-pin", &t).await;
+    env.add_account(&rid, "winuser", &secret).await;
+    let ok_line = "login successful for user winuser on display";
+    let x = Xvfb::start();
+
+    // 1. First use: the session starts and the certificate is pinned.
+    let first = t.cert_fingerprint();
+    let c = env.connect(&x, "alice#winuser@rdp-pin", ALICE_PW, "pin-1.log");
+    assert!(t.wait_for_log(Log::Xrdp, ok_line, WAIT), "{}\n{}", t.logs(), c.log());
+    assert!(audited(&env, "resource.host_key_pinned", &first).await);
+    assert!(
+        audited(
+            &env,
+            "session.start",
+            &format!("target certificate {first}, pinned on this first use")
+        )
+        .await
+    );
+    drop(c);
+
+    // 2. xrdp restarts with a new certificate: refused before anything reaches the target.
+    let second = t.renew_certificate();
+    let logins = log_count(&t, Log::Xrdp, ok_line);
+    let mut c = env.connect(&x, "alice#winuser@rdp-pin", ALICE_PW, "pin-2.log");
+    let status = c.wait_exit(WAIT);
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}\n{}", c.log());
+    assert!(
+        c.log().contains("ERRINFO_SERVER_DENIED_CONNECTION"),
+        "the client is told the connection was denied:\n{}",
+        c.log()
+    );
+    assert!(
+        audited(
+            &env,
+            "session.host_key_mismatch",
+            &format!("its TLS certificate changed (pinned {first}, presented {second})")
+        )
+        .await,
+        "{:?}",
+        env.audit("session.").await
+    );
+    assert!(logs().contains(&format!("presented {second}")));
+    assert_eq!(log_count(&t, Log::Xrdp, ok_line), logins, "{}", t.logs());
+    assert!(
+        !env.audit("session.start")
+            .await
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap_or_default().contains(&second)),
+        "a session started with the changed certificate"
+    );
+
+    // 3. The owner clears the pin (the same route as an SSH host key): the next session pins the new certificate.
+    let r = env
+        .s
+        .req(
+            "DELETE",
+            &format!("/api/v1/resources/{rid}/host-key"),
+            Some(&env.alice),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let c = env.connect(&x, "alice#winuser@rdp-pin", ALICE_PW, "pin-3.log");
+    assert!(
+        eventually(WAIT, || log_count(&t, Log::Xrdp, ok_line) > logins).await,
+        "{}\n{}",
+        t.logs(),
+        c.log()
+    );
+    assert!(audited(&env, "resource.host_key_pinned", &second).await);
+    drop(c);
+
+    // 4. With [rdp.dangerous] accept_any_target_certificate (same data, restarted), a changed certificate is
+    //    accepted; the pin stays as it was and session.start names both.
+    let third = t.renew_certificate();
+    let Env {
+        mut s,
+        admin,
+        alice,
+        tmp,
+        ..
+    } = env;
+    s.stop().await;
+    let TestServer { dir, .. } = s;
+    let s = TestServer::builder()
+        .reuse_dir(dir)
+        .set("rdp.dangerous.accept_any_target_certificate", "true")
+        .start()
+        .await;
+    let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
+    let mut env = Env {
+        s,
+        admin,
+        alice,
+        rdp_port,
+        tmp,
+    };
+    let logins = log_count(&t, Log::Xrdp, ok_line);
+    let c = env.connect(&x, "alice#winuser@rdp-pin", ALICE_PW, "pin-4.log");
+    assert!(
+        eventually(WAIT, || log_count(&t, Log::Xrdp, ok_line) > logins).await,
+        "{}\n{}",
+        t.logs(),
+        c.log()
+    );
+    assert!(
+        audited(
+            &env,
+            "session.start",
+            &format!("target certificate {third}, NOT the pinned {second}: accepted because [rdp.dangerous] accept_any_target_certificate is on")
+        )
+        .await,
+        "{:?}",
+        env.audit("session.start").await
+    );
+    assert!(!audited_now(&env, "resource.host_key_pinned", &third).await);
+    drop(c);
+    no_canary_in_any_argv(&secret);
+    assert!(!logs().contains(&secret));
+    env.s.stop().await;
+}
+
+/// Whether an audit event of `action` whose detail contains `needle` exists now.
+async fn audited_now(env: &Env, action: &str, needle: &str) -> bool {
+    env.audit(action)
+        .await
+        .iter()
+        .any(|e| e["detail"].as_str().unwrap_or_default().contains(needle))
+}

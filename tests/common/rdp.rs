@@ -79,30 +79,7 @@ impl XrdpTarget {
         set_mode(&dir.join("home"), 0o755);
 
         // The target's own TLS certificate.
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=postern-xrdp-test",
-            ])
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl req failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        make_certificate(&dir);
 
         // The namespace holder (see `NsHolder`), with a private /tmp (X lock files) and xrdp's socket dir.
         let NsHolder {
@@ -172,6 +149,54 @@ impl XrdpTarget {
             std::thread::sleep(Duration::from_millis(20));
         }
         t
+    }
+
+    /// Gives the target a new TLS certificate (and key) and restarts xrdp (SIGTERM, then a new `xrdp -n`);
+    /// sesman and its sessions stay. Returns the new certificate's fingerprint.
+    pub fn renew_certificate(&mut self) -> String {
+        let old = self.cert_fingerprint();
+        make_certificate(&self.dir);
+        let new = self.cert_fingerprint();
+        assert_ne!(old, new, "openssl made the same certificate twice");
+        let i = self
+            .daemons
+            .iter()
+            .position(|c| fs::read_to_string(format!("/proc/{}/comm", c.id())).is_ok_and(|n| n.trim() == "xrdp"))
+            .expect("the xrdp daemon is running");
+        let mut xrdp = self.daemons.remove(i);
+        let _ = Command::new("kill").args(["-TERM", &xrdp.id().to_string()]).status();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while xrdp.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = xrdp.kill();
+                let _ = xrdp.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while listening(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "xrdp still listens on {} after SIGTERM",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A pid file left behind would make the new xrdp think it is already running.
+        let _ = self.exec_in_ns("rm -f /run/xrdp/xrdp.pid /var/run/xrdp/xrdp.pid");
+        self.spawn_daemon("xrdp", &["-n"], "xrdp-restarted.out");
+        while !listening(self.port) {
+            if Instant::now() > deadline {
+                panic!(
+                    "xrdp did not listen again on {}:\n{}\n{}",
+                    self.port,
+                    self.read("xrdp-restarted.out"),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        new
     }
 
     fn spawn_daemon(&mut self, prog: &str, args: &[&str], out: &str) {
@@ -269,6 +294,11 @@ impl XrdpTarget {
         format!("SHA256:{hex}")
     }
 
+    /// The target's mount namespace (`mnt:[N]`): every process of the target runs in it.
+    pub fn mnt_ns(&self) -> &str {
+        &self.mnt_ns
+    }
+
     /// One of the target's logs so far.
     pub fn log(&self, which: Log) -> String {
         self.read(match which {
@@ -353,6 +383,11 @@ impl Xvfb {
         x
     }
 
+    /// The Xvfb process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `:N`.
     pub fn display_name(&self) -> String {
         format!(":{}", self.display)
@@ -425,6 +460,11 @@ impl FreeRdp {
         }
     }
 
+    /// The xfreerdp process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What xfreerdp printed so far.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
@@ -476,6 +516,34 @@ pub fn pixel(image: &Path, x: u32, y: u32) -> String {
         .find(|w| w.starts_with('#') && w.len() >= 7)
         .map(|w| w[..7].to_uppercase())
         .unwrap_or_else(|| panic!("no colour in {text:?}"))
+}
+
+/// A new self-signed certificate and RSA key for an xrdp target: `dir/cert.pem`, `dir/key.pem`.
+fn make_certificate(dir: &Path) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=postern-xrdp-test",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// SIGKILL to the child's process group (spawned with `process_group(0)`, so the group id is its pid).

@@ -53,7 +53,11 @@ pub struct SessionTarget {
     pub window_end: Option<String>,
 }
 
-/// A pinned target host key.
+/// The `algorithm` of an RDP target's pinned TLS certificate in the host-key table: `public_key` holds the
+/// certificate (DER, hex) and `fingerprint` its `SHA256:<hex>` (of the whole DER certificate).
+pub const RDP_CERTIFICATE_PIN: &str = "rdp-tls-certificate";
+
+/// A pinned target host key (SSH), or an RDP target's pinned TLS certificate ([`RDP_CERTIFICATE_PIN`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PinnedHostKey {
     /// Key algorithm (`ssh-ed25519`, `rsa-sha2-512`…).
@@ -469,13 +473,31 @@ impl Vault {
         Ok(out)
     }
 
-    /// The host key pinned for a resource, if any.
+    /// The SSH host key pinned for a resource, if any (an RDP certificate pin is not one).
     pub async fn pinned_host_key(&self, resource_id: &str) -> Result<Option<PinnedHostKey>> {
         let row: Option<(String, String, String)> =
-            sqlx::query_as("SELECT algorithm, public_key, fingerprint FROM target_host_keys WHERE resource_id = $1 ORDER BY first_seen LIMIT 1")
+            sqlx::query_as("SELECT algorithm, public_key, fingerprint FROM target_host_keys WHERE resource_id = $1 AND algorithm <> $2 ORDER BY first_seen LIMIT 1")
                 .bind(resource_id)
+                .bind(RDP_CERTIFICATE_PIN)
                 .fetch_optional(&self.store().pool)
                 .await?;
+        Ok(row.map(|(algorithm, public_key, fingerprint)| PinnedHostKey {
+            algorithm,
+            public_key,
+            fingerprint,
+        }))
+    }
+
+    /// The TLS certificate pinned for an RDP resource, if any: the row of the host-key table whose algorithm is
+    /// [`RDP_CERTIFICATE_PIN`] (pinned with [`Vault::pin_host_key`], cleared with [`Vault::forget_host_key`]).
+    pub async fn pinned_rdp_certificate(&self, resource_id: &str) -> Result<Option<PinnedHostKey>> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT algorithm, public_key, fingerprint FROM target_host_keys WHERE resource_id = $1 AND algorithm = $2",
+        )
+        .bind(resource_id)
+        .bind(RDP_CERTIFICATE_PIN)
+        .fetch_optional(&self.store().pool)
+        .await?;
         Ok(row.map(|(algorithm, public_key, fingerprint)| PinnedHostKey {
             algorithm,
             public_key,
@@ -620,5 +642,39 @@ mod tests {
             parse_public_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl").is_err()
         );
         assert!(parse_public_key("ssh-ed25519 !!!").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_rdp_certificate_pin_is_kept_apart_from_ssh_host_keys_and_forgotten_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = crate::testutil::vault(dir.path()).await;
+        let (sys, ctx) = (Actor::system(), RequestContext::default());
+        let r = v
+            .create_resource(&sys, crate::testutil::linux("both"), &ctx)
+            .await
+            .unwrap();
+        let cert = PinnedHostKey {
+            algorithm: RDP_CERTIFICATE_PIN.into(),
+            public_key: "3082".into(),
+            fingerprint: format!("SHA256:{}", "ab".repeat(32)),
+        };
+        v.pin_host_key(&sys, &r, &cert, &ctx).await.unwrap();
+        assert_eq!(
+            v.pinned_host_key(&r.id).await.unwrap(),
+            None,
+            "a certificate is no SSH host key"
+        );
+        assert_eq!(v.pinned_rdp_certificate(&r.id).await.unwrap(), Some(cert.clone()));
+        let key = PinnedHostKey {
+            algorithm: "ssh-ed25519".into(),
+            public_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl".into(),
+            fingerprint: "SHA256:x".into(),
+        };
+        v.pin_host_key(&sys, &r, &key, &ctx).await.unwrap();
+        assert_eq!(v.pinned_host_key(&r.id).await.unwrap(), Some(key));
+        assert_eq!(v.pinned_rdp_certificate(&r.id).await.unwrap(), Some(cert));
+        v.forget_host_key(&sys, &r.id, &ctx).await.unwrap();
+        assert_eq!(v.pinned_rdp_certificate(&r.id).await.unwrap(), None);
+        assert_eq!(v.pinned_host_key(&r.id).await.unwrap(), None);
     }
 }

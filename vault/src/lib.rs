@@ -39,7 +39,7 @@ pub use audit::{AuditEvent, AuditFilter, AuditVerification};
 pub use auth::AuthPolicy;
 pub use authz::{authorize, Access, Action, Decision, Object, OpSet, Operation, ShareLevel};
 pub use error::{Error, MasterKeyProblem, ResetStage, Result};
-pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey};
+pub use gateway::{NewUserKey, PinnedHostKey, SessionTarget, UserKey, RDP_CERTIFICATE_PIN};
 pub use import::{ImportReport, ImportRowError};
 pub use jobs::{Job, MAX_JOBS};
 pub use model::*;

@@ -40,14 +40,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
+use postern_bench::{
+    background_cores, clk_tck, keep_blocks, machine_busy_seconds, median, percentile, revision, self_cpu_seconds, sh,
+    smaps_rollup, smaps_rollup_self, sorted, trim_heap, InProcess,
+};
+use serde_json::json;
 use sshd::{SshClient, SshTarget, TargetOptions, TargetUser};
 
 /// The target account's password (also the bastion user's: one askpass answers both ProxyJump prompts).
 const TARGET_PW: &str = "bench-target-pw-1";
 /// The Postern user's password.
 const ALICE_PW: &str = "alice bench passphrase 1";
-const ADMIN_PW: &str = "admin bench passphrase 1";
 const KEX: &str = "curve25519-sha256";
 const CHACHA: &str = "chacha20-poly1305@openssh.com";
 const AES: &str = "aes256-gcm@openssh.com";
@@ -260,162 +263,47 @@ impl Bed {
 // Postern in-process
 
 struct Postern {
-    rt: tokio::runtime::Runtime,
-    running: Option<postern::app::Running>,
-    _dir: tempfile::TempDir,
+    inner: InProcess,
     ssh_port: u16,
     /// alice's registered SSH key (private key file).
     alice_key: PathBuf,
 }
 
-async fn api(
-    client: &reqwest::Client,
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> Result<(u16, Value)> {
-    let mut rb = client.request(method, format!("{base}{path}"));
-    if let Some(t) = token {
-        rb = rb.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        rb = rb.json(&b);
-    }
-    let r = rb.send().await.with_context(|| format!("API {path}"))?;
-    let status = r.status().as_u16();
-    let text = r.text().await?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
-}
-
-fn expect(what: &str, want: u16, got: (u16, Value)) -> Result<Value> {
-    if got.0 != want {
-        bail!("{what}: HTTP {} (wanted {want}): {}", got.0, got.1);
-    }
-    Ok(got.1)
-}
-
 impl Postern {
-    /// Starts Postern in this process (same runtime flavour as `postern run`: multi-thread, one worker per
-    /// core), bootstraps the admin, creates alice (password_administrator), the resource `tgt` for the target and
-    /// the account `bench` with the target password.
+    /// Starts Postern in this process (`postern_bench::InProcess`), creates alice (password_administrator) with
+    /// her SSH key, the resource `tgt` for the target and the account `bench` with the target password.
     fn start(target_port: u16) -> Result<Postern> {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        let dir = tempfile::Builder::new().prefix("postern-bench-").tempdir()?;
-        let cli = vec![
-            ("data_dir".to_string(), dir.path().join("data").display().to_string()),
-            ("web.listen".to_string(), "127.0.0.1:0".to_string()),
-            ("ssh.listen".to_string(), "127.0.0.1:0".to_string()),
-            ("rdp.listen".to_string(), "127.0.0.1:0".to_string()),
-        ];
-        let cfg = postern::config::Config::load(&postern::config::Sources {
-            file: None,
-            env: &[],
-            cli: &cli,
-        })
-        .map_err(|e| anyhow!("config: {e}"))?;
-        let running = rt.block_on(postern::app::App::start(&cfg))?;
-        let ssh_port = running.ssh_addr.port();
-        let base = format!("https://127.0.0.1:{}", running.web_addr.port());
-        let pem = fs::read(&cfg.web.tls_cert).context("generated TLS certificate")?;
-        let client = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        let (alice_key, alice_pub) = sshd::keygen(dir.path(), "alice_key");
-        let initial = fs::read_to_string(cfg.data_dir.join("initial-admin-password"))
-            .context("initial-admin-password")?
-            .trim()
-            .to_owned();
-        rt.block_on(async {
-            use reqwest::Method as M;
-            let login = |u: &'static str, p: String| {
-                let (client, base) = (client.clone(), base.clone());
-                async move {
-                    let v = expect(
-                        &format!("login {u}"),
-                        200,
-                        api(&client, &base, M::POST, "/api/v1/auth/login", None, Some(json!({"username": u, "password": p}))).await?,
-                    )?;
-                    v["token"].as_str().map(str::to_owned).ok_or_else(|| anyhow!("no token"))
-                }
-            };
-            let first = login("admin", initial.clone()).await?;
-            expect(
-                "change the admin password",
-                204,
-                api(&client, &base, M::POST, "/api/v1/me/password", Some(&first),
-                    Some(json!({"current_password": initial, "new_password": ADMIN_PW}))).await?,
-            )?;
-            let admin = login("admin", ADMIN_PW.into()).await?;
-            let created = expect(
-                "create alice",
-                201,
-                api(&client, &base, M::POST, "/api/v1/users", Some(&admin),
-                    Some(json!({"username": "alice", "role": "password_administrator", "password": ALICE_PW, "must_change_password": false}))).await?,
-            )?;
-            let alice = login("alice", ALICE_PW.into()).await?;
-            let alice_id = created["id"].as_str().ok_or_else(|| anyhow!("no user id"))?.to_owned();
-            expect(
-                "register alice's SSH key",
-                201,
-                api(&client, &base, M::POST, &format!("/api/v1/users/{alice_id}/keys"), Some(&alice),
-                    Some(json!({"public_key": alice_pub}))).await?,
-            )?;
-            let r = expect(
-                "create resource",
-                201,
-                api(&client, &base, M::POST, "/api/v1/resources", Some(&alice),
-                    Some(json!({"name": "tgt", "type": "linux", "host": "127.0.0.1", "port": target_port}))).await?,
-            )?;
-            let rid = r["id"].as_str().ok_or_else(|| anyhow!("no resource id"))?.to_owned();
-            expect(
-                "create account",
-                201,
-                api(&client, &base, M::POST, &format!("/api/v1/resources/{rid}/accounts"), Some(&alice),
-                    Some(json!({"login": TARGET_USER, "password": TARGET_PW}))).await?,
-            )?;
-            anyhow::Ok(())
-        })?;
+        let inner = InProcess::start(&[])?;
+        let ssh_port = inner.running().ssh_addr.port();
+        let (alice_key, alice_pub) = sshd::keygen(inner.dir.path(), "alice_key");
+        let (alice_id, alice) = inner.create_user("alice", "password_administrator", ALICE_PW)?;
+        inner.call(
+            "register alice's SSH key",
+            reqwest::Method::POST,
+            &format!("/api/v1/users/{alice_id}/keys"),
+            &alice,
+            json!({"public_key": alice_pub}),
+            201,
+        )?;
+        let rid = inner.create_resource(&alice, "tgt", "linux", target_port)?;
+        inner.create_account(&alice, &rid, TARGET_USER, TARGET_PW)?;
         Ok(Postern {
-            rt,
-            running: Some(running),
-            _dir: dir,
+            inner,
             ssh_port,
             alice_key,
         })
     }
 
-    /// Session recordings in the data directory: files named `*.pcast` or under a directory named `record*`.
     fn recordings(&self) -> (usize, u64) {
-        let mut n = 0;
-        let mut bytes = 0;
-        let mut stack = vec![(self._dir.path().to_owned(), false)];
-        while let Some((d, in_rec)) = stack.pop() {
-            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-                let p = e.path();
-                let name = e.file_name().to_string_lossy().to_lowercase();
-                let Ok(meta) = e.metadata() else { continue };
-                if meta.is_dir() {
-                    stack.push((p, in_rec || name.starts_with("record")));
-                } else if in_rec || name.ends_with(".pcast") {
-                    n += 1;
-                    bytes += meta.len();
-                }
-            }
-        }
-        (n, bytes)
+        self.inner.recordings()
     }
 
     fn live_sessions(&self) -> usize {
-        self.running.as_ref().map(|r| r.registry.list().len()).unwrap_or(0)
+        self.inner.live_sessions()
     }
 
-    fn stop(mut self) {
-        if let Some(r) = self.running.take() {
-            let _ = self.rt.block_on(r.shutdown());
-        }
+    fn stop(self) {
+        self.inner.stop();
     }
 }
 
@@ -432,97 +320,6 @@ fn run_checked(mut cmd: Command, what: &str) -> Result<(Duration, String)> {
         bail!("{what} failed ({}): {}", out.status, err.trim());
     }
     Ok((dt, err))
-}
-
-/// Sorted copy.
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    s
-}
-
-fn median(v: &[f64]) -> f64 {
-    let s = sorted(v);
-    let n = s.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let s = sorted(v);
-    if s.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
-    s[rank.min(s.len()) - 1]
-}
-
-/// (Pss, Rss) of this process in KiB.
-fn smaps_rollup_self() -> Result<(u64, u64)> {
-    smaps_rollup(&fs::read_to_string("/proc/self/smaps_rollup")?)
-}
-
-fn smaps_rollup(text: &str) -> Result<(u64, u64)> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| anyhow!("no {name} in smaps_rollup"))
-    };
-    Ok((field("Pss:")?, field("Rss:")?))
-}
-
-/// CPU time (user + system) this process used so far, in seconds.
-fn self_cpu_seconds(tck: f64) -> f64 {
-    let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the ")" of the comm: state is field 3; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i - 3).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(14) + ticks(15)) / tck
-}
-
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// CPU seconds the whole machine spent busy so far (all cores; /proc/stat minus idle and iowait).
-fn machine_busy_seconds(tck: f64) -> f64 {
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return 0.0;
-    };
-    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    // user nice system idle iowait irq softirq steal (guest time is already inside user and nice).
-    let total: f64 = v.iter().take(8).sum();
-    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
-    (total - idle) / tck
-}
-
-extern "C" {
-    /// glibc: returns free memory of every malloc arena to the kernel.
-    fn malloc_trim(pad: usize) -> i32;
-}
-
-/// Returns free heap memory to the kernel. A diagnostic only: Postern itself never calls it.
-fn trim_heap() {
-    // SAFETY: malloc_trim takes no pointers and locks each arena itself.
-    unsafe {
-        malloc_trim(0);
-    }
 }
 
 /// With SSH_BENCH_SMAPS_DIR set, keeps a copy of /proc/self/smaps per memory stage (to look into the figures).
@@ -560,13 +357,6 @@ fn arena_heaps() -> (usize, u64) {
         }
     }
     (n, rss)
-}
-
-/// Cores the machine keeps busy over `window` while this program does nothing.
-fn background_cores(tck: f64, window: Duration) -> f64 {
-    let b0 = machine_busy_seconds(tck);
-    std::thread::sleep(window);
-    (machine_busy_seconds(tck) - b0) / window.as_secs_f64()
 }
 
 /// The mount namespace of a process ("mnt:[...]").
@@ -1060,41 +850,6 @@ fn measure_memory(bed: &Bed, postern: &Postern, s: &Settings) -> Result<Memory> 
 
 // ---------------------------------------------------------------------------------------------------------------
 // Report
-
-fn sh(cmd: &str) -> String {
-    Command::new("/bin/sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// What was measured: $POSTERN_BENCH_REVISION, else the git commit of the source tree (with "+ local changes"
-/// when it has any).
-fn revision() -> String {
-    if let Ok(r) = std::env::var("POSTERN_BENCH_REVISION") {
-        return r;
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(c) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-            format!("commit {c}{}", if dirty { " + local changes" } else { "" })
-        }
-        None => "(revision unknown)".into(),
-    }
-}
 
 fn verdict(ok: bool) -> &'static str {
     if ok {
@@ -1603,20 +1358,8 @@ fn main() -> Result<()> {
     drop(bed);
     println!("{text}");
     if let Some(out) = &s.out {
-        // Keep the other programs' blocks (the recorder's figures).
-        let mut text = text.clone();
-        if let Some(rec) = fs::read_to_string(out)
-            .ok()
-            .and_then(|old| postern_bench::block(&old, "recorder-bench").map(str::to_owned))
-        {
-            text = format!(
-                "{}
-
-{rec}
-",
-                text.trim_end()
-            );
-        }
+        // Keep the other programs' blocks (the recorder's and the RDP benchmark's figures).
+        let text = keep_blocks(&text, &fs::read_to_string(out).unwrap_or_default());
         fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("written to {}", out.display());
     }

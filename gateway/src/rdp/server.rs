@@ -22,11 +22,10 @@ use ironrdp_pdu::rdp::server_error_info::ProtocolIndependentCode;
 use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::x224::X224;
 use postern_vault::{Actor, LoginRequest, RequestContext, SecretKind, SecretString, Vault};
-use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument, Span};
@@ -58,6 +57,8 @@ pub struct RdpSettings {
     pub max_session_duration: Option<Duration>,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connect to targets whose TLS certificate differs from the pinned one (`[rdp.dangerous]`).
+    pub accept_any_target_certificate: bool,
 }
 
 /// The RDP gateway.
@@ -67,7 +68,6 @@ pub struct RdpGateway {
     sinks: Arc<dyn SinkFactory>,
     settings: RdpSettings,
     acceptor: TlsAcceptor,
-    connector: TlsConnector,
     /// The one-time RDP tickets (issued by the web).
     tickets: Arc<RdpTickets>,
     /// The public key of the gateway's certificate, which CredSSP with NLA clients binds to.
@@ -150,7 +150,6 @@ impl RdpGateway {
             sinks,
             settings,
             acceptor,
-            connector: tls::connector_accepting_any(),
             tickets,
             own_public_key,
         }))
@@ -482,26 +481,42 @@ impl RdpGateway {
         }
         let addr = format!("{}:{}", target.resource.host, target.resource.port);
         let hop = format!("target {label}");
+        let pinned = self.vault.pinned_rdp_certificate(&target.resource.id).await?;
+        let pin = tls::TargetPin::new(pinned.as_ref(), self.settings.accept_any_target_certificate);
         let connected = tokio::select! {
             _ = cancel.cancelled() => Err("the gateway is shutting down".to_string()),
             r = tokio::time::timeout(
                 self.settings.connect_timeout,
-                self.target_handshake(&addr, &target.account.login, lease.expose_str().unwrap_or_default(), &hello),
+                self.target_handshake(&addr, &target.account.login, lease.expose_str().unwrap_or_default(), &hello, &pin),
             ) => r.unwrap_or_else(|_| Err(format!("no answer within {:?}", self.settings.connect_timeout))),
         };
-        let (mut target_tls, target_cert, target_security) = match connected {
+        let connected = match connected {
+            Ok(t) => self
+                .pin_first_use(&actor, &target.resource, &pin, ctx)
+                .await
+                .map(|()| t),
+            Err(detail) => Err(detail),
+        };
+        let (mut target_tls, target_security) = match connected {
             Ok(t) => t,
             Err(detail) => {
+                // A changed certificate is refused in the TLS handshake; the words say what was pinned and seen.
+                let changed = matches!(pin.seen(), tls::Seen::Changed { .. });
                 let e = Error::Target {
                     hop,
-                    detail,
-                    host_key_changed: false,
+                    detail: if changed { pin.seen().describe() } else { detail },
+                    host_key_changed: changed,
                 };
-                self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx)
-                    .await;
+                let action = if changed {
+                    "session.host_key_mismatch"
+                } else {
+                    "session.connect_failed"
+                };
+                self.audit(&actor, action, object, true, e.to_string(), ctx).await;
                 return Err(e);
             }
         };
+        let target_cert = pin.seen().describe();
         // The rewritten Client Info PDU: the vaulted account and password, autologon.
         let framed = pdu::injected_client_info(
             hello.info,
@@ -554,7 +569,7 @@ impl RdpGateway {
             object,
             false,
             format!(
-                "rdp session {id} from {peer} ({client_security}; towards the target {target_security}, credentials injected with autologon; target certificate {target_cert}, not pinned)"
+                "rdp session {id} from {peer} ({client_security}; towards the target {target_security}, credentials injected with autologon; {target_cert})"
             ),
             ctx,
         )
@@ -754,15 +769,17 @@ impl RdpGateway {
 
     /// X.224 (NLA or TLS, as the target selects), TLS, CredSSP with the vaulted credentials when the target
     /// selected NLA, and the client's MCS sequence replayed towards the target; checks the target assigns the
-    /// I/O and static channels the gateway already gave the client. Returns the TLS stream, the target
-    /// certificate's fingerprint and the security the target selected (for the audit).
+    /// I/O and static channels the gateway already gave the client. The target's certificate is checked against
+    /// the resource's pin in the TLS handshake, before CredSSP sends anything. Returns the TLS stream and the
+    /// security the target selected (for the audit).
     async fn target_handshake(
         &self,
         addr: &str,
         account: &str,
         password: &str,
         hello: &ClientHello,
-    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, String, &'static str), String> {
+        pin: &Arc<tls::TargetPin>,
+    ) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, &'static str), String> {
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connecting to {addr}: {e}"))?;
@@ -798,18 +815,11 @@ impl RdpGateway {
         };
         let nla = selected == SecurityProtocol::HYBRID;
         let name = rustls::pki_types::ServerName::try_from("rdp-target").map_err(|e| e.to_string())?;
-        let mut tls = self
-            .connector
+        let mut tls = pin
+            .connector()
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS handshake: {e}"))?;
-        let cert = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| format!("SHA256:{}", hex::encode(sha2::Sha256::digest(c.as_ref()))))
-            .unwrap_or_else(|| "(none)".into());
         if nla {
             let der = tls
                 .get_ref()
@@ -876,7 +886,40 @@ impl RdpGateway {
                 other => return Err(format!("joining channel {ch}: {other:?}")),
             }
         }
-        Ok((tls, cert, if nla { "NLA (CredSSP/NTLM)" } else { "TLS" }))
+        Ok((tls, if nla { "NLA (CredSSP/NTLM)" } else { "TLS" }))
+    }
+
+    /// Pins the target's certificate on its first use (audited as `resource.host_key_pinned`); when another
+    /// connection pinned a different one meanwhile, this one is refused as changed.
+    async fn pin_first_use(
+        &self,
+        actor: &Actor,
+        resource: &postern_vault::Resource,
+        pin: &tls::TargetPin,
+        ctx: &RequestContext,
+    ) -> Result<(), String> {
+        let tls::Seen::FirstUse(cert) = pin.seen() else {
+            return Ok(());
+        };
+        let pinned = async {
+            self.vault.pin_host_key(actor, resource, &cert, ctx).await?;
+            self.vault.pinned_rdp_certificate(&resource.id).await
+        };
+        match pinned.await {
+            Ok(Some(p)) if p.fingerprint == cert.fingerprint => Ok(()),
+            Ok(Some(p)) => {
+                pin.set_seen(tls::Seen::Changed {
+                    pinned: p.fingerprint,
+                    presented: cert.fingerprint,
+                });
+                Err("certificate changed".into())
+            }
+            Ok(None) => Err("pinning its certificate: the pin vanished".into()),
+            Err(e) => {
+                warn!(error = %e, "could not pin the target's certificate");
+                Err("pinning its certificate failed (internal error)".into())
+            }
+        }
     }
 
     /// Raw bytes both ways until either side closes, the session is terminated, idles or lasts too long, or its

@@ -79,8 +79,8 @@ pub async fn delete_resource(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Forgets the resource's pinned SSH host key, after a legitimate re-install
-/// of the target: the gateway pins whatever key it sees on the next connection.
+/// Forgets the resource's pinned SSH host key and pinned RDP TLS certificate, after a legitimate re-install
+/// of the target: the gateway pins whatever key or certificate it sees on the next connection.
 #[utoipa::path(delete, path = "/api/v1/resources/{id}/host-key", tag = tags::RESOURCES, security(("bearer" = [])),
     params(("id" = String, Path, description = "Resource id (UUID)")),
     responses((status = 204, description = "Forgotten (also when none was pinned)"), AuthErrors, ForbiddenError, NotFoundError))]
