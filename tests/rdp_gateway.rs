@@ -274,6 +274,18 @@ async fn autologon_through_postern_with_the_vaulted_password() {
                 .contains("bytes from the target")),
         "{ends:?}"
     );
+    // A plain USER: alice's only RDP account is taken (RDP has no screen for a picker before the target).
+    let plain = env.connect(&x, "alice", ALICE_PW, "alice-plain.log");
+    assert!(
+        eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp"
+            && s.user == "alice"
+            && s.target == "winuser@rdp1"))
+        .await,
+        "{:?}\n{}",
+        registry.list(),
+        plain.log()
+    );
+    drop(plain);
     let all = env.audit("session.").await;
     assert!(!all.iter().any(|e| e.to_string().contains(&secret)));
     env.s.stop().await;

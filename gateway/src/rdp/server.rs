@@ -743,10 +743,7 @@ impl RdpGateway {
     /// taken; with none or several the refusal says how to name one or to pick it in the web console.
     async fn only_rdp_account(&self, actor: &Actor, ctx: &RequestContext) -> Result<login::TargetName, Error> {
         use postern_vault::ResourceType;
-        let all = self
-            .vault
-            .connectable_accounts(actor, ctx)
-            .await?;
+        let all = self.vault.connectable_accounts(actor, ctx).await?;
         let mut rdp = all
             .into_iter()
             .filter(|(r, _)| matches!(r.resource_type, ResourceType::Windows | ResourceType::WindowsDomain));
