@@ -166,7 +166,9 @@ impl Bed {
         let (port, user, pw) = self.login(path, account);
         self.runs += 1;
         let log = self.logs.path().join(format!("client-{}.log", self.runs));
-        FreeRdp::connect(&self.x, port, &user, &pw, &[], &log)
+        // Bulk compression off on both paths: Postern withdraws it towards the target anyway (its recordings
+        // must decode), so the direct path must not compress either for the bytes to compare.
+        FreeRdp::connect(&self.x, port, &user, &pw, &["-compression"], &log)
     }
 
     /// The port xfreerdp connects to on `path`.
@@ -624,7 +626,7 @@ fn report(s: &Settings, o: &Outcome, wall: Duration, started: &str) -> String {
     );
     let _ = writeln!(
         w,
-        "- **Bytes/s**: the session's `startwm.sh` runs ImageMagick `animate` over {FRAMES} full-screen (800×600) random-noise frames while a flag file exists, so every pixel changes as fast as the pipeline takes it (incompressible: the heavy case). For each run the client connects, the flag is set, after 2 s the client's TCP `bytes_received` (`ss -ti`, xfreerdp's one connection: to xrdp or to Postern) is read at the start and end of a {} s window. \"Postern CPU\" is the CPU time of the benchmark process (Postern; the driver thread sleeps) per second of that window, i.e. per session-second of this workload; \"cores busy\" is the whole machine (2 cores).",
+        "- **Bytes/s**: the session's `startwm.sh` runs ImageMagick `animate` over {FRAMES} full-screen (800×600) random-noise frames while a flag file exists, so every pixel changes as fast as the pipeline takes it (incompressible: the heavy case). For each run the client connects, the flag is set, after 2 s the client's TCP `bytes_received` (`ss -ti`, xfreerdp's one connection: to xrdp or to Postern) is read at the start and end of a {} s window. Both paths run `xfreerdp -compression` (no RDP bulk compression): Postern clears the compression flag of the Client Info PDU it sends the target, so that its recordings decode, and the direct path must match for the bytes to compare. \"Postern CPU\" is the CPU time of the benchmark process (Postern; the driver thread sleeps) per second of that window, i.e. per session-second of this workload; \"cores busy\" is the whole machine (2 cores).",
         s.bytes_window.as_secs()
     );
     let _ = writeln!(

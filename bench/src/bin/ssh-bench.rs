@@ -947,9 +947,9 @@ fn report(s: &Settings, o: &Outcome, wall: Duration) -> String {
     let _ = writeln!(
         r,
         "- Ciphers: the throughput runs set `Ciphers` in the client's `-F` file, so both ProxyJump legs and the \
-         client→Postern leg use the cipher named; **Postern→target uses russh's default client preference, which \
-         puts chacha20-poly1305 first**, whichever cipher the client chose. Latency and scp/sftp use OpenSSH's \
-         default (chacha20-poly1305)."
+         client→Postern leg use the cipher named; **Postern→target prefers aes256-gcm** (Postern's own client \
+         preference, `gateway/src/ssh/target.rs`: cheaper than chacha20-poly1305 with AES instructions), whichever \
+         cipher the client chose. Latency and scp/sftp use OpenSSH's default (chacha20-poly1305) on the client legs."
     );
     let _ = writeln!(
         r,
