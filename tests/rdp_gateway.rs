@@ -2,12 +2,12 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
+use common::rdp_env::{logs, RdpEnv};
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -70,62 +70,9 @@ fn direct_xfreerdp_to_xrdp_autologon_and_wrong_password() {
 
 const ALICE_PW: &str = "alice passphrase 123";
 
-struct Env {
-    s: TestServer,
-    admin: String,
-    alice: String,
-    rdp_port: u16,
-    tmp: tempfile::TempDir,
-}
+type Env = RdpEnv;
 
-/// Every log line of the in-process servers of this test binary (debug level), for canary and message checks.
-fn logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
-}
-
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(w.clone()))
-            .try_init();
-        buf
-    })
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Env {
-    async fn new() -> Env {
-        rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
-        log_buffer();
-        let s = TestServer::builder().start().await;
-        let admin = s.admin_token().await;
-        let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
-        let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
-        Env {
-            s,
-            admin,
-            alice,
-            rdp_port,
-            tmp: tempfile::tempdir().unwrap(),
-        }
-    }
-
+impl RdpEnv {
     /// A Windows-type resource for `t`, owned by alice; returns its id.
     async fn add_resource(&self, name: &str, t: &XrdpTarget) -> String {
         let body = json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port});
@@ -134,19 +81,6 @@ impl Env {
 
     async fn add_account(&self, rid: &str, login: &str, password: &str) {
         self.s.create_account(&self.alice, rid, login, password).await;
-    }
-
-    async fn audit(&self, action: &str) -> Vec<Value> {
-        let r = self
-            .s
-            .req(
-                "GET",
-                &format!("/api/v1/audit?action={action}&limit=1000"),
-                Some(&self.admin),
-                None,
-            )
-            .await;
-        r.body.as_array().cloned().unwrap_or_default()
     }
 
     fn connect(&self, x: &Xvfb, user: &str, password: &str, log: &str) -> FreeRdp {
@@ -185,7 +119,7 @@ fn no_canary_in_any_argv(secret: &str) {
 /// audited; the vaulted password is in no argv and no audit event.
 #[tokio::test(flavor = "multi_thread")]
 async fn autologon_through_postern_with_the_vaulted_password() {
-    let mut env = Env::new().await;
+    let mut env = RdpEnv::new(ALICE_PW, "debug").await;
     let secret = common::canary();
     let t = XrdpTarget::start(&[("winuser", &secret)]);
     let rid = env.add_resource("rdp1", &t).await;
@@ -304,7 +238,7 @@ async fn autologon_through_postern_with_the_vaulted_password() {
 /// xrdp, which shows it in its log (xrdp keeps its login dialog open), and the session is in the audit.
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals_and_a_wrong_vaulted_password() {
-    let mut env = Env::new().await;
+    let mut env = RdpEnv::new(ALICE_PW, "debug").await;
     let t = XrdpTarget::start(&[("winuser", "winuser target pw"), ("badpw", "the real target pw")]);
     let rid = env.add_resource("rdp2", &t).await;
     env.add_account(&rid, "winuser", "winuser target pw").await;
@@ -437,7 +371,7 @@ async fn refusals_and_a_wrong_vaulted_password() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_on_the_rdp_port_is_refused_cleanly() {
     use std::io::{Read, Write};
-    let mut env = Env::new().await;
+    let mut env = RdpEnv::new(ALICE_PW, "debug").await;
     let port = env.rdp_port;
     for junk in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
@@ -493,7 +427,7 @@ async fn audited(env: &Env, action: &str, needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn clipboard_and_drive_are_blocked_unless_the_resource_allows_them() {
-    let env = Env::new().await;
+    let env = RdpEnv::new(ALICE_PW, "debug").await;
     let secret = common::canary();
     let t = XrdpTarget::start(&[("winuser", &secret)]);
     let rid = env.add_resource("rdp1", &t).await;
@@ -621,7 +555,7 @@ fn log_count(t: &XrdpTarget, which: Log, needle: &str) -> usize {
 /// accepted, the pin stays, and `session.start` says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn target_certificate_is_pinned_on_first_use_and_a_changed_one_is_refused() {
-    let env = Env::new().await;
+    let env = RdpEnv::new(ALICE_PW, "debug").await;
     let secret = common::canary();
     let mut t = XrdpTarget::start(&[("winuser", &secret)]);
     let rid = env.add_resource("rdp-pin", &t).await;

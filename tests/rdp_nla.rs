@@ -7,10 +7,10 @@ mod common;
 mod rdp_nla;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::rdp::{self, FreeRdp, Xvfb};
+use common::rdp_env::{logs, RdpEnv};
 use common::*;
 use rdp_nla::NlaTarget;
 use serde_json::{json, Value};
@@ -18,84 +18,18 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(30);
 const ALICE_PW: &str = "alice passphrase 123";
 
-/// The log lines of Postern's own code in this test binary (debug level, with the directives the binary always
-/// adds). The target's crate (`ironrdp_acceptor`) logs its own credentials at debug level:
-/// they are not Postern and are filtered out.
-fn logs() -> String {
-    String::from_utf8_lossy(&log_buffer().lock().unwrap()).into_owned()
-}
+/// The log filter of this binary: debug, with the directives the binary always adds. The target's crate
+/// (`ironrdp_acceptor`) logs its own credentials at debug level: they are not Postern and are filtered out.
+const LOG_FILTER: &str = "debug,ironrdp_acceptor=off,sspi=warn";
 
-fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let w = buf.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "debug,ironrdp_acceptor=off,sspi=warn",
-            ))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(w.clone()))
-            .try_init();
-        buf
-    })
-}
+type Env = RdpEnv;
 
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Env {
-    s: TestServer,
-    admin: String,
-    alice: String,
-    rdp_port: u16,
-    tmp: tempfile::TempDir,
-}
-
-impl Env {
-    async fn new() -> Env {
-        rdp::available().expect("FreeRDP and Xvfb are needed (run the suite with tests/run.sh as root)");
-        log_buffer();
-        let s = TestServer::builder().start().await;
-        let admin = s.admin_token().await;
-        let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
-        let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
-        Env {
-            s,
-            admin,
-            alice,
-            rdp_port,
-            tmp: tempfile::tempdir().unwrap(),
-        }
-    }
-
+impl RdpEnv {
     /// A Windows resource for the NLA target owned by alice, with one account; returns the account id.
     async fn add_target(&self, name: &str, t: &NlaTarget, login: &str, password: &str) -> String {
         let body = json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port});
         let rid = self.s.create_resource(&self.alice, body).await;
         self.s.create_account(&self.alice, &rid, login, password).await
-    }
-
-    async fn audit(&self, action: &str) -> Vec<Value> {
-        let r = self
-            .s
-            .req(
-                "GET",
-                &format!("/api/v1/audit?action={action}&limit=1000"),
-                Some(&self.admin),
-                None,
-            )
-            .await;
-        r.body.as_array().cloned().unwrap_or_default()
     }
 
     fn connect(&self, x: &Xvfb, user: &str, password: &str, extra: &[&str], log: &str) -> FreeRdp {
@@ -171,7 +105,7 @@ fn no_canary_in_any_argv(secret: &str) {
 /// the target's picture). The vaulted password is in no log line of Postern, no argv, no audit event.
 #[tokio::test(flavor = "multi_thread")]
 async fn nla_target_autologon_with_the_vaulted_password() {
-    let mut env = Env::new().await;
+    let mut env = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
     let secret = common::canary();
     let t = NlaTarget::start("winadmin", &secret).await;
     env.add_target("nla1", &t, "winadmin", &secret).await;
@@ -273,7 +207,7 @@ async fn nla_target_autologon_with_the_vaulted_password() {
 /// target is refused before any target is contacted.
 #[tokio::test(flavor = "multi_thread")]
 async fn nla_target_wrong_vaulted_password_and_forbidden_target() {
-    let mut env = Env::new().await;
+    let mut env = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
     let t = NlaTarget::start("winadmin", "the real target pw").await;
     env.add_target("nla2", &t, "winadmin", "a stale vaulted pw").await;
     let x = Xvfb::start();
@@ -331,7 +265,7 @@ async fn nla_target_wrong_vaulted_password_and_forbidden_target() {
 /// refused; issue, use and refusals are audited; a ticket is not issued for an account the user may not use.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_time_ticket_with_nla() {
-    let mut env = Env::new().await;
+    let mut env = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
     let secret = common::canary();
     let t = NlaTarget::start("winadmin", &secret).await;
     let account = env.add_target("nla3", &t, "winadmin", &secret).await;
@@ -531,21 +465,7 @@ async fn totp_user_connects_with_a_ticket_and_expired_tickets_are_refused() {
 impl Env {
     /// An environment whose tickets live `secs` seconds.
     async fn builder_with_ttl(secs: u64) -> Env {
-        rdp::available().expect("FreeRDP and Xvfb are needed (run the suite with tests/run.sh as root)");
-        log_buffer();
-        let s = TestServer::builder()
-            .set("rdp.ticket_ttl", &format!("{secs}s"))
-            .start()
-            .await;
-        let admin = s.admin_token().await;
-        let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
-        let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
-        Env {
-            s,
-            admin,
-            alice,
-            rdp_port,
-            tmp: tempfile::tempdir().unwrap(),
-        }
+        let builder = TestServer::builder().set("rdp.ticket_ttl", &format!("{secs}s"));
+        RdpEnv::with(builder, ALICE_PW, LOG_FILTER).await
     }
 }

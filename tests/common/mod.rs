@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod rdp;
+pub mod rdp_env;
 pub mod sshd;
 pub mod ws;
 
