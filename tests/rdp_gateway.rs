@@ -255,24 +255,7 @@ async fn refusals_and_a_wrong_vaulted_password() {
         .as_str()
         .unwrap()
         .to_owned();
-    let en = env.s.req("POST", "/api/v1/me/totp", Some(&carol), None).await;
-    assert_eq!(en.status, 200, "{}", en.text);
-    let totp = en.body["secret"].as_str().unwrap().to_owned();
-    let o = std::process::Command::new("oathtool")
-        .args(["--totp", "-b", &totp])
-        .output()
-        .unwrap();
-    let code = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-    let c = env
-        .s
-        .req(
-            "POST",
-            "/api/v1/me/totp/confirm",
-            Some(&carol),
-            Some(json!({"code": code})),
-        )
-        .await;
-    assert_eq!(c.status, 204, "{}", c.text);
+    env.s.enroll_totp(&carol).await;
 
     let x = Xvfb::start();
     let insufficient = "ERRINFO_SERVER_INSUFFICIENT_PRIVILEGES";

@@ -379,24 +379,7 @@ async fn totp_user_connects_with_a_ticket_and_expired_tickets_are_refused() {
         .s
         .create_user(&env.admin, "carol", "password_user", "carol passphrase 12")
         .await;
-    let en = env.s.req("POST", "/api/v1/me/totp", Some(&carol), None).await;
-    assert_eq!(en.status, 200, "{}", en.text);
-    let totp = en.body["secret"].as_str().unwrap().to_owned();
-    let o = std::process::Command::new("oathtool")
-        .args(["--totp", "-b", &totp])
-        .output()
-        .unwrap();
-    let code = String::from_utf8_lossy(&o.stdout).trim().to_owned();
-    let c = env
-        .s
-        .req(
-            "POST",
-            "/api/v1/me/totp/confirm",
-            Some(&carol),
-            Some(json!({"code": code})),
-        )
-        .await;
-    assert_eq!(c.status, 204, "{}", c.text);
+    env.s.enroll_totp(&carol).await;
     let r = env
         .s
         .req(

@@ -187,6 +187,28 @@ impl TestServer {
         )
     }
 
+    /// Enrols the token's user in TOTP with a code from `oathtool` (must succeed); returns the secret.
+    pub async fn enroll_totp(&self, token: &str) -> String {
+        let en = self.req("POST", "/api/v1/me/totp", Some(token), None).await;
+        assert_eq!(en.status, 200, "{}", en.text);
+        let secret = en.body["secret"].as_str().unwrap().to_owned();
+        let o = Command::new("oathtool")
+            .args(["--totp", "-b", &secret])
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        let c = self
+            .req(
+                "POST",
+                "/api/v1/me/totp/confirm",
+                Some(token),
+                Some(json!({"code": code})),
+            )
+            .await;
+        assert_eq!(c.status, 204, "{}", c.text);
+        secret
+    }
+
     /// Creates a resource from `body` (must succeed); returns its id.
     pub async fn create_resource(&self, token: &str, body: Value) -> String {
         let r = self.req("POST", "/api/v1/resources", Some(token), Some(body)).await;
