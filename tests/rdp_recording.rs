@@ -8,13 +8,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
+use common::rdp::{FreeRdp, Log, XrdpTarget, Xvfb};
+use common::rdp_env::RdpEnv;
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(30);
+/// Postern's own warnings only: these tests read recordings, not logs.
+const LOG_FILTER: &str = "warn";
 const ALICE_PW: &str = "alice passphrase 123";
 /// The client's desktop (FreeRdp::connect asks for 800x600); xfreerdp's window sits at the top left of Xvfb's
 /// screen (no window manager).
@@ -235,15 +238,14 @@ async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 /// needed for that. A flipped byte makes verification fail.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed() {
-    rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
-    let mut s = TestServer::builder()
-        .set("recording.record_input", "true")
-        .start()
-        .await;
-    let admin = s.admin_token().await;
-    let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
-    let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
-    let tmp = tempfile::tempdir().unwrap();
+    let builder = TestServer::builder().set("recording.record_input", "true");
+    let RdpEnv {
+        mut s,
+        admin,
+        alice,
+        rdp_port,
+        tmp,
+    } = RdpEnv::with(builder, ALICE_PW, LOG_FILTER).await;
 
     let secret = common::canary();
     let t = XrdpTarget::start(&[("winuser", &secret)]);
@@ -575,12 +577,13 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
 /// marked as having lost data, and the last frame matches the client's screen. Prints the recorder's cost.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_rdp_session_is_recorded_whole() {
-    rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
-    let mut s = TestServer::builder().start().await;
-    let admin = s.admin_token().await;
-    let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
-    let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
-    let tmp = tempfile::tempdir().unwrap();
+    let RdpEnv {
+        mut s,
+        admin,
+        alice,
+        rdp_port,
+        tmp,
+    } = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
     let t = XrdpTarget::start(&[("busy", "busy target pw")]);
     let startwm = "#!/bin/sh\n\
 convert -size 800x600 xc: +noise Random /tmp/noise.png\n\
@@ -721,12 +724,13 @@ exec sleep 86400\n";
 /// taken by a file), the RDP session is refused, with an audit event saying why, and never started.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_rdp_session_whose_recording_cannot_start_is_refused() {
-    rdp::available().expect("xrdp targets are needed (run the suite with tests/run.sh as root)");
-    let mut s = TestServer::builder().start().await;
-    let admin = s.admin_token().await;
-    let (_, alice) = s.create_user(&admin, "alice", "password_administrator", ALICE_PW).await;
-    let rdp_port = s.running.as_ref().unwrap().rdp_addr.port();
-    let tmp = tempfile::tempdir().unwrap();
+    let RdpEnv {
+        mut s,
+        admin,
+        alice,
+        rdp_port,
+        tmp,
+    } = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
     let t = XrdpTarget::start(&[("norec", "norec target pw")]);
     let rid = s
         .create_resource(
