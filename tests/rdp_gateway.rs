@@ -75,8 +75,7 @@ type Env = RdpEnv;
 impl RdpEnv {
     /// A Windows-type resource for `t`, owned by alice; returns its id.
     async fn add_resource(&self, name: &str, t: &XrdpTarget) -> String {
-        let body = json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port});
-        self.s.create_resource(&self.alice, body).await
+        self.windows_resource(name, t.port).await
     }
 
     async fn add_account(&self, rid: &str, login: &str, password: &str) {

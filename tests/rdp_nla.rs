@@ -27,8 +27,7 @@ type Env = RdpEnv;
 impl RdpEnv {
     /// A Windows resource for the NLA target owned by alice, with one account; returns the account id.
     async fn add_target(&self, name: &str, t: &NlaTarget, login: &str, password: &str) -> String {
-        let body = json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": t.port});
-        let rid = self.s.create_resource(&self.alice, body).await;
+        let rid = self.windows_resource(name, t.port).await;
         self.s.create_account(&self.alice, &rid, login, password).await
     }
 

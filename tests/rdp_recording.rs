@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::rdp::{FreeRdp, Log, XrdpTarget, Xvfb};
-use common::rdp_env::RdpEnv;
+use common::rdp_env::{windows_resource, RdpEnv};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -253,12 +253,7 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
         "cat > /etc/xrdp/startwm.sh <<'EOF'\n{STARTWM}EOF\nchmod 755 /etc/xrdp/startwm.sh"
     ));
     assert_eq!(code, 0, "{out}{err}");
-    let rid = s
-        .create_resource(
-            &alice,
-            json!({"name": "rdp1", "type": "windows", "host": "127.0.0.1", "port": t.port}),
-        )
-        .await;
+    let rid = windows_resource(&s, &alice, "rdp1", t.port).await;
     s.create_account(&alice, &rid, "winuser", &secret).await;
 
     let x = Xvfb::start();
@@ -597,12 +592,7 @@ exec sleep 86400\n";
         "cat > /etc/xrdp/startwm.sh <<'EOF'\n{startwm}EOF\nchmod 755 /etc/xrdp/startwm.sh"
     ));
     assert_eq!(code, 0, "{out}{err}");
-    let rid = s
-        .create_resource(
-            &alice,
-            json!({"name": "busy", "type": "windows", "host": "127.0.0.1", "port": t.port}),
-        )
-        .await;
+    let rid = windows_resource(&s, &alice, "busy", t.port).await;
     s.create_account(&alice, &rid, "busy", "busy target pw").await;
     let x = Xvfb::start();
     let mut c = FreeRdp::connect(
@@ -732,12 +722,7 @@ async fn an_rdp_session_whose_recording_cannot_start_is_refused() {
         tmp,
     } = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
     let t = XrdpTarget::start(&[("norec", "norec target pw")]);
-    let rid = s
-        .create_resource(
-            &alice,
-            json!({"name": "norec", "type": "windows", "host": "127.0.0.1", "port": t.port}),
-        )
-        .await;
+    let rid = windows_resource(&s, &alice, "norec", t.port).await;
     s.create_account(&alice, &rid, "norec", "norec target pw").await;
     let dir = s.data_dir().join("recordings");
     let _ = std::fs::remove_dir_all(&dir);

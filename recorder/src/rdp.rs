@@ -614,6 +614,16 @@ fn scancode_char(code: u8, shift: bool, caps: bool) -> Option<char> {
 mod tests {
     use super::*;
 
+    /// A fast-path key press (or release) of scancode `code`.
+    fn key_event(code: u8, up: bool) -> FastPathInputEvent {
+        let flags = if up {
+            KeyboardFlags::RELEASE
+        } else {
+            KeyboardFlags::empty()
+        };
+        FastPathInputEvent::KeyboardEvent(flags, code)
+    }
+
     #[test]
     fn png_is_well_formed() {
         let rgba = [255u8, 0, 0, 255, 0, 255, 0, 255, 0, 0, 255, 255, 9, 9, 9, 255];
@@ -635,38 +645,28 @@ mod tests {
     #[test]
     fn keystrokes_become_text() {
         use ironrdp_core::encode_vec;
-        let key = |code: u8, up: bool| {
-            FastPathInputEvent::KeyboardEvent(
-                if up {
-                    KeyboardFlags::RELEASE
-                } else {
-                    KeyboardFlags::empty()
-                },
-                code,
-            )
-        };
         // "Ls -A" then Enter, typed with shift, in two PDUs split across feeds.
         let a = encode_vec(
             &FastPathInput::new(vec![
-                key(0x2a, false),
-                key(0x26, false),
-                key(0x26, true),
-                key(0x2a, true),
-                key(0x1f, false),
+                key_event(0x2a, false),
+                key_event(0x26, false),
+                key_event(0x26, true),
+                key_event(0x2a, true),
+                key_event(0x1f, false),
             ])
             .unwrap(),
         )
         .unwrap();
         let b = encode_vec(
             &FastPathInput::new(vec![
-                key(0x39, false),
-                key(0x0c, false),
-                key(0x36, false),
-                key(0x1e, false),
-                key(0x36, true),
+                key_event(0x39, false),
+                key_event(0x0c, false),
+                key_event(0x36, false),
+                key_event(0x1e, false),
+                key_event(0x36, true),
                 FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::empty(), u16::from(b'!')),
                 FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::RELEASE, u16::from(b'!')),
-                key(0x1c, false),
+                key_event(0x1c, false),
             ])
             .unwrap(),
         )
@@ -756,23 +756,13 @@ mod tests {
             .unwrap();
         let red = fill(0, 0, 63, 47, [0, 0, 255, 0]);
         let green = fill(16, 8, 31, 15, [0, 255, 0, 0]);
-        let key_ev = |code: u8, up: bool| {
-            FastPathInputEvent::KeyboardEvent(
-                if up {
-                    KeyboardFlags::RELEASE
-                } else {
-                    KeyboardFlags::empty()
-                },
-                code,
-            )
-        };
         // "ls" Enter
         let typed = encode_vec(
             &FastPathInput::new(vec![
-                key_ev(0x26, false),
-                key_ev(0x26, true),
-                key_ev(0x1f, false),
-                key_ev(0x1c, false),
+                key_event(0x26, false),
+                key_event(0x26, true),
+                key_event(0x1f, false),
+                key_event(0x1c, false),
             ])
             .unwrap(),
         )

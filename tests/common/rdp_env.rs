@@ -42,6 +42,11 @@ impl RdpEnv {
         }
     }
 
+    /// A Windows-type resource (RDP) at `127.0.0.1:port`, owned by alice; returns its id.
+    pub async fn windows_resource(&self, name: &str, port: u16) -> String {
+        windows_resource(&self.s, &self.alice, name, port).await
+    }
+
     /// The audit events whose action starts with `action`, as the admin sees them.
     pub async fn audit(&self, action: &str) -> Vec<Value> {
         let r = self
@@ -55,6 +60,12 @@ impl RdpEnv {
             .await;
         r.body.as_array().cloned().unwrap_or_default()
     }
+}
+
+/// A Windows-type resource (RDP) at `127.0.0.1:port`, created with `token`; returns its id.
+pub async fn windows_resource(s: &TestServer, token: &str, name: &str, port: u16) -> String {
+    let body = serde_json::json!({"name": name, "type": "windows", "host": "127.0.0.1", "port": port});
+    s.create_resource(token, body).await
 }
 
 /// Every log line of this test binary's in-process servers since the first [`RdpEnv::new`].
