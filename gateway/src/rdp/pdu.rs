@@ -144,13 +144,11 @@ pub(crate) fn is_license_pdu(user_data: &[u8]) -> bool {
     user_data.first().is_some_and(|f| f & 0x80 != 0)
 }
 
-/// Whether the licensing PDU `user_data` is the error alert STATUS_VALID_CLIENT (no license exchange).
+/// Whether the licensing PDU `user_data` is the error alert STATUS_VALID_CLIENT (no license exchange): after the
+/// basic security header (4 bytes), the preamble's message type ERROR_ALERT (0xff), then (after the flags and
+/// size) the error code 7. Read from the bytes: xrdp's alert carries an error blob IronRDP does not decode.
 pub(crate) fn is_license_valid_client(user_data: &[u8]) -> bool {
-    use ironrdp_pdu::rdp::server_license::{LicenseErrorCode, LicensePdu};
-    matches!(
-        parse::<LicensePdu>(user_data, "license PDU"),
-        Ok(LicensePdu::LicensingErrorMessage(m)) if m.error_code == LicenseErrorCode::StatusValidClient
-    )
+    user_data.get(4) == Some(&0xff) && user_data.get(8..12) == Some(&[7, 0, 0, 0][..])
 }
 
 /// The static virtual channels the client asked for (their count).

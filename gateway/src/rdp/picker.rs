@@ -189,7 +189,7 @@ impl Picker {
 
     /// Applies a key press.
     pub(crate) fn key(&mut self, k: Key) -> Outcome {
-        let before = (self.selected, self.top, self.filter.clone(), self.number.clone());
+        let before = (self.selected, self.top, self.filter.clone());
         let n = self.shown().len();
         let page = self.visible_rows();
         match k {
@@ -233,7 +233,7 @@ impl Picker {
             }
             Key::Char(_) => {}
         }
-        if before == (self.selected, self.top, self.filter.clone(), self.number.clone()) {
+        if before == (self.selected, self.top, self.filter.clone()) {
             Outcome::Unchanged
         } else {
             Outcome::Changed

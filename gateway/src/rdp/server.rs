@@ -713,7 +713,10 @@ impl RdpGateway {
         if picked {
             let demand = tokio::select! {
                 _ = cancel.cancelled() => Err("the gateway is shutting down".to_string()),
-                r = tokio::time::timeout(self.settings.connect_timeout, target_licensing(&mut target_tls)) =>
+                r = tokio::time::timeout(
+                    self.settings.connect_timeout,
+                    target_licensing(&mut target_tls, hello.user_channel, &target.account.login),
+                ) =>
                     r.unwrap_or_else(|_| Err(format!("no Demand Active within {:?}", self.settings.connect_timeout))),
             };
             match demand {
@@ -1389,9 +1392,23 @@ async fn forward<W: AsyncWrite + Unpin>(
 }
 
 /// Reads the target's connection sequence after its Client Info PDU up to its Demand Active, which it returns
-/// (framed): licensing PDUs are consumed (the client was licensed by the picker's activation); a target that
-/// starts a real license exchange, or sends anything else the client cannot take before its reactivation, fails.
-async fn target_licensing<S: AsyncRead + Unpin>(t: &mut S) -> Result<Vec<u8>, String> {
+/// (framed). The client was licensed by the picker's activation, so the gateway plays the client's part of the
+/// target's licensing itself: a "valid client" alert ends it at once; a License Request (xrdp sends one) gets a
+/// Client New License Request, a Platform Challenge its response, and the new license or the final alert is
+/// taken as the end (nothing is stored). Other share PDUs before the Demand Active are dropped.
+async fn target_licensing<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &mut S,
+    user_channel: u16,
+    account: &str,
+) -> Result<Vec<u8>, String> {
+    use ironrdp_pdu::rdp::server_license::{
+        ClientNewLicenseRequest, ClientPlatformChallengeResponse, LicenseEncryptionData, LicensePdu,
+        PREMASTER_SECRET_SIZE, RANDOM_NUMBER_SIZE,
+    };
+    use rand010::RngExt;
+    let mut keys: Option<LicenseEncryptionData> = None;
+    // The hardware id the gateway shows targets (fixed: no license is kept).
+    let hardware_id = [0x5053_5452u32, 0x4e52_4450, 0, 0];
     for _ in 0..32 {
         let f = read_target(t, "licensing or Demand Active").await?;
         let user_data = match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS PDU")?.0 {
@@ -1403,19 +1420,51 @@ async fn target_licensing<S: AsyncRead + Unpin>(t: &mut S) -> Result<Vec<u8>, St
         };
         match pdu::share_control_type(&user_data) {
             Some(pdu::ShareControlType::DemandActive) => return Ok(f),
-            Some(pdu::ShareControlType::Other | pdu::ShareControlType::ConfirmActive) => {
+            Some(_) => {
                 debug!("a share PDU from the target before its Demand Active: dropped");
+                continue;
             }
-            None if pdu::is_license_pdu(&user_data) => {
-                if !pdu::is_license_valid_client(&user_data) {
-                    return Err(
-                        "the target started a license exchange; after the account picker the gateway needs targets that skip licensing (STATUS_VALID_CLIENT)".into(),
-                    );
-                }
-                debug!("the target's licensing (valid client) consumed");
-            }
+            None if pdu::is_license_pdu(&user_data) => {}
             None => return Err("an undecodable PDU from the target before its Demand Active".into()),
         }
+        if pdu::is_license_valid_client(&user_data) {
+            debug!("the target's licensing: valid client");
+            continue;
+        }
+        let reply: LicensePdu = match pdu::parse::<LicensePdu>(&user_data, "license PDU")? {
+            LicensePdu::ServerLicenseRequest(req) => {
+                let mut rng = rand010::rng();
+                let mut client_random = [0u8; RANDOM_NUMBER_SIZE];
+                let mut premaster = [0u8; PREMASTER_SECRET_SIZE];
+                rng.fill(&mut client_random[..]);
+                rng.fill(&mut premaster[..]);
+                let (req, data) =
+                    ClientNewLicenseRequest::from_server_license_request(&req, &client_random, &premaster, account, "postern")
+                        .map_err(|e| format!("answering the target's License Request: {e}"))?;
+                premaster.zeroize();
+                keys = Some(data);
+                debug!("the target's licensing: License Request answered");
+                req.into()
+            }
+            LicensePdu::ServerPlatformChallenge(c) => {
+                let data = keys.as_ref().ok_or("a Platform Challenge before any License Request")?;
+                let r = ClientPlatformChallengeResponse::from_server_platform_challenge(&c, hardware_id, data)
+                    .map_err(|e| format!("answering the target's Platform Challenge: {e}"))?;
+                debug!("the target's licensing: Platform Challenge answered");
+                r.into()
+            }
+            LicensePdu::ServerUpgradeLicense(_) => {
+                debug!("the target's licensing: a license was issued (not kept)");
+                continue;
+            }
+            LicensePdu::LicensingErrorMessage(m) => {
+                return Err(format!("the target's licensing failed: {:?}", m.error_code))
+            }
+            other => return Err(format!("unexpected licensing PDU from the target: {}", ironrdp_core::Encode::name(&other))),
+        };
+        let body = pdu::encode(&reply)?;
+        let frame = pdu::send_data_request(user_channel, &body)?;
+        t.write_all(&frame).await.map_err(|e| format!("licensing: {e}"))?;
     }
     Err("no Demand Active from the target after 32 PDUs".into())
 }

@@ -1,0 +1,211 @@
+//! The graphical account picker of the RDP gateway (a plain `USER` login with several RDP accounts), against
+//! real peers: `xfreerdp` under Xvfb in (keys and clicks sent with xdotool), a real xrdp out.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
+use common::rdp_env::{eventually, logs, no_canary_in_any_argv, RdpEnv};
+
+const WAIT: Duration = Duration::from_secs(30);
+const ALICE_PW: &str = "alice passphrase 123";
+
+/// The picker's colours and geometry (gateway/src/rdp/picker.rs): the selected row's highlight and the
+/// background, sampled at the left edge of the first and second rows (the client's window is at the display's
+/// top-left corner: no window manager).
+const SELECTED: &str = "#2E6DB4";
+const BACKGROUND: &str = "#101C2C";
+const ROW1: (u32, u32) = (20, 100);
+const ROW2: (u32, u32) = (20, 126);
+/// Where a click lands on the second row (its text).
+const ROW2_CLICK: (&str, &str) = ("200", "135");
+
+fn connect(env: &RdpEnv, x: &Xvfb, log: &str) -> FreeRdp {
+    FreeRdp::connect(x, env.rdp_port, "alice", ALICE_PW, &[], &env.tmp.path().join(log))
+}
+
+/// Waits until the client's screen shows `colour` at `at` (screenshots of its display); the colour last seen.
+async fn screen_shows(x: &Xvfb, png: &Path, at: (u32, u32), colour: &str) -> Result<(), String> {
+    let mut seen = String::new();
+    for _ in 0..100 {
+        x.screenshot(png);
+        seen = rdp::pixel(png, at.0, at.1);
+        if seen == colour {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(seen)
+}
+
+/// Waits until an audit event with `action` satisfies `f`.
+async fn audited(env: &RdpEnv, action: &str, f: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        all = env.audit(action).await;
+        if all.iter().any(&f) {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no matching {action} audit event in {all:?}");
+}
+
+/// xfreerdp → Postern as plain `alice` (her Postern password), who may use two xrdp accounts: the client shows
+/// the picker (the first row highlighted); Down moves the highlight to the second row, Enter connects it; xrdp
+/// logs in the chosen vaulted account (not the other), the client is reactivated towards the target and shows
+/// its desktop, the pick and the session are audited with the account, and the vaulted passwords are in no log
+/// line, argv or audit event.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_user_picks_the_second_account_with_the_keyboard() {
+    let mut env = RdpEnv::new(ALICE_PW, "debug").await;
+    let (one, two) = (common::canary(), common::canary());
+    let t = XrdpTarget::start(&[("winone", &one), ("wintwo", &two)]);
+    let rid = env.windows_resource("rdp1", t.port).await;
+    env.s.create_account(&env.alice, &rid, "winone", &one).await;
+    env.s.create_account(&env.alice, &rid, "wintwo", &two).await;
+    let x = Xvfb::start();
+    let mut c = connect(&env, &x, "picker.log");
+    let png = env.tmp.path().join("picker.png");
+    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
+        panic!(
+            "the client does not show the picker (row 1 is {seen})\n--- xfreerdp ---\n{}\n--- gateway ---\n{}",
+            c.log(),
+            logs()
+        );
+    }
+    assert_eq!(rdp::pixel(&png, ROW2.0, ROW2.1), BACKGROUND, "row 2 is not drawn unselected");
+    // The title (its yellow) and the rows' text (light) are there too.
+    assert!(c.try_wait().is_none(), "xfreerdp exited: {}", c.log());
+    // The pointer into the window (without a window manager the keyboard focus follows it), then Down.
+    x.xdotool(&["mousemove", "400", "300"]);
+    x.xdotool(&["key", "Down"]);
+    if let Err(seen) = screen_shows(&x, &png, ROW2, SELECTED).await {
+        panic!("Down did not highlight row 2 (it is {seen})\n{}", c.log());
+    }
+    assert_eq!(rdp::pixel(&png, ROW1.0, ROW1.1), BACKGROUND, "row 1 is still highlighted");
+    // The picker went through the target's nothing so far.
+    assert!(!t.log(Log::Xrdp).contains("receive connection request"), "{}", t.logs());
+    x.xdotool(&["key", "Return"]);
+    let ok = t.wait_for_log(
+        Log::Sesman,
+        "++ created session (access granted): username wintwo",
+        WAIT,
+    );
+    assert!(
+        ok,
+        "{}\n--- xfreerdp ---\n{}\n--- gateway ---\n{}",
+        t.logs(),
+        c.log(),
+        logs().lines().filter(|l| l.contains("rdp_session") && !l.contains("sqlx")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(
+        t.wait_for_log(Log::Xrdp, "login successful for user wintwo on display", WAIT),
+        "{}",
+        t.logs()
+    );
+    assert!(!t.log(Log::Sesman).contains("username winone"), "{}", t.logs());
+    // The client took the reactivation: it still runs and its screen is the target's now, not the picker.
+    let mut left_picker = false;
+    for _ in 0..100 {
+        x.screenshot(&png);
+        if rdp::pixel(&png, ROW1.0, ROW1.1) != BACKGROUND && rdp::pixel(&png, ROW2.0, ROW2.1) != SELECTED {
+            left_picker = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(left_picker, "the client still shows the picker\n{}", c.log());
+    assert!(c.try_wait().is_none(), "xfreerdp exited: {}", c.log());
+    let registry = env.s.running.as_ref().unwrap().registry.clone();
+    assert!(
+        eventually(WAIT, || registry
+            .list()
+            .iter()
+            .any(|s| s.protocol == "rdp" && s.user == "alice" && s.target == "wintwo@rdp1"))
+        .await,
+        "{:?}",
+        registry.list()
+    );
+    audited(&env, "rdp.pick", |e| {
+        e["actor_name"] == "alice" && e["object_name"] == "wintwo@rdp1" && e["outcome"] == "success"
+    })
+    .await;
+    audited(&env, "session.start", |e| {
+        e["object_name"] == "wintwo@rdp1"
+            && e["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("picked in the account picker")
+    })
+    .await;
+    no_canary_in_any_argv(&one);
+    no_canary_in_any_argv(&two);
+    drop(c);
+    audited(&env, "session.end", |e| e["object_name"] == "wintwo@rdp1").await;
+    let all = env.audit("").await;
+    assert!(!all.iter().any(|e| e.to_string().contains(&one) || e.to_string().contains(&two)));
+    env.s.stop().await;
+    let text = logs();
+    assert!(text.contains("showing the RDP account picker"), "{text}");
+    assert!(!text.contains(&one) && !text.contains(&two), "a vaulted password is in Postern's log");
+    assert!(!text.contains(ALICE_PW), "the user's password is in Postern's log");
+}
+
+/// Leaving the picker: Esc ends the client's connection with a reason it reports, a closed client ends the
+/// picker too, and both are audited as `rdp.pick_abandoned`. A click on a row whose target is down connects
+/// it: the client is told the connection was denied and the failure is audited with the account.
+#[tokio::test(flavor = "multi_thread")]
+async fn esc_disconnect_and_a_target_that_is_down() {
+    let mut env = RdpEnv::new(ALICE_PW, "debug").await;
+    // Nothing listens on these ports: the picker never contacts the targets.
+    let (p1, p2) = (common::sshd::free_port(), common::sshd::free_port());
+    let r1 = env.windows_resource("down1", p1).await;
+    let r2 = env.windows_resource("down2", p2).await;
+    env.s.create_account(&env.alice, &r1, "winone", "pw one 123").await;
+    env.s.create_account(&env.alice, &r2, "wintwo", "pw two 123").await;
+    let x = Xvfb::start();
+    let png = env.tmp.path().join("esc.png");
+
+    let mut c = connect(&env, &x, "esc.log");
+    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
+        panic!("no picker (row 1 is {seen})\n{}\n{}", c.log(), logs());
+    }
+    x.xdotool(&["mousemove", "400", "300"]);
+    x.xdotool(&["key", "Escape"]);
+    let st = c.wait_exit(WAIT);
+    assert!(st.is_some(), "xfreerdp still connected after Esc\n{}", c.log());
+    assert!(c.log().contains("ERRINFO_RPC_INITIATED_DISCONNECT_BYUSER"), "{}", c.log());
+    audited(&env, "rdp.pick_abandoned", |e| {
+        e["actor_name"] == "alice" && e["detail"].as_str().unwrap_or_default().contains("pressed Esc")
+    })
+    .await;
+
+    let c = connect(&env, &x, "gone.log");
+    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
+        panic!("no picker (row 1 is {seen})\n{}", c.log());
+    }
+    drop(c);
+    audited(&env, "rdp.pick_abandoned", |e| {
+        e["detail"].as_str().unwrap_or_default().contains("the client disconnected")
+    })
+    .await;
+
+    let mut c = connect(&env, &x, "down.log");
+    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
+        panic!("no picker (row 1 is {seen})\n{}", c.log());
+    }
+    x.xdotool(&["mousemove", ROW2_CLICK.0, ROW2_CLICK.1, "click", "1"]);
+    let st = c.wait_exit(WAIT);
+    assert!(st.is_some_and(|s| !s.success()), "xfreerdp: {st:?}\n{}", c.log());
+    assert!(c.log().contains("ERRINFO_SERVER_DENIED_CONNECTION"), "{}", c.log());
+    audited(&env, "rdp.pick", |e| e["object_name"] == "wintwo@down2").await;
+    audited(&env, "session.connect_failed", |e| {
+        e["object_name"] == "wintwo@down2" && e["outcome"] == "failure"
+    })
+    .await;
+    assert!(env.s.running.as_ref().unwrap().registry.list().is_empty());
+    env.s.stop().await;
+}
