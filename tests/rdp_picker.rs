@@ -177,7 +177,7 @@ async fn esc_disconnect_and_a_target_that_is_down() {
     x.xdotool(&["key", "Escape"]);
     let st = c.wait_exit(WAIT);
     assert!(st.is_some(), "xfreerdp still connected after Esc\n{}", c.log());
-    assert!(c.log().contains("ERRINFO_RPC_INITIATED_DISCONNECT_BYUSER"), "{}", c.log());
+    assert!(c.log().contains("ERRINFO_RPC_INITIATED_DISCONNECT_BY_USER"), "{}", c.log());
     audited(&env, "rdp.pick_abandoned", |e| {
         e["actor_name"] == "alice" && e["detail"].as_str().unwrap_or_default().contains("pressed Esc")
     })

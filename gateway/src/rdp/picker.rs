@@ -824,7 +824,15 @@ pub(crate) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let n = tokio::select! {
             _ = cancel.cancelled() => return Ok(Err(Left::Shutdown)),
             _ = &mut idle_deadline => return Ok(Err(Left::Idle(idle))),
-            r = s.read(&mut buf) => r.map_err(|e| format!("reading: {e}"))?,
+            r = s.read(&mut buf) => match r {
+                Ok(n) => n,
+                // A client killed or closed without TLS close_notify has left, as one that closed cleanly.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) => 0,
+                Err(e) => return Err(format!("reading: {e}")),
+            },
         };
         if n == 0 {
             return Ok(Err(Left::Disconnected));
