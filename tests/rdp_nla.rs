@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::rdp::{self, FreeRdp, Xvfb};
-use common::rdp_env::{logs, RdpEnv};
+use common::rdp_env::{logs, no_canary_in_any_argv, RdpEnv};
 use common::*;
 use rdp_nla::NlaTarget;
 use serde_json::{json, Value};
@@ -85,18 +85,6 @@ fn shows_the_picture(x: &Xvfb, png: &std::path::Path) -> bool {
 fn close(a: &str, b: &str) -> bool {
     let ch = |s: &str, i: usize| i32::from_str_radix(&s[1 + 2 * i..3 + 2 * i], 16).unwrap_or(-100);
     (0..3).all(|i| (ch(a, i) - ch(b, i)).abs() <= 8)
-}
-
-fn no_canary_in_any_argv(secret: &str) {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            assert!(
-                !contains_bytes(&cmdline, secret),
-                "canary in {}/cmdline",
-                entry.path().display()
-            );
-        }
-    }
 }
 
 /// xfreerdp (TLS, alice's Postern password) → Postern → a target that requires NLA: the gateway does CredSSP with

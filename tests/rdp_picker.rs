@@ -76,7 +76,11 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
             logs()
         );
     }
-    assert_eq!(rdp::pixel(&png, ROW2.0, ROW2.1), BACKGROUND, "row 2 is not drawn unselected");
+    assert_eq!(
+        rdp::pixel(&png, ROW2.0, ROW2.1),
+        BACKGROUND,
+        "row 2 is not drawn unselected"
+    );
     // The title (its yellow) and the rows' text (light) are there too.
     assert!(c.try_wait().is_none(), "xfreerdp exited: {}", c.log());
     // The pointer into the window (without a window manager the keyboard focus follows it), then Down.
@@ -85,7 +89,11 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
     if let Err(seen) = screen_shows(&x, &png, ROW2, SELECTED).await {
         panic!("Down did not highlight row 2 (it is {seen})\n{}", c.log());
     }
-    assert_eq!(rdp::pixel(&png, ROW1.0, ROW1.1), BACKGROUND, "row 1 is still highlighted");
+    assert_eq!(
+        rdp::pixel(&png, ROW1.0, ROW1.1),
+        BACKGROUND,
+        "row 1 is still highlighted"
+    );
     // The picker went through the target's nothing so far.
     assert!(!t.log(Log::Xrdp).contains("receive connection request"), "{}", t.logs());
     x.xdotool(&["key", "Return"]);
@@ -99,7 +107,11 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
         "{}\n--- xfreerdp ---\n{}\n--- gateway ---\n{}",
         t.logs(),
         c.log(),
-        logs().lines().filter(|l| l.contains("rdp_session") && !l.contains("sqlx")).collect::<Vec<_>>().join("\n")
+        logs()
+            .lines()
+            .filter(|l| l.contains("rdp_session") && !l.contains("sqlx"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(
         t.wait_for_log(Log::Xrdp, "login successful for user wintwo on display", WAIT),
@@ -146,11 +158,16 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
     drop(c);
     audited(&env, "session.end", |e| e["object_name"] == "wintwo@rdp1").await;
     let all = env.audit("").await;
-    assert!(!all.iter().any(|e| e.to_string().contains(&one) || e.to_string().contains(&two)));
+    assert!(!all
+        .iter()
+        .any(|e| e.to_string().contains(&one) || e.to_string().contains(&two)));
     env.s.stop().await;
     let text = logs();
     assert!(text.contains("showing the RDP account picker"), "{text}");
-    assert!(!text.contains(&one) && !text.contains(&two), "a vaulted password is in Postern's log");
+    assert!(
+        !text.contains(&one) && !text.contains(&two),
+        "a vaulted password is in Postern's log"
+    );
     assert!(!text.contains(ALICE_PW), "the user's password is in Postern's log");
 }
 
@@ -177,7 +194,11 @@ async fn esc_disconnect_and_a_target_that_is_down() {
     x.xdotool(&["key", "Escape"]);
     let st = c.wait_exit(WAIT);
     assert!(st.is_some(), "xfreerdp still connected after Esc\n{}", c.log());
-    assert!(c.log().contains("ERRINFO_RPC_INITIATED_DISCONNECT_BY_USER"), "{}", c.log());
+    assert!(
+        c.log().contains("ERRINFO_RPC_INITIATED_DISCONNECT_BY_USER"),
+        "{}",
+        c.log()
+    );
     audited(&env, "rdp.pick_abandoned", |e| {
         e["actor_name"] == "alice" && e["detail"].as_str().unwrap_or_default().contains("pressed Esc")
     })
@@ -189,7 +210,10 @@ async fn esc_disconnect_and_a_target_that_is_down() {
     }
     drop(c);
     audited(&env, "rdp.pick_abandoned", |e| {
-        e["detail"].as_str().unwrap_or_default().contains("the client disconnected")
+        e["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the client disconnected")
     })
     .await;
 

@@ -110,7 +110,13 @@ pub(crate) fn client_bpp(connect_initial: &[u8]) -> u16 {
     let Ok(ci) = parse_wrapped::<ConnectInitial>(connect_initial, "MCS Connect Initial") else {
         return 32;
     };
-    match ci.conference_create_request.gcc_blocks().core.optional_data.supported_color_depths {
+    match ci
+        .conference_create_request
+        .gcc_blocks()
+        .core
+        .optional_data
+        .supported_color_depths
+    {
         Some(d) if !d.contains(SupportedColorDepths::BPP32) => 24,
         _ => 32,
     }

@@ -283,7 +283,13 @@ impl Picker {
             let y = ROWS_TOP + (r - self.top) * ROW_HEIGHT;
             let e = &self.entries[i];
             if r == self.selected {
-                c.fill(MARGIN - 8, y, self.width.saturating_sub(2 * MARGIN) + 16, ROW_HEIGHT, SELECTED);
+                c.fill(
+                    MARGIN - 8,
+                    y,
+                    self.width.saturating_sub(2 * MARGIN) + 16,
+                    ROW_HEIGHT,
+                    SELECTED,
+                );
             }
             let label = format!("{}. {}", r + 1, e.label());
             c.text_clipped(MARGIN, y + 5, SCALE, TEXT, &label, host_x.saturating_sub(GLYPH));
@@ -292,7 +298,12 @@ impl Picker {
         if shown.is_empty() {
             c.text(MARGIN, ROWS_TOP + 5, SCALE, DIM, "(nothing matches)");
         } else if shown.len() > rows {
-            let more = format!("rows {}-{} of {}", self.top + 1, (self.top + rows).min(shown.len()), shown.len());
+            let more = format!(
+                "rows {}-{} of {}",
+                self.top + 1,
+                (self.top + rows).min(shown.len()),
+                shown.len()
+            );
             c.text(MARGIN, ROWS_TOP + rows * ROW_HEIGHT + 4, SCALE, DIM, &more);
         }
         let hint = self.status.clone().unwrap_or_else(|| {
@@ -341,7 +352,9 @@ impl Canvas {
         let chars: Vec<char> = s.chars().collect();
         for (n, ch) in chars.iter().enumerate().take(fit) {
             let ch = if n + 1 == fit && chars.len() > fit { '~' } else { *ch };
-            let glyph = font8x8::BASIC_FONTS.get(ch).unwrap_or(font8x8::BASIC_FONTS.get('?').unwrap_or([0; 8]));
+            let glyph = font8x8::BASIC_FONTS
+                .get(ch)
+                .unwrap_or(font8x8::BASIC_FONTS.get('?').unwrap_or([0; 8]));
             let gx = x + n * cell;
             for (row, bits) in glyph.iter().enumerate() {
                 for col in 0..8 {
@@ -447,9 +460,7 @@ pub(crate) fn bitmap_update(c: &Canvas, r: Rect, limits: Limits) -> Result<Vec<u
         compressed_data_header: None,
         bitmap_data: &data,
     };
-    let update = BitmapUpdateData {
-        rectangles: vec![rect],
-    };
+    let update = BitmapUpdateData { rectangles: vec![rect] };
     let body = pdu::encode(&update)?;
     let fp = FastPathUpdatePdu {
         fragmentation: Fragmentation::Single,
@@ -461,8 +472,11 @@ pub(crate) fn bitmap_update(c: &Canvas, r: Rect, limits: Limits) -> Result<Vec<u
     let header = FastPathHeader::new(EncryptionFlags::empty(), fp.size());
     let mut out = vec![0u8; header.size() + fp.size()];
     let mut cur = WriteCursor::new(&mut out);
-    header.encode(&mut cur).map_err(|e| format!("encoding a fast-path header: {e}"))?;
-    fp.encode(&mut cur).map_err(|e| format!("encoding a bitmap update: {e}"))?;
+    header
+        .encode(&mut cur)
+        .map_err(|e| format!("encoding a fast-path header: {e}"))?;
+    fp.encode(&mut cur)
+        .map_err(|e| format!("encoding a bitmap update: {e}"))?;
     Ok(out)
 }
 
@@ -702,10 +716,10 @@ pub(crate) fn decode_client(p: &[u8], kb: &mut Keyboard) -> Decoded {
                     d.inputs
                         .extend(unicode_key(*code, f.contains(FpKeyFlags::RELEASE)).map(Input::Key));
                 }
-                FastPathInputEvent::MouseEvent(m) => {
-                    if m.flags.contains(PointerFlags::DOWN | PointerFlags::LEFT_BUTTON) {
-                        d.inputs.push(Input::Click(m.x_position, m.y_position));
-                    }
+                FastPathInputEvent::MouseEvent(m)
+                    if m.flags.contains(PointerFlags::DOWN | PointerFlags::LEFT_BUTTON) =>
+                {
+                    d.inputs.push(Input::Click(m.x_position, m.y_position));
                 }
                 _ => {}
             }
@@ -748,9 +762,7 @@ pub(crate) fn decode_client(p: &[u8], kb: &mut Keyboard) -> Decoded {
                             d.inputs.extend(k.map(Input::Key));
                         }
                         InputEvent::Unicode(u) => {
-                            let release = u
-                                .flags
-                                .contains(ironrdp_pdu::input::unicode::KeyboardFlags::RELEASE);
+                            let release = u.flags.contains(ironrdp_pdu::input::unicode::KeyboardFlags::RELEASE);
                             d.inputs.extend(unicode_key(u.unicode_code, release).map(Input::Key));
                         }
                         InputEvent::Mouse(m) if m.flags.contains(PointerFlags::DOWN | PointerFlags::LEFT_BUTTON) => {
@@ -1054,15 +1066,24 @@ mod tests {
             d.inputs,
             vec![Input::Key(Key::Down), Input::Key(Key::Char('q')), Input::Click(10, 20)]
         );
-        let slow = share_data(ShareDataPdu::Input(InputEventPdu(vec![InputEvent::ScanCode(ScanCodePdu {
-            flags: KeyboardFlags::empty(),
-            key_code: 0x01,
-        })])));
+        let slow = share_data(ShareDataPdu::Input(InputEventPdu(vec![InputEvent::ScanCode(
+            ScanCodePdu {
+                flags: KeyboardFlags::empty(),
+                key_code: 0x01,
+            },
+        )])));
         let frame = pdu::send_data_request(1007, &pdu::encode(&slow).unwrap()).unwrap();
         assert_eq!(decode_client(&frame, &mut kb).inputs, vec![Input::Key(Key::Esc)]);
-        let font = pdu::send_data_request(1007, &pdu::encode(&share_data(ShareDataPdu::FontList(FontPdu::default()))).unwrap()).unwrap();
+        let font = pdu::send_data_request(
+            1007,
+            &pdu::encode(&share_data(ShareDataPdu::FontList(FontPdu::default()))).unwrap(),
+        )
+        .unwrap();
         assert!(decode_client(&font, &mut kb).font_list);
-        assert!(decode_client(&[0x44, 3, 0], &mut kb).inputs.is_empty(), "garbage is ignored");
+        assert!(
+            decode_client(&[0x44, 3, 0], &mut kb).inputs.is_empty(),
+            "garbage is ignored"
+        );
     }
 
     #[test]
@@ -1085,7 +1106,12 @@ mod tests {
         };
         let all = changed_tiles(None, &c2, limits);
         let changed = changed_tiles(Some(&c), &c2, limits);
-        assert!(!changed.is_empty() && changed.len() < all.len() / 2, "{} of {}", changed.len(), all.len());
+        assert!(
+            !changed.is_empty() && changed.len() < all.len() / 2,
+            "{} of {}",
+            changed.len(),
+            all.len()
+        );
         assert!(changed_tiles(Some(&c2), &c2, limits).is_empty());
         // The tiles cover the screen exactly once.
         let area: usize = all.iter().map(|r| r.w * r.h).sum();
@@ -1112,7 +1138,10 @@ mod tests {
                 let b = &upd.rectangles[0];
                 assert_eq!(usize::from(b.rectangle.right - b.rectangle.left + 1), r.w);
                 assert_eq!(usize::from(b.width) % 4, 0, "widths padded to 4 pixels");
-                assert_eq!(b.bitmap_data.len(), usize::from(b.width) * usize::from(b.height) * usize::from(bpp / 8));
+                assert_eq!(
+                    b.bitmap_data.len(),
+                    usize::from(b.width) * usize::from(b.height) * usize::from(bpp / 8)
+                );
             }
             // The right edge (1366 is not a multiple of 64 nor of 4) is covered.
             assert!(tiles.iter().any(|r| r.x + r.w == 1366));
@@ -1129,7 +1158,10 @@ mod tests {
         let header: FastPathHeader = ironrdp_core::decode(&pdu).unwrap();
         let fp: FastPathUpdatePdu<'_> = ironrdp_core::decode(&pdu[header.size()..]).unwrap();
         let upd: BitmapUpdateData<'_> = ironrdp_core::decode(fp.data).unwrap();
-        assert_eq!(&upd.rectangles[0].bitmap_data[..8], &[0xCC, 0xBB, 0xAA, 0xFF, 0x33, 0x22, 0x11, 0xFF]);
+        assert_eq!(
+            &upd.rectangles[0].bitmap_data[..8],
+            &[0xCC, 0xBB, 0xAA, 0xFF, 0x33, 0x22, 0x11, 0xFF]
+        );
     }
 
     #[test]

@@ -527,7 +527,10 @@ impl RdpGateway {
                     "rdp.pick",
                     Some((a.id.as_str(), label.as_str())),
                     false,
-                    format!("{label} picked in the RDP account picker ({} accounts offered)", accounts.len()),
+                    format!(
+                        "{label} picked in the RDP account picker ({} accounts offered)",
+                        accounts.len()
+                    ),
                     ctx,
                 )
                 .await;
@@ -1414,7 +1417,10 @@ async fn target_licensing<S: AsyncRead + AsyncWrite + Unpin>(
         let user_data = match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS PDU")?.0 {
             McsMessage::SendDataIndication(sd) => sd.user_data.into_owned(),
             McsMessage::DisconnectProviderUltimatum(d) => {
-                return Err(format!("the target disconnected before its Demand Active ({:?})", d.reason))
+                return Err(format!(
+                    "the target disconnected before its Demand Active ({:?})",
+                    d.reason
+                ))
             }
             other => return Err(format!("expected licensing or a Demand Active, got {other:?}")),
         };
@@ -1438,9 +1444,14 @@ async fn target_licensing<S: AsyncRead + AsyncWrite + Unpin>(
                 let mut premaster = [0u8; PREMASTER_SECRET_SIZE];
                 rng.fill(&mut client_random[..]);
                 rng.fill(&mut premaster[..]);
-                let (req, data) =
-                    ClientNewLicenseRequest::from_server_license_request(&req, &client_random, &premaster, account, "postern")
-                        .map_err(|e| format!("answering the target's License Request: {e}"))?;
+                let (req, data) = ClientNewLicenseRequest::from_server_license_request(
+                    &req,
+                    &client_random,
+                    &premaster,
+                    account,
+                    "postern",
+                )
+                .map_err(|e| format!("answering the target's License Request: {e}"))?;
                 premaster.zeroize();
                 keys = Some(data);
                 debug!("the target's licensing: License Request answered");
@@ -1460,7 +1471,12 @@ async fn target_licensing<S: AsyncRead + AsyncWrite + Unpin>(
             LicensePdu::LicensingErrorMessage(m) => {
                 return Err(format!("the target's licensing failed: {:?}", m.error_code))
             }
-            other => return Err(format!("unexpected licensing PDU from the target: {}", ironrdp_core::Encode::name(&other))),
+            other => {
+                return Err(format!(
+                    "unexpected licensing PDU from the target: {}",
+                    ironrdp_core::Encode::name(&other)
+                ))
+            }
         };
         let body = pdu::encode(&reply)?;
         let frame = pdu::send_data_request(user_channel, &body)?;
@@ -1486,7 +1502,10 @@ fn confirm_active_onwards(gate: &mut Framer, data: &[u8]) -> Result<Option<Vec<u
             out.extend(gate.take_rest());
             return Ok(Some(out));
         }
-        debug!(len = p.len(), "a client PDU before its Confirm Active towards the target: dropped");
+        debug!(
+            len = p.len(),
+            "a client PDU before its Confirm Active towards the target: dropped"
+        );
     }
     Ok(None)
 }
