@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
 use common::rdp_env::{eventually, logs, no_canary_in_any_argv, RdpEnv};
+use common::TestServer;
 
 const WAIT: Duration = Duration::from_secs(30);
 const ALICE_PW: &str = "alice passphrase 123";
@@ -40,6 +41,23 @@ async fn screen_shows(x: &Xvfb, png: &Path, at: (u32, u32), colour: &str) -> Res
     Err(seen)
 }
 
+/// The target's session: a green desktop and an xlogo window.
+const STARTWM: &str = "#!/bin/sh\n\
+xsetroot -solid '#3c8a2e'\n\
+xlogo -geometry 260x200+40+40 &\n\
+exec sleep 86400\n";
+const DESKTOP: &str = "#3C8A2E";
+
+/// Points of the 800x600 screen sampled to compare what the client shows with what was recorded.
+fn sample_points() -> impl Iterator<Item = (u32, u32)> {
+    (0..5).flat_map(|i| (0..4).map(move |j| (80 + i * 160, 60 + j * 150)))
+}
+
+/// The colours at [`sample_points`] of a screenshot.
+fn samples(png: &Path) -> Vec<String> {
+    sample_points().map(|(x, y)| rdp::pixel(png, x, y)).collect()
+}
+
 /// Waits until an audit event with `action` satisfies `f`.
 async fn audited(env: &RdpEnv, action: &str, f: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
     let mut all = Vec::new();
@@ -63,6 +81,11 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
     let mut env = RdpEnv::new(ALICE_PW, "debug").await;
     let (one, two) = (common::canary(), common::canary());
     let t = XrdpTarget::start(&[("winone", &one), ("wintwo", &two)]);
+    // A desktop the screenshots can tell from the picker and from black: a green root window and xlogo.
+    let (code, out, err) = t.exec_in_ns(&format!(
+        "cat > /etc/xrdp/startwm.sh <<'EOF'\n{STARTWM}EOF\nchmod 755 /etc/xrdp/startwm.sh"
+    ));
+    assert_eq!(code, 0, "{out}{err}");
     let rid = env.windows_resource("rdp1", t.port).await;
     env.s.create_account(&env.alice, &rid, "winone", &one).await;
     env.s.create_account(&env.alice, &rid, "wintwo", &two).await;
@@ -155,8 +178,80 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
     .await;
     no_canary_in_any_argv(&one);
     no_canary_in_any_argv(&two);
+    let id = registry.list()[0].id.clone();
+    // The target's desktop, drawn: more than one colour on the client's screen, the same twice in a row.
+    let mut prev: Vec<String> = Vec::new();
+    let mut settled = false;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        x.screenshot(&png);
+        let now = samples(&png);
+        if now == prev && now.iter().any(|c| c == DESKTOP) {
+            settled = true;
+            break;
+        }
+        prev = now;
+    }
+    assert!(
+        settled,
+        "the client's screen did not settle on a drawn desktop: {prev:?}\n{}\n--- gateway ---\n{}\n{}",
+        c.log(),
+        logs()
+            .lines()
+            .filter(|l| l.contains("rdp_session") && !l.contains("sqlx"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        t.logs()
+    );
     drop(c);
     audited(&env, "session.end", |e| e["object_name"] == "wintwo@rdp1").await;
+    // The session was recorded from the target's Demand Active on (the picker is not in it): the recording is
+    // sealed and verifies, and its last frame is the target's desktop at the client's size, not the picker.
+    let mut details = serde_json::Value::Null;
+    for _ in 0..100 {
+        let d = env
+            .s
+            .req("GET", &format!("/api/v1/recordings/{id}"), Some(&env.admin), None)
+            .await;
+        if d.status == 200 && d.body["recording"]["status"] == "sealed" {
+            details = d.body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(details["recording"]["protocol"], "rdp", "{details}");
+    assert_eq!(details["verification"]["ok"], true, "{details}");
+    let path = env.s.data_dir().join("recordings").join(format!("{id}.pcast"));
+    let frame = postern_recorder::rdp::render_at(&path, 3_600_000_000).expect("the recording renders");
+    assert_eq!((frame.width, frame.height), (800, 600));
+    let px = |x: usize, y: usize| {
+        let i = (y * 800 + x) * 4;
+        format!(
+            "#{:02X}{:02X}{:02X}",
+            frame.rgba[i],
+            frame.rgba[i + 1],
+            frame.rgba[i + 2]
+        )
+    };
+    assert_ne!(
+        px(ROW1.0 as usize, ROW1.1 as usize),
+        SELECTED,
+        "the recording shows the picker"
+    );
+    let lit = frame.rgba.chunks(4).filter(|p| p[..3] != [0, 0, 0]).count();
+    let recorded: Vec<String> = sample_points().map(|(x, y)| px(x as usize, y as usize)).collect();
+    assert_eq!(
+        recorded, prev,
+        "the recording's last frame differs from the client's screen"
+    );
+    let mut player = postern_recorder::rdp::Player::open(&path);
+    let _ = player.frame_at(3_600_000_000);
+    assert!(
+        lit > 800 * 600 / 2,
+        "the recorded desktop is mostly black ({lit} pixels lit; {} bytes of server stream; decoder errors {:?})",
+        postern_recorder::rdp::server_stream_len(&path).unwrap_or(0),
+        player.errors()
+    );
     let all = env.audit("").await;
     assert!(!all
         .iter()
@@ -231,5 +326,31 @@ async fn esc_disconnect_and_a_target_that_is_down() {
     })
     .await;
     assert!(env.s.running.as_ref().unwrap().registry.list().is_empty());
+    env.s.stop().await;
+}
+
+/// A picker left untouched ends after the RDP front end's login timeout (`ssh.login_grace_time`, here 3 s): the
+/// client reports the idle timeout and exits, and `rdp.pick_abandoned` says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untouched_picker_ends_after_the_login_grace_time() {
+    let builder = TestServer::builder().set("ssh.login_grace_time", "3s");
+    let mut env = RdpEnv::with(builder, ALICE_PW, "debug").await;
+    for (name, login) in [("idle1", "winone"), ("idle2", "wintwo")] {
+        let rid = env.windows_resource(name, common::sshd::free_port()).await;
+        env.s.create_account(&env.alice, &rid, login, "pw 123 456").await;
+    }
+    let x = Xvfb::start();
+    let png = env.tmp.path().join("idle.png");
+    let mut c = connect(&env, &x, "idle.log");
+    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
+        panic!("no picker (row 1 is {seen})\n{}", c.log());
+    }
+    let st = c.wait_exit(WAIT);
+    assert!(st.is_some(), "xfreerdp still connected\n{}", c.log());
+    assert!(c.log().contains("ERRINFO_IDLE_TIMEOUT"), "{}", c.log());
+    audited(&env, "rdp.pick_abandoned", |e| {
+        e["detail"].as_str().unwrap_or_default().contains("no input for 3s")
+    })
+    .await;
     env.s.stop().await;
 }

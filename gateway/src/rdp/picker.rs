@@ -53,6 +53,12 @@ const ROW_HEIGHT: usize = GLYPH + 10;
 /// Where the first row starts.
 const ROWS_TOP: usize = MARGIN + 8 * TITLE_SCALE + 16 + GLYPH + 16;
 
+/// The hint at the bottom, one entry per line.
+const HINT: [&str; 2] = [
+    "Up/Down, number: choose  Enter, click: connect",
+    "Type: filter  Backspace: erase  Esc: quit",
+];
+
 /// Colours (0xRRGGBB).
 pub(crate) const BACKGROUND: u32 = 0x10_1C_2C;
 pub(crate) const TEXT: u32 = 0xE8_EC_F0;
@@ -168,7 +174,11 @@ impl Picker {
 
     /// How many rows fit on the screen.
     fn visible_rows(&self) -> usize {
-        (self.height.saturating_sub(ROWS_TOP + 2 * MARGIN + GLYPH) / ROW_HEIGHT).max(1)
+        (self
+            .height
+            .saturating_sub(ROWS_TOP + 2 * MARGIN + HINT.len() * (GLYPH + 6))
+            / ROW_HEIGHT)
+            .max(1)
     }
 
     fn select(&mut self, i: usize) {
@@ -306,11 +316,14 @@ impl Picker {
             );
             c.text(MARGIN, ROWS_TOP + rows * ROW_HEIGHT + 4, SCALE, DIM, &more);
         }
-        let hint = self.status.clone().unwrap_or_else(|| {
-            "Up/Down or a number to choose, Enter to connect, type to filter, Esc to quit".to_owned()
-        });
-        let hy = self.height.saturating_sub(MARGIN + GLYPH);
-        c.text_clipped(MARGIN, hy, SCALE, TEXT, &hint, self.width.saturating_sub(MARGIN));
+        let hint: Vec<String> = match &self.status {
+            Some(st) => vec![st.clone()],
+            None => HINT.iter().map(|l| (*l).to_owned()).collect(),
+        };
+        for (i, line) in hint.iter().rev().enumerate() {
+            let hy = self.height.saturating_sub(MARGIN + GLYPH + i * (GLYPH + 6));
+            c.text_clipped(MARGIN, hy, SCALE, TEXT, line, self.width.saturating_sub(MARGIN));
+        }
         c
     }
 }
