@@ -32,7 +32,6 @@ impl RdpEnv {
     }
 
     fn connect(&self, x: &Xvfb, user: &str, password: &str, extra: &[&str], log: &str) -> FreeRdp {
-        wait_for_display(x);
         FreeRdp::connect(x, self.rdp_port, user, password, extra, &self.tmp.path().join(log))
     }
 
@@ -49,22 +48,6 @@ impl RdpEnv {
         assert_eq!(r.status, 200, "{}", r.text);
         r.body
     }
-}
-
-/// Waits until the X server answers (its socket may exist before it accepts clients).
-fn wait_for_display(x: &Xvfb) {
-    for _ in 0..100 {
-        let ok = std::process::Command::new("xwd")
-            .args(["-root", "-silent", "-display", &x.display_name(), "-out", "/dev/null"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("Xvfb {} does not answer", x.display_name());
 }
 
 /// Waits until the client's screen shows the target's picture (left and right halves).

@@ -2,6 +2,8 @@
 //! real peers: `xfreerdp` under Xvfb in (keys and clicks sent with xdotool), a real xrdp out.
 
 mod common;
+#[path = "common/rdp_nla.rs"]
+mod rdp_nla;
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,9 +11,13 @@ use std::time::Duration;
 use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
 use common::rdp_env::{eventually, logs, no_canary_in_any_argv, RdpEnv};
 use common::TestServer;
+use rdp_nla::NlaTarget;
 
 const WAIT: Duration = Duration::from_secs(30);
 const ALICE_PW: &str = "alice passphrase 123";
+/// The log filter of this binary: debug, without the NLA target's own crate (it logs the target's credentials;
+/// it is not Postern) and sspi below warn (as the binary always has it).
+const LOG_FILTER: &str = "debug,ironrdp_acceptor=off,sspi=warn";
 
 /// The picker's colours and geometry (gateway/src/rdp/picker.rs): the selected row's highlight and the
 /// background, sampled at the left edge of the first and second rows (the client's window is at the display's
@@ -78,7 +84,7 @@ async fn audited(env: &RdpEnv, action: &str, f: impl Fn(&serde_json::Value) -> b
 /// line, argv or audit event.
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_user_picks_the_second_account_with_the_keyboard() {
-    let mut env = RdpEnv::new(ALICE_PW, "debug").await;
+    let mut env = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
     let (one, two) = (common::canary(), common::canary());
     let t = XrdpTarget::start(&[("winone", &one), ("wintwo", &two)]);
     // A desktop the screenshots can tell from the picker and from black: a green root window and xlogo.
@@ -271,7 +277,7 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
 /// it: the client is told the connection was denied and the failure is audited with the account.
 #[tokio::test(flavor = "multi_thread")]
 async fn esc_disconnect_and_a_target_that_is_down() {
-    let mut env = RdpEnv::new(ALICE_PW, "debug").await;
+    let mut env = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
     // Nothing listens on these ports: the picker never contacts the targets.
     let (p1, p2) = (common::sshd::free_port(), common::sshd::free_port());
     let r1 = env.windows_resource("down1", p1).await;
@@ -334,7 +340,7 @@ async fn esc_disconnect_and_a_target_that_is_down() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_untouched_picker_ends_after_the_login_grace_time() {
     let builder = TestServer::builder().set("ssh.login_grace_time", "3s");
-    let mut env = RdpEnv::with(builder, ALICE_PW, "debug").await;
+    let mut env = RdpEnv::with(builder, ALICE_PW, LOG_FILTER).await;
     for (name, login) in [("idle1", "winone"), ("idle2", "wintwo")] {
         let rid = env.windows_resource(name, common::sshd::free_port()).await;
         env.s.create_account(&env.alice, &rid, login, "pw 123 456").await;
@@ -353,4 +359,63 @@ async fn an_untouched_picker_ends_after_the_login_grace_time() {
     })
     .await;
     env.s.stop().await;
+}
+
+/// The picker in front of an NLA target (IronRDP's acceptor) and a target that is down, listed first: typing
+/// filters the list down to the NLA target's account, Enter connects it with CredSSP and the vaulted
+/// credentials; that target skips licensing ("valid client") and the client is reactivated towards it (its
+/// screen shows the target's picture).
+#[tokio::test(flavor = "multi_thread")]
+async fn typing_filters_to_an_nla_target_and_enter_connects_it() {
+    let mut env = RdpEnv::new(ALICE_PW, LOG_FILTER).await;
+    let secret = common::canary();
+    let t = NlaTarget::start("winadmin", &secret).await;
+    let rid = env.windows_resource("nla1", t.port).await;
+    env.s.create_account(&env.alice, &rid, "winadmin", &secret).await;
+    let down = env.windows_resource("aaa-down", common::sshd::free_port()).await;
+    env.s.create_account(&env.alice, &down, "zed", "pw 123 456").await;
+    let x = Xvfb::start();
+    let png = env.tmp.path().join("nla.png");
+    let mut c = connect(&env, &x, "nla.log");
+    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
+        panic!("no picker (row 1 is {seen})\n{}\n{}", c.log(), logs());
+    }
+    x.xdotool(&["mousemove", "400", "300"]);
+    x.xdotool(&["type", "--delay", "50", "nla1"]);
+    x.xdotool(&["key", "Return"]);
+    let mut shown = false;
+    for _ in 0..100 {
+        x.screenshot(&png);
+        if rdp::pixel(&png, 200, 300) == rdp_nla::LEFT && rdp::pixel(&png, 600, 300) == rdp_nla::RIGHT {
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        shown,
+        "the client does not show the NLA target's picture\n{}\ntarget failures: {:?}\n{}",
+        c.log(),
+        t.failures.lock().unwrap(),
+        logs()
+            .lines()
+            .filter(|l| l.contains("rdp_session") && !l.contains("sqlx"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(c.try_wait().is_none(), "xfreerdp exited: {}", c.log());
+    assert_eq!(t.active.load(std::sync::atomic::Ordering::SeqCst), 1);
+    audited(&env, "rdp.pick", |e| e["object_name"] == "winadmin@nla1").await;
+    audited(&env, "session.start", |e| {
+        e["object_name"] == "winadmin@nla1" && e["detail"].as_str().unwrap_or_default().contains("NLA (CredSSP/NTLM)")
+    })
+    .await;
+    assert!(
+        env.audit("session.connect_failed").await.is_empty(),
+        "the target that is down was not picked"
+    );
+    no_canary_in_any_argv(&secret);
+    drop(c);
+    env.s.stop().await;
+    assert!(!logs().contains(&secret), "the vaulted password is in Postern's log");
 }

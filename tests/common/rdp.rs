@@ -351,7 +351,7 @@ pub struct Xvfb {
 }
 
 impl Xvfb {
-    /// Starts Xvfb (1024x768x24, no TCP) on an unused display; waits until its socket exists.
+    /// Starts Xvfb (1024x768x24, no TCP) on an unused display; waits until it answers.
     pub fn start() -> Xvfb {
         let display = free_display(700);
         let child = Command::new("Xvfb")
@@ -379,6 +379,20 @@ impl Xvfb {
         while !abstract_x_socket_taken(display) {
             assert!(Instant::now() < deadline, "Xvfb :{display} did not start");
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // The socket may exist before the server accepts clients ("failed to open display" otherwise).
+        loop {
+            let answers = Command::new("xwd")
+                .args(["-root", "-silent", "-display", &x.display_name(), "-out", "/dev/null"])
+                .env("PATH", SYS_PATH)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answers {
+                break;
+            }
+            assert!(Instant::now() < deadline, "Xvfb :{display} does not answer");
+            std::thread::sleep(Duration::from_millis(50));
         }
         x
     }
