@@ -134,7 +134,27 @@ struct QueueState {
     /// Set when the recording failed by overflow (events were dropped, but the writer goes on).
     lost: bool,
     stop: Option<Stop>,
+    /// How the writer sleeps, so that pushers wake it only when it matters.
+    sleep: Sleep,
+    /// Wake-ups pushers gave the writer (for tests and diagnostics).
+    wakes: u64,
 }
+
+/// The writer's sleep, as pushers see it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sleep {
+    /// Working: a push needs no wake-up.
+    Awake,
+    /// Nothing queued and nothing recent: the next push wakes it (an idle session costs no wake-ups).
+    Idle,
+    /// It just wrote a batch and naps [`LAZY`]: output under way waits for the nap's end unless
+    /// [`Recording::wake_bytes`] accumulate, so a fast stream costs a wake-up per nap, not one per packet.
+    Lazy,
+}
+
+/// The writer's nap after a batch while output streams in. Live viewers are fed by the hub, not
+/// the writer, so this only delays the disk by at most this much.
+const LAZY: Duration = Duration::from_millis(5);
 
 struct Shared {
     state: Mutex<QueueState>,
@@ -272,6 +292,8 @@ impl Recording {
                 failed: None,
                 lost: false,
                 stop: None,
+                sleep: Sleep::Awake,
+                wakes: 0,
             }),
             wake: Condvar::new(),
             start: Instant::now(),
@@ -453,8 +475,25 @@ impl Recording {
             _ => return self.overflow(st, t_us),
         }
         st.bytes += cost;
+        let wake = match st.sleep {
+            Sleep::Awake => false,
+            Sleep::Idle => true,
+            Sleep::Lazy => st.bytes >= self.wake_bytes(),
+        };
+        if wake {
+            st.sleep = Sleep::Awake;
+            st.wakes += 1;
+        }
         drop(st);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Queued bytes that cut the writer's nap short: an eighth of the budget, far below the half at which
+    /// [`writable`](Self::writable) holds sessions back.
+    fn wake_bytes(&self) -> usize {
+        (self.budget / 8).max(1)
     }
 
     fn push(&self, payload: Payload) {
@@ -586,31 +625,48 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, done: oneshot::Sender<Result<Sealed, Error>>) {
+        // Whether the last round wrote a batch.
+        let mut busy = false;
         let stop = loop {
             let (batch, stop) = {
                 let mut st = self.shared.lock();
+                // After a batch, nap a little so that output streaming in is taken in larger batches.
+                let mut nap = busy.then(|| Instant::now() + LAZY);
                 loop {
-                    if !st.queue.is_empty() || st.stop.is_some() {
+                    let now = Instant::now();
+                    if nap.is_some_and(|n| now >= n) {
+                        nap = None;
+                    }
+                    let flush_due = self.deadline.is_some_and(|d| now >= d);
+                    if st.stop.is_some() || flush_due || (!st.queue.is_empty() && nap.is_none()) {
                         break;
                     }
-                    match self.deadline {
-                        Some(d) => {
-                            let now = Instant::now();
-                            if now >= d {
-                                break;
-                            }
-                            st = self
+                    st.sleep = if nap.is_some() { Sleep::Lazy } else { Sleep::Idle };
+                    let until = match (nap, self.deadline) {
+                        (Some(n), Some(d)) => Some(n.min(d)),
+                        (n, d) => n.or(d),
+                    };
+                    st = match until {
+                        Some(u) => {
+                            let (g, t) = self
                                 .shared
                                 .wake
-                                .wait_timeout(st, d - now)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
+                                .wait_timeout(st, u.saturating_duration_since(now))
+                                .unwrap_or_else(|e| e.into_inner());
+                            if !t.timed_out() {
+                                // Woken on purpose (enough queued, a marker, a stop): the nap is over.
+                                nap = None;
+                            }
+                            g
                         }
-                        None => st = self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
-                    }
+                        None => self.shared.wake.wait(st).unwrap_or_else(|e| e.into_inner()),
+                    };
+                    st.sleep = Sleep::Awake;
                 }
+                st.sleep = Sleep::Awake;
                 (std::mem::take(&mut st.queue), st.stop)
             };
+            busy = !batch.is_empty();
             if !batch.is_empty() {
                 if let Some(d) = self.delay {
                     std::thread::sleep(d);
@@ -946,6 +1002,46 @@ pub(crate) mod tests {
         let longest = cast.lines().map(str::len).max().unwrap();
         assert!(longest < 70 * 1024, "events are split: {longest}");
         assert!(sealed.bytes < blob.len() as u64 / 5, "compressed: {}", sealed.bytes);
+    }
+
+    #[tokio::test]
+    async fn a_fast_stream_wakes_the_writer_per_nap_not_per_packet() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = RecorderConfig::new(dir.path(), key());
+        let rec = Recording::start(&cfg, meta("lazy")).unwrap();
+        // An idle writer is woken by the first output at once.
+        let t0 = Instant::now();
+        while rec.shared.lock().sleep != Sleep::Idle {
+            assert!(t0.elapsed() < Duration::from_secs(2), "the writer never went idle");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        rec.output(b"prompt$ ");
+        while rec.queued_bytes() > 0 {
+            assert!(t0.elapsed() < Duration::from_secs(2), "the idle writer was not woken");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // Then 32 KiB packets as fast as a relay gives them: 2000 pushes, a few wake-ups.
+        let packet = vec![b'x'; 32 * 1024];
+        let wakes_before = rec.shared.lock().wakes;
+        assert_eq!(wakes_before, 1, "the idle writer was woken by the first output");
+        for _ in 0..2000 {
+            rec.output(&packet);
+            if rec.queued_bytes() > cfg.queue_bytes / 2 {
+                rec.writable().await;
+            }
+        }
+        let wakes = rec.shared.lock().wakes - wakes_before;
+        assert!(wakes < 400, "{wakes} wake-ups for 2000 packets");
+        let sealed = rec.finish().await.unwrap();
+        assert!(sealed.lost.is_none());
+        let v = verify(&sealed.path, &key().verifying_key()).unwrap();
+        assert!(!v.truncated && !v.data_lost);
+        let mut cast = Vec::new();
+        export_cast(&sealed.path, &mut cast).unwrap();
+        // Events only: the header line may hold an `x` of its own.
+        let events = cast.splitn(2, |&b| b == b'\n').nth(1).unwrap();
+        let xs = events.iter().filter(|&&b| b == b'x').count();
+        assert_eq!(xs, 2000 * 32 * 1024, "every byte recorded");
     }
 
     #[tokio::test]

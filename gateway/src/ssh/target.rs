@@ -156,6 +156,8 @@ fn client_config() -> Arc<client::Config> {
         keepalive_max: 3,
         nodelay: true,
         window_size: 8 * 1024 * 1024,
+        // Larger packets from the target: half as many to decrypt, hand over and wake up for.
+        maximum_packet_size: 65535,
         ..Default::default()
     })
 }
