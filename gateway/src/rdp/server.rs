@@ -5,6 +5,11 @@
 //! confirms), so the user is authenticated and authorized before any target is contacted. It then plays the
 //! same sequence towards the target (the client's own MCS Connect Initial, replayed), sends a Client Info PDU
 //! rewritten with the vaulted account and password and the autologon flag, and relays the rest as raw bytes.
+//!
+//! A plain `USER` with several RDP accounts first gets the graphical picker (`picker.rs`): the gateway activates
+//! the client itself and draws the list; after the pick the same `connect` path runs, the target's licensing is
+//! played by the gateway, and the client is reactivated towards the target (Deactivate All, then the target's
+//! Demand Active, relayed).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
