@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::rdp::{self, FreeRdp, Log, XrdpTarget, Xvfb};
-use common::rdp_env::{logs, RdpEnv};
+use common::rdp_env::{eventually, logs, no_canary_in_any_argv, RdpEnv};
 use common::*;
 use serde_json::json;
 
@@ -84,32 +84,6 @@ impl RdpEnv {
 
     fn connect(&self, x: &Xvfb, user: &str, password: &str, log: &str) -> FreeRdp {
         FreeRdp::connect(x, self.rdp_port, user, password, &[], &self.tmp.path().join(log))
-    }
-}
-
-/// Waits (without blocking the runtime) until `f` holds; false after `timeout`.
-async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn no_canary_in_any_argv(secret: &str) {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            assert!(
-                !contains_bytes(&cmdline, secret),
-                "canary in {}/cmdline",
-                entry.path().display()
-            );
-        }
     }
 }
 
@@ -207,7 +181,7 @@ async fn autologon_through_postern_with_the_vaulted_password() {
                 .contains("bytes from the target")),
         "{ends:?}"
     );
-    // A plain USER: alice's only RDP account is taken (RDP has no screen for a picker before the target).
+    // A plain USER with one RDP account goes straight to it (the picker is for several: tests/rdp_picker.rs).
     let plain = env.connect(&x, "alice", ALICE_PW, "alice-plain.log");
     assert!(
         eventually(WAIT, || registry.list().iter().any(|s| s.protocol == "rdp"
@@ -219,6 +193,7 @@ async fn autologon_through_postern_with_the_vaulted_password() {
         plain.log()
     );
     drop(plain);
+    assert!(env.audit("rdp.pick").await.is_empty(), "no picker for one account");
     let all = env.audit("session.").await;
     assert!(!all.iter().any(|e| e.to_string().contains(&secret)));
     env.s.stop().await;

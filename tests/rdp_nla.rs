@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::rdp::{self, FreeRdp, Xvfb};
-use common::rdp_env::{logs, RdpEnv};
+use common::rdp_env::{logs, no_canary_in_any_argv, RdpEnv};
 use common::*;
 use rdp_nla::NlaTarget;
 use serde_json::{json, Value};
@@ -32,7 +32,6 @@ impl RdpEnv {
     }
 
     fn connect(&self, x: &Xvfb, user: &str, password: &str, extra: &[&str], log: &str) -> FreeRdp {
-        wait_for_display(x);
         FreeRdp::connect(x, self.rdp_port, user, password, extra, &self.tmp.path().join(log))
     }
 
@@ -49,22 +48,6 @@ impl RdpEnv {
         assert_eq!(r.status, 200, "{}", r.text);
         r.body
     }
-}
-
-/// Waits until the X server answers (its socket may exist before it accepts clients).
-fn wait_for_display(x: &Xvfb) {
-    for _ in 0..100 {
-        let ok = std::process::Command::new("xwd")
-            .args(["-root", "-silent", "-display", &x.display_name(), "-out", "/dev/null"])
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("Xvfb {} does not answer", x.display_name());
 }
 
 /// Waits until the client's screen shows the target's picture (left and right halves).
@@ -85,18 +68,6 @@ fn shows_the_picture(x: &Xvfb, png: &std::path::Path) -> bool {
 fn close(a: &str, b: &str) -> bool {
     let ch = |s: &str, i: usize| i32::from_str_radix(&s[1 + 2 * i..3 + 2 * i], 16).unwrap_or(-100);
     (0..3).all(|i| (ch(a, i) - ch(b, i)).abs() <= 8)
-}
-
-fn no_canary_in_any_argv(secret: &str) {
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
-            assert!(
-                !contains_bytes(&cmdline, secret),
-                "canary in {}/cmdline",
-                entry.path().display()
-            );
-        }
-    }
 }
 
 /// xfreerdp (TLS, alice's Postern password) → Postern → a target that requires NLA: the gateway does CredSSP with

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::rdp::{FreeRdp, Log, XrdpTarget, Xvfb};
-use common::rdp_env::{windows_resource, RdpEnv};
+use common::rdp_env::{eventually, windows_resource, RdpEnv};
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -217,20 +217,6 @@ fn process_cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
     let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
-
-/// Waits (without blocking the runtime) until `f` holds; false after `timeout`.
-async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A session through Postern is recorded (protocol rdp, listed and verified by the API); the frame rendered at

@@ -28,6 +28,7 @@ declare -A needed=(
   [xfreerdp]=freerdp2-x11
   [Xvfb]=xvfb
   [xwd]=x11-apps
+  [xdotool]=xdotool
   [openssl]=openssl
   [/usr/bin/convert]=imagemagick
   [/usr/bin/chromium]=chromium

@@ -11,7 +11,7 @@
 //! written at DEBUG level into the temp dir, readable by the test. Drop kills everything in the namespace.
 //!
 //! Needs root, util-linux, `passwd`, `openssl`, `xrdp`, `xorgxrdp`, `freerdp2-x11`, `xvfb`; `x11-apps` (`xwd`)
-//! and `imagemagick` (`convert`) for screenshots. `tests/run.sh` installs them. Call [`available`] for a clear
+//! and `imagemagick` (`convert`) for screenshots, `xdotool` for keys and clicks into a client. `tests/run.sh` installs them. Call [`available`] for a clear
 //! reason when something is missing.
 #![allow(dead_code)]
 
@@ -351,7 +351,7 @@ pub struct Xvfb {
 }
 
 impl Xvfb {
-    /// Starts Xvfb (1024x768x24, no TCP) on an unused display; waits until its socket exists.
+    /// Starts Xvfb (1024x768x24, no TCP) on an unused display; waits until it answers.
     pub fn start() -> Xvfb {
         let display = free_display(700);
         let child = Command::new("Xvfb")
@@ -379,6 +379,20 @@ impl Xvfb {
         while !abstract_x_socket_taken(display) {
             assert!(Instant::now() < deadline, "Xvfb :{display} did not start");
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // The socket may exist before the server accepts clients ("failed to open display" otherwise).
+        loop {
+            let answers = Command::new("xwd")
+                .args(["-root", "-silent", "-display", &x.display_name(), "-out", "/dev/null"])
+                .env("PATH", SYS_PATH)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if answers {
+                break;
+            }
+            assert!(Instant::now() < deadline, "Xvfb :{display} does not answer");
+            std::thread::sleep(Duration::from_millis(50));
         }
         x
     }
@@ -410,6 +424,25 @@ impl Xvfb {
             .status()
             .expect("run convert");
         assert!(st.success(), "convert failed");
+    }
+}
+
+impl Xvfb {
+    /// Runs `xdotool args...` on this display (keys and clicks into the client's window, as a user would); panics
+    /// when xdotool is missing (`tests/run.sh` installs it) or fails.
+    pub fn xdotool(&self, args: &[&str]) {
+        let out = Command::new("xdotool")
+            .args(args)
+            .env_clear()
+            .env("PATH", SYS_PATH)
+            .env("DISPLAY", self.display_name())
+            .output()
+            .expect("run xdotool (Debian package xdotool; tests/run.sh installs it)");
+        assert!(
+            out.status.success(),
+            "xdotool {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -68,6 +68,33 @@ pub async fn windows_resource(s: &TestServer, token: &str, name: &str, port: u16
     s.create_resource(token, body).await
 }
 
+/// Waits (without blocking the runtime) until `f` holds; false after `timeout`.
+pub async fn eventually(timeout: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Panics when `secret` is in the command line of any process on the machine.
+pub fn no_canary_in_any_argv(secret: &str) {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            assert!(
+                !super::contains_bytes(&cmdline, secret),
+                "canary in {}/cmdline",
+                entry.path().display()
+            );
+        }
+    }
+}
+
 /// Every log line of this test binary's in-process servers since the first [`RdpEnv::new`].
 pub fn logs() -> String {
     String::from_utf8_lossy(&log_buffer("debug").lock().unwrap()).into_owned()

@@ -333,6 +333,11 @@ impl Framer {
         let rest = self.buf.split_off(len);
         Ok(Some(std::mem::replace(&mut self.buf, rest)))
     }
+
+    /// The bytes held (a partial PDU), leaving the framer empty.
+    pub(crate) fn take_rest(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
 }
 
 /// Follows the PDU boundaries of a byte stream relayed as is (by the length headers, without buffering it), so

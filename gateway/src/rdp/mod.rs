@@ -5,6 +5,7 @@
 mod channels;
 mod credssp;
 mod pdu;
+mod picker;
 mod server;
 mod ticket;
 mod tls;

@@ -104,6 +104,59 @@ pub(crate) fn without_gfx(connect_initial: &[u8]) -> Result<Option<Vec<u8>>, Str
     wrap(encode(&ci)?).map(Some)
 }
 
+/// The colour depth of the picker's bitmaps: 32 bpp when the client's core data supports it, else 24.
+pub(crate) fn client_bpp(connect_initial: &[u8]) -> u16 {
+    use ironrdp_pdu::gcc::SupportedColorDepths;
+    let Ok(ci) = parse_wrapped::<ConnectInitial>(connect_initial, "MCS Connect Initial") else {
+        return 32;
+    };
+    match ci
+        .conference_create_request
+        .gcc_blocks()
+        .core
+        .optional_data
+        .supported_color_depths
+    {
+        Some(d) if !d.contains(SupportedColorDepths::BPP32) => 24,
+        _ => 32,
+    }
+}
+
+/// The kind of a Share Control PDU (the user data of an MCS Send Data PDU on the I/O channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShareControlType {
+    DemandActive,
+    ConfirmActive,
+    Other,
+}
+
+/// The kind of Share Control PDU `user_data` holds, by its pduType (version 1 in the high bits), or `None`
+/// when it is not one (licensing PDUs start with a security header instead).
+pub(crate) fn share_control_type(user_data: &[u8]) -> Option<ShareControlType> {
+    let ty = u16::from_le_bytes([*user_data.get(2)?, *user_data.get(3)?]);
+    if ty & 0xfff0 != 0x0010 {
+        return None;
+    }
+    Some(match ty & 0x000f {
+        0x1 => ShareControlType::DemandActive,
+        0x3 => ShareControlType::ConfirmActive,
+        0x6 | 0x7 | 0xa => ShareControlType::Other,
+        _ => return None,
+    })
+}
+
+/// Whether `user_data` is a licensing PDU (its basic security header has SEC_LICENSE_PKT).
+pub(crate) fn is_license_pdu(user_data: &[u8]) -> bool {
+    user_data.first().is_some_and(|f| f & 0x80 != 0)
+}
+
+/// Whether the licensing PDU `user_data` is the error alert STATUS_VALID_CLIENT (no license exchange): after the
+/// basic security header (4 bytes), the preamble's message type ERROR_ALERT (0xff), then (after the flags and
+/// size) the error code 7. Read from the bytes: xrdp's alert carries an error blob IronRDP does not decode.
+pub(crate) fn is_license_valid_client(user_data: &[u8]) -> bool {
+    user_data.get(4) == Some(&0xff) && user_data.get(8..12) == Some(&[7, 0, 0, 0][..])
+}
+
 /// The static virtual channels the client asked for (their count).
 pub(crate) fn static_channel_count(ci: &ConnectInitial) -> usize {
     ci.conference_create_request

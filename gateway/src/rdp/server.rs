@@ -5,6 +5,11 @@
 //! confirms), so the user is authenticated and authorized before any target is contacted. It then plays the
 //! same sequence towards the target (the client's own MCS Connect Initial, replayed), sends a Client Info PDU
 //! rewritten with the vaulted account and password and the autologon flag, and relays the rest as raw bytes.
+//!
+//! A plain `USER` with several RDP accounts first gets the graphical picker (`picker.rs`): the gateway activates
+//! the client itself and draws the list; after the pick the same `connect` path runs, the target's licensing is
+//! played by the gateway, and the client is reactivated towards the target (Deactivate All, then the target's
+//! Demand Active, relayed).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +41,7 @@ use crate::login;
 use crate::rdp::channels::{is_input_pdu, Boundary, ChannelPolicy, Framer, Verdict};
 use crate::rdp::credssp::{self, NlaIdentities};
 use crate::rdp::pdu::{self, FrameError, IO_CHANNEL};
+use crate::rdp::picker;
 use crate::rdp::ticket::{self, RdpTickets, TicketError};
 use crate::rdp::tls;
 use crate::registry::{Registry, SessionInfo, SessionSink, SinkFactory};
@@ -103,6 +109,26 @@ enum Step {
     Reply(Option<Result<Vec<u8>, String>>),
     /// The Client Info PDU, decoded.
     Info(Box<Result<ClientInfoPdu, String>>),
+}
+
+/// Who is connecting, from where, within which session: what [`RdpGateway::connect`] needs besides the target.
+struct Session<'a> {
+    peer: SocketAddr,
+    id: &'a str,
+    span: &'a Span,
+    cancel: &'a CancellationToken,
+    ctx: &'a RequestContext,
+    actor: Actor,
+    client_security: &'static str,
+}
+
+/// After the picker: the target's Demand Active the client gets first (after the gateway's Deactivate All), and
+/// whether the client's PDUs are held back until its Confirm Active (input meant for the picker, sent before
+/// the client saw the Deactivate All, does not reach the target).
+#[derive(Default)]
+struct Reactivation {
+    first: Vec<u8>,
+    gate: bool,
 }
 
 /// The refusal for unknown and forbidden targets (the same words for both).
@@ -412,7 +438,8 @@ impl RdpGateway {
         Err(client("too many MCS PDUs before the Client Info PDU"))
     }
 
-    /// Authenticates and authorizes the user, connects the target and relays.
+    /// Authenticates the user; the target is the one named, the user's only RDP account, or the one picked in
+    /// the graphical picker (a plain `USER` with several RDP accounts); then [`RdpGateway::connect`].
     #[allow(clippy::too_many_arguments)]
     async fn login<C>(
         &self,
@@ -427,7 +454,157 @@ impl RdpGateway {
     where
         C: AsyncRead + AsyncWrite + Unpin,
     {
-        let (actor, target_name, client_security) = self.authenticate(&mut hello, span, ctx).await?;
+        let (actor, named, client_security) = self.authenticate(&mut hello, span, ctx).await?;
+        let (target_name, picked) = match named {
+            Some(t) => (t, false),
+            None => {
+                let mut accounts = self.rdp_accounts(&actor, ctx).await?;
+                match accounts.len() {
+                    0 => {
+                        return Err(client(format!(
+                            "{} may use no RDP account: name one as USER#ACCOUNT@RESOURCE",
+                            actor.username
+                        )))
+                    }
+                    1 => {
+                        let (r, a) = accounts.remove(0);
+                        let t = login::TargetName {
+                            account: a.login,
+                            resource: r.name,
+                        };
+                        (t, false)
+                    }
+                    _ => match self.pick(client_tls, &hello, &actor, accounts, cancel, ctx).await? {
+                        Some(t) => (t, true),
+                        None => return Ok(()),
+                    },
+                }
+            }
+        };
+        let session = Session {
+            peer,
+            id,
+            span,
+            cancel,
+            ctx,
+            actor,
+            client_security,
+        };
+        self.connect(client_tls, hello, session, target_name, picked).await
+    }
+
+    /// The graphical account picker on the client's screen (see `picker.rs`): the account picked, or `None`
+    /// when the user left it (Esc, disconnect, untouched for the login grace time), which is audited as
+    /// `rdp.pick_abandoned` and told to the client.
+    async fn pick<C>(
+        &self,
+        client_tls: &mut C,
+        hello: &ClientHello,
+        actor: &Actor,
+        accounts: Vec<(postern_vault::Resource, postern_vault::Account)>,
+        cancel: &CancellationToken,
+        ctx: &RequestContext,
+    ) -> Result<Option<login::TargetName>, Refusal>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (w, h) = pdu::desktop_size(&hello.connect_initial).unwrap_or((1024, 768));
+        let bpp = pdu::client_bpp(&hello.connect_initial);
+        let entries = accounts
+            .iter()
+            .map(|(r, a)| picker::Entry {
+                account: a.login.clone(),
+                resource: r.name.clone(),
+                host: format!("{}:{}", r.host, r.port),
+            })
+            .collect();
+        let mut p = picker::Picker::new(entries, w, h);
+        let idle = self.settings.login_grace_time;
+        info!(accounts = accounts.len(), "showing the RDP account picker");
+        let ran = picker::run(client_tls, &mut p, hello.user_channel, bpp, idle, cancel).await;
+        let left = match ran {
+            Ok(Ok(i)) => {
+                let (r, a) = &accounts[i];
+                let label = format!("{}@{}", a.login, r.name);
+                info!(target = %label, "picked in the RDP account picker");
+                self.audit(
+                    actor,
+                    "rdp.pick",
+                    Some((a.id.as_str(), label.as_str())),
+                    false,
+                    format!(
+                        "{label} picked in the RDP account picker ({} accounts offered)",
+                        accounts.len()
+                    ),
+                    ctx,
+                )
+                .await;
+                return Ok(Some(login::TargetName {
+                    account: a.login.clone(),
+                    resource: r.name.clone(),
+                }));
+            }
+            Ok(Err(left)) => left,
+            Err(e) => {
+                let detail = format!("RDP account picker: the client failed: {e}");
+                self.audit(actor, "rdp.pick_abandoned", None, true, detail, ctx).await;
+                return Err(client(format!("in the account picker: {e}")));
+            }
+        };
+        info!(why = %left, "the RDP account picker ended without a pick");
+        self.audit(
+            actor,
+            "rdp.pick_abandoned",
+            None,
+            false,
+            format!("RDP account picker left without a pick: {left}"),
+            ctx,
+        )
+        .await;
+        use ProtocolIndependentCode as Code;
+        let code = match left {
+            picker::Left::Quit => Some(Code::RpcInitiatedDisconnectByuser),
+            picker::Left::Idle(_) => Some(Code::IdleTimeout),
+            picker::Left::Shutdown => Some(Code::RpcInitiatedDisconnect),
+            picker::Left::Disconnected => None,
+        };
+        if let Some(code) = code {
+            let mut out = pdu::set_error_info(code).unwrap_or_default();
+            out.extend(
+                pdu::encode(&X224(DisconnectProviderUltimatum::from_reason(
+                    DisconnectReason::UserRequested,
+                )))
+                .unwrap_or_default(),
+            );
+            let _ = tokio::time::timeout(Duration::from_secs(2), client_tls.write_all(&out)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), client_tls.shutdown()).await;
+        Ok(None)
+    }
+
+    /// Authorizes `target_name` for the session's user, leases its password, connects the target and relays;
+    /// with `picked`, the client was activated by the picker: the target's licensing is consumed and the client
+    /// reactivated towards the target (Deactivate All, then the target's Demand Active).
+    async fn connect<C>(
+        &self,
+        client_tls: &mut C,
+        mut hello: ClientHello,
+        session: Session<'_>,
+        target_name: login::TargetName,
+        picked: bool,
+    ) -> Result<(), Refusal>
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Session {
+            peer,
+            id,
+            span,
+            cancel,
+            ctx,
+            actor,
+            client_security,
+        } = session;
         let denied = || client(format!("{NO_TARGET}: {target_name}"));
         let target = match self
             .vault
@@ -538,6 +715,37 @@ impl RdpGateway {
                 .await;
             return Err(e);
         }
+        // After the picker the client is licensed and active already: the target's licensing is consumed here,
+        // and its Demand Active goes to the client after a Deactivate All (the first bytes the relay sends).
+        let mut first = Vec::new();
+        if picked {
+            let demand = tokio::select! {
+                _ = cancel.cancelled() => Err("the gateway is shutting down".to_string()),
+                r = tokio::time::timeout(
+                    self.settings.connect_timeout,
+                    target_licensing(&mut target_tls, hello.user_channel, &target.account.login),
+                ) =>
+                    r.unwrap_or_else(|_| Err(format!("no Demand Active within {:?}", self.settings.connect_timeout))),
+            };
+            match demand {
+                Ok(d) => first = d,
+                Err(detail) => {
+                    let e = Error::Target {
+                        hop,
+                        detail,
+                        host_key_changed: false,
+                    };
+                    self.audit(&actor, "session.connect_failed", object, true, e.to_string(), ctx)
+                        .await;
+                    return Err(e);
+                }
+            }
+            let deactivate = picker::deactivate_all().map_err(client)?;
+            client_tls
+                .write_all(&deactivate)
+                .await
+                .map_err(|e| client(format!("Deactivate All: {e}")))?;
+        }
 
         let info = SessionInfo {
             id: id.to_owned(),
@@ -563,13 +771,14 @@ impl RdpGateway {
             sink.event(0, "resize", &format!("{w}x{h}"));
         }
         let registration = self.registry.register(info, cancel.clone());
+        let how = if picked { ", picked in the account picker" } else { "" };
         self.audit(
             &actor,
             "session.start",
             object,
             false,
             format!(
-                "rdp session {id} from {peer} ({client_security}; towards the target {target_security}, credentials injected with autologon; {target_cert})"
+                "rdp session {id} from {peer} ({client_security}{how}; towards the target {target_security}, credentials injected with autologon; {target_cert})"
             ),
             ctx,
         )
@@ -604,6 +813,7 @@ impl RdpGateway {
                 policy,
                 &*sink,
                 (&actor, object, ctx),
+                Reactivation { first, gate: picked },
             )
             .await;
         let why = match registration.termination() {
@@ -646,7 +856,7 @@ impl RdpGateway {
         hello: &mut ClientHello,
         span: &Span,
         ctx: &RequestContext,
-    ) -> Result<(Actor, login::TargetName, &'static str), Refusal> {
+    ) -> Result<(Actor, Option<login::TargetName>, &'static str), Refusal> {
         let creds = &mut hello.info.client_info.credentials;
         let password = SecretString::new(std::mem::take(&mut creds.password));
         let mut name = creds.username.clone();
@@ -700,7 +910,7 @@ impl RdpGateway {
                 account: grant.login,
                 resource: grant.resource,
             };
-            return Ok((actor, target, how));
+            return Ok((actor, Some(target), how));
         }
         if let Some(d) = creds.domain.as_deref().filter(|d| !d.is_empty()) {
             // `DOMAIN\USER#...` splits into a domain: the whole name is the login.
@@ -731,37 +941,22 @@ impl RdpGateway {
             }
             Err(_) => return Err(client(format!("authentication failed for {}", login.user))),
         };
-        let target_name = match login.target.clone() {
-            Some(t) => t,
-            None => self.only_rdp_account(&actor, ctx).await?,
-        };
-        Ok((actor, target_name, "TLS with the Postern password"))
+        Ok((actor, login.target.clone(), "TLS with the Postern password"))
     }
 
-    /// A plain `USER` login (no `#ACCOUNT@RESOURCE`): RDP has no screen to show a picker on before the
-    /// target is chosen, so the user's only RDP account (on a Windows or Windows-domain resource) is
-    /// taken; with none or several the refusal says how to name one or to pick it in the web console.
-    async fn only_rdp_account(&self, actor: &Actor, ctx: &RequestContext) -> Result<login::TargetName, Error> {
+    /// The accounts a plain `USER` login may reach: those on Windows and Windows-domain resources the user may
+    /// connect to now.
+    async fn rdp_accounts(
+        &self,
+        actor: &Actor,
+        ctx: &RequestContext,
+    ) -> Result<Vec<(postern_vault::Resource, postern_vault::Account)>, Error> {
         use postern_vault::ResourceType;
         let all = self.vault.connectable_accounts(actor, ctx).await?;
-        let mut rdp = all
+        Ok(all
             .into_iter()
-            .filter(|(r, _)| matches!(r.resource_type, ResourceType::Windows | ResourceType::WindowsDomain));
-        match (rdp.next(), rdp.next()) {
-            (Some((r, a)), None) => Ok(login::TargetName {
-                account: a.login,
-                resource: r.name,
-            }),
-            (None, _) => Err(client(format!(
-                "{} may use no RDP account: name one as USER#ACCOUNT@RESOURCE",
-                actor.username
-            ))),
-            (Some(_), Some(_)) => Err(client(format!(
-                "{} may use {} RDP accounts: name one as USER#ACCOUNT@RESOURCE, or pick it in the web console (Download .rdp)",
-                actor.username,
-                2 + rdp.count()
-            ))),
-        }
+            .filter(|(r, _)| matches!(r.resource_type, ResourceType::Windows | ResourceType::WindowsDomain))
+            .collect())
     }
 
     /// X.224 (NLA or TLS, as the target selects), TLS, CredSSP with the vaulted credentials when the target
@@ -932,6 +1127,7 @@ impl RdpGateway {
         mut policy: ChannelPolicy,
         sink: &dyn SessionSink,
         who: (&Actor, Option<(&str, &str)>, &RequestContext),
+        reactivation: Reactivation,
     ) -> (u64, u64, String)
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -967,6 +1163,18 @@ impl RdpGateway {
         // The client's input PDUs for the recording (it keeps them when input is recorded); `None` once the
         // client's stream could not be framed.
         let mut input = Some(Framer::default());
+        // After the picker: the client's PDUs up to its Confirm Active are dropped (see `Reactivation`).
+        let mut gate = reactivation.gate.then(Framer::default);
+        let mut gated: Vec<u8>;
+        if !reactivation.first.is_empty() {
+            let first = &reactivation.first;
+            down += first.len() as u64;
+            sink.output(0, first);
+            to_client.advance(first);
+            if let Err(e) = cw.write_all(first).await {
+                return (up, down, format!("client: {e}"));
+            }
+        }
         use ProtocolIndependentCode as Code;
         let (why, code) = loop {
             tokio::select! {
@@ -980,8 +1188,21 @@ impl RdpGateway {
                     Ok(0) => break ("the client disconnected".to_string(), None),
                     Ok(n) => {
                         up += n as u64;
-                        if let Some(f) = input.as_mut() {
-                            f.push(&cbuf[..n]);
+                        let data = match gate.as_mut() {
+                            None => &cbuf[..n],
+                            Some(g) => match confirm_active_onwards(g, &cbuf[..n]) {
+                                Ok(None) => continue,
+                                Ok(Some(rest)) => {
+                                    debug!("the client's Confirm Active towards the target: relaying");
+                                    gate = None;
+                                    gated = rest;
+                                    &gated[..]
+                                }
+                                Err(e) => break (format!("client: {e}"), None),
+                            },
+                        };
+                                                if let Some(f) = input.as_mut() {
+                            f.push(data);
                             loop {
                                 match f.next_pdu() {
                                     Ok(Some(p)) if is_input_pdu(&p) => sink.input(0, &p),
@@ -997,11 +1218,11 @@ impl RdpGateway {
                         }
                         idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
                         if !framed {
-                            if let Err(e) = tw.write_all(&cbuf[..n]).await {
+                            if let Err(e) = tw.write_all(data).await {
                                 break (format!("target: {e}"), None);
                             }
                         } else if let Err(e) =
-                            forward(&mut up_frames, &mut policy, &cbuf[..n], true, &mut tw, &mut notes, &mut marks).await
+                            forward(&mut up_frames, &mut policy, data, true, &mut tw, &mut notes, &mut marks).await
                         {
                             break (e, None);
                         }
@@ -1176,4 +1397,120 @@ async fn forward<W: AsyncWrite + Unpin>(
             out.write_all(&pdu).await.map_err(|e| format!("{other}: {e}"))?;
         }
     }
+}
+
+/// Reads the target's connection sequence after its Client Info PDU up to its Demand Active, which it returns
+/// (framed). The client was licensed by the picker's activation, so the gateway plays the client's part of the
+/// target's licensing itself: a "valid client" alert ends it at once; a License Request (xrdp sends one) gets a
+/// Client New License Request, a Platform Challenge its response, and the new license or the final alert is
+/// taken as the end (nothing is stored). Other share PDUs before the Demand Active are dropped.
+async fn target_licensing<S: AsyncRead + AsyncWrite + Unpin>(
+    t: &mut S,
+    user_channel: u16,
+    account: &str,
+) -> Result<Vec<u8>, String> {
+    use ironrdp_pdu::rdp::server_license::{
+        ClientNewLicenseRequest, ClientPlatformChallengeResponse, LicenseEncryptionData, LicensePdu,
+        PREMASTER_SECRET_SIZE, RANDOM_NUMBER_SIZE,
+    };
+    use rand010::RngExt;
+    let mut keys: Option<LicenseEncryptionData> = None;
+    // The hardware id the gateway shows targets (fixed: no license is kept).
+    let hardware_id = [0x5053_5452u32, 0x4e52_4450, 0, 0];
+    for _ in 0..32 {
+        let f = read_target(t, "licensing or Demand Active").await?;
+        let user_data = match pdu::parse::<X224<McsMessage<'_>>>(&f, "MCS PDU")?.0 {
+            McsMessage::SendDataIndication(sd) => sd.user_data.into_owned(),
+            McsMessage::DisconnectProviderUltimatum(d) => {
+                return Err(format!(
+                    "the target disconnected before its Demand Active ({:?})",
+                    d.reason
+                ))
+            }
+            other => return Err(format!("expected licensing or a Demand Active, got {other:?}")),
+        };
+        match pdu::share_control_type(&user_data) {
+            Some(pdu::ShareControlType::DemandActive) => return Ok(f),
+            Some(_) => {
+                debug!("a share PDU from the target before its Demand Active: dropped");
+                continue;
+            }
+            None if pdu::is_license_pdu(&user_data) => {}
+            None => return Err("an undecodable PDU from the target before its Demand Active".into()),
+        }
+        if pdu::is_license_valid_client(&user_data) {
+            debug!("the target's licensing: valid client");
+            continue;
+        }
+        let reply: LicensePdu = match pdu::parse::<LicensePdu>(&user_data, "license PDU")? {
+            LicensePdu::ServerLicenseRequest(req) => {
+                let mut rng = rand010::rng();
+                let mut client_random = [0u8; RANDOM_NUMBER_SIZE];
+                let mut premaster = [0u8; PREMASTER_SECRET_SIZE];
+                rng.fill(&mut client_random[..]);
+                rng.fill(&mut premaster[..]);
+                let (req, data) = ClientNewLicenseRequest::from_server_license_request(
+                    &req,
+                    &client_random,
+                    &premaster,
+                    account,
+                    "postern",
+                )
+                .map_err(|e| format!("answering the target's License Request: {e}"))?;
+                premaster.zeroize();
+                keys = Some(data);
+                debug!("the target's licensing: License Request answered");
+                req.into()
+            }
+            LicensePdu::ServerPlatformChallenge(c) => {
+                let data = keys.as_ref().ok_or("a Platform Challenge before any License Request")?;
+                let r = ClientPlatformChallengeResponse::from_server_platform_challenge(&c, hardware_id, data)
+                    .map_err(|e| format!("answering the target's Platform Challenge: {e}"))?;
+                debug!("the target's licensing: Platform Challenge answered");
+                r.into()
+            }
+            LicensePdu::ServerUpgradeLicense(_) => {
+                debug!("the target's licensing: a license was issued (not kept)");
+                continue;
+            }
+            LicensePdu::LicensingErrorMessage(m) => {
+                return Err(format!("the target's licensing failed: {:?}", m.error_code))
+            }
+            other => {
+                return Err(format!(
+                    "unexpected licensing PDU from the target: {}",
+                    ironrdp_core::Encode::name(&other)
+                ))
+            }
+        };
+        let body = pdu::encode(&reply)?;
+        let frame = pdu::send_data_request(user_channel, &body)?;
+        t.write_all(&frame).await.map_err(|e| format!("licensing: {e}"))?;
+    }
+    Err("no Demand Active from the target after 32 PDUs".into())
+}
+
+/// Pushes `data` into `gate` and drops whole PDUs until the client's Confirm Active; returns it and all that
+/// follows (`None`: not there yet).
+fn confirm_active_onwards(gate: &mut Framer, data: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    gate.push(data);
+    while let Some(p) = gate.next_pdu()? {
+        let confirm = p.first() == Some(&3)
+            && matches!(
+                pdu::parse::<X224<McsMessage<'_>>>(&p, "MCS PDU").map(|m| m.0),
+                Ok(McsMessage::SendDataRequest(sd))
+                    if sd.channel_id == IO_CHANNEL
+                        && pdu::share_control_type(&sd.user_data) == Some(pdu::ShareControlType::ConfirmActive)
+            );
+        if confirm {
+            let mut out = p;
+            out.extend(gate.take_rest());
+            return Ok(Some(out));
+        }
+        debug!(
+            len = p.len(),
+            "a client PDU before its Confirm Active towards the target: dropped"
+        );
+    }
+    Ok(None)
 }
