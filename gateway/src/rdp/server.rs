@@ -1201,7 +1201,7 @@ impl RdpGateway {
                                 Err(e) => break (format!("client: {e}"), None),
                             },
                         };
-                                                if let Some(f) = input.as_mut() {
+                        if let Some(f) = input.as_mut() {
                             f.push(data);
                             loop {
                                 match f.next_pdu() {
