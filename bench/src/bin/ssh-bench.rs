@@ -949,7 +949,8 @@ fn report(s: &Settings, o: &Outcome, wall: Duration) -> String {
         "- Ciphers: the throughput runs set `Ciphers` in the client's `-F` file, so both ProxyJump legs and the \
          client→Postern leg use the cipher named; **Postern→target prefers aes256-gcm** (Postern's own client \
          preference, `gateway/src/ssh/target.rs`: cheaper than chacha20-poly1305 with AES instructions), whichever \
-         cipher the client chose. Latency and scp/sftp use OpenSSH's default (chacha20-poly1305) on the client legs."
+         cipher the client chose. Latency and scp/sftp use OpenSSH's default (chacha20-poly1305) on the client legs. \
+         Postern's SSH crypto is russh's aws-lc backend, and Postern asks targets for packets of up to 64 KiB."
     );
     let _ = writeln!(
         r,
