@@ -23,8 +23,8 @@
 //! unless `--out` is given. A full run first waits (up to 15 min) for the machine to be quiet and reports the
 //! background load it saw. A full run takes about 6 minutes on 2 cores, plus the release build.
 //!
-//! `--only stream` runs the full-size stdout throughput part alone and writes nothing (for profiling Postern under
-//! `perf record -p`).
+//! `--only stream` (stdout throughput) and `--only files` (scp and sftp) run that full-size part alone and write
+//! nothing (for profiling Postern under `perf record -p`).
 //!
 //! Environment: `POSTERN_BENCH_REVISION` overrides the revision named in the report (default: `git rev-parse` of
 //! the source tree, "+ local changes" when it is dirty); `SSH_BENCH_SMAPS_DIR=dir` keeps copies of
@@ -55,7 +55,7 @@ const KEX: &str = "curve25519-sha256";
 const CHACHA: &str = "chacha20-poly1305@openssh.com";
 const AES: &str = "aes256-gcm@openssh.com";
 const MIB: u64 = 1024 * 1024;
-const USAGE: &str = "ssh-bench [--quick] [--out PATH | --no-write] [--only stream]";
+const USAGE: &str = "ssh-bench [--quick] [--out PATH | --no-write] [--only stream|files]";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
@@ -69,16 +69,25 @@ struct Settings {
     file_reps: usize,
     idle_sessions: usize,
     out: Option<PathBuf>,
-    /// `--only stream`: the throughput part alone, nothing written.
-    stream_only: bool,
+    /// `--only stream|files`: that part alone, nothing written.
+    only: Option<Part>,
     /// How long to wait for the machine to be quiet before starting.
     wait_idle_secs: u64,
+}
+
+/// A part of the benchmark that `--only` runs alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Stdout throughput.
+    Stream,
+    /// scp and sftp.
+    Files,
 }
 
 fn settings() -> Result<Settings> {
     let mut quick = false;
     let mut out: Option<Option<PathBuf>> = None;
-    let mut stream_only = false;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -86,8 +95,9 @@ fn settings() -> Result<Settings> {
             "--no-write" => out = Some(None),
             "--out" => out = Some(Some(PathBuf::from(args.next().context("--out needs a path")?))),
             "--only" => match args.next().as_deref() {
-                Some("stream") => stream_only = true,
-                other => bail!("--only takes `stream`, not {other:?}"),
+                Some("stream") => only = Some(Part::Stream),
+                Some("files") => only = Some(Part::Files),
+                other => bail!("--only takes `stream` or `files`, not {other:?}"),
             },
             "-h" | "--help" => {
                 println!("usage: {USAGE}");
@@ -97,7 +107,7 @@ fn settings() -> Result<Settings> {
         }
     }
     let default_out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
-    let out = if stream_only {
+    let out = if only.is_some() {
         None
     } else {
         out.unwrap_or(if quick { None } else { Some(default_out) })
@@ -112,7 +122,7 @@ fn settings() -> Result<Settings> {
             file_reps: 1,
             idle_sessions: 20,
             out,
-            stream_only,
+            only,
             wait_idle_secs: 0,
         }
     } else {
@@ -125,8 +135,8 @@ fn settings() -> Result<Settings> {
             file_reps: 5,
             idle_sessions: 200,
             out,
-            stream_only,
-            wait_idle_secs: if stream_only { 0 } else { 900 },
+            only,
+            wait_idle_secs: if only.is_some() { 0 } else { 900 },
         }
     })
 }
@@ -1308,14 +1318,33 @@ fn main() -> Result<()> {
         }
     }
 
-    if s.stream_only {
-        eprintln!("throughput only: {} MiB x {} ...", s.stream_bytes / MIB, s.stream_reps);
-        let streams = measure_streams(&bed, &s, tck)?;
-        for st in &streams {
-            eprintln!("{st:?}");
+    match s.only {
+        Some(Part::Stream) => {
+            eprintln!("throughput only: {} MiB x {} ...", s.stream_bytes / MIB, s.stream_reps);
+            let streams = measure_streams(&bed, &s, tck)?;
+            for st in &streams {
+                eprintln!("{st:?}");
+            }
+            postern.stop();
+            return Ok(());
         }
-        postern.stop();
-        return Ok(());
+        Some(Part::Files) => {
+            eprintln!("scp and sftp only: {} MiB x {} ...", s.file_bytes / MIB, s.file_reps);
+            let files = measure_files(&bed, &s, tck)?;
+            for f in &files {
+                let med = |i: usize| s.file_bytes as f64 / MIB as f64 / median(&f.secs[i]);
+                eprintln!(
+                    "{}: direct {:.0} MiB/s, Postern {:.0} MiB/s = {:.2}x",
+                    f.op.name(),
+                    med(0),
+                    med(2),
+                    med(2) / med(0)
+                );
+            }
+            postern.stop();
+            return Ok(());
+        }
+        None => {}
     }
     eprintln!("[1/4] memory: {} idle sessions ...", s.idle_sessions);
     let memory = measure_memory(&bed, &postern, &s);
