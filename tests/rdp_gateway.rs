@@ -458,18 +458,11 @@ async fn clipboard_and_drive_are_blocked_unless_the_resource_allows_them() {
     let id = registry.list().last().expect("a live session").id.clone();
     tokio::time::sleep(Duration::from_secs(3)).await;
     drop(c2);
-    let mut markers = Vec::new();
-    for _ in 0..100 {
-        let d = env
-            .s
-            .req("GET", &format!("/api/v1/recordings/{id}"), Some(&env.admin), None)
-            .await;
-        if d.body["recording"]["indexed"] == true {
-            markers = d.body["markers"].as_array().cloned().unwrap_or_default();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let indexed = env
+        .s
+        .recording_when(&id, &env.admin, |d| d["recording"]["indexed"] == true)
+        .await;
+    let markers = indexed["markers"].as_array().cloned().unwrap_or_default();
     // (FreeRDP 2.11 offers its formats as soon as the clipboard channel is up.)
     assert!(
         markers.iter().any(|m| m["kind"] == "clipboard"

@@ -213,18 +213,10 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
     audited(&env, "session.end", |e| e["object_name"] == "wintwo@rdp1").await;
     // The session was recorded from the target's Demand Active on (the picker is not in it): the recording is
     // sealed and verifies, and its last frame is the target's desktop at the client's size, not the picker.
-    let mut details = serde_json::Value::Null;
-    for _ in 0..100 {
-        let d = env
-            .s
-            .req("GET", &format!("/api/v1/recordings/{id}"), Some(&env.admin), None)
-            .await;
-        if d.status == 200 && d.body["recording"]["status"] == "sealed" {
-            details = d.body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let details = env
+        .s
+        .recording_when(&id, &env.admin, |d| d["recording"]["status"] == "sealed")
+        .await;
     assert_eq!(details["recording"]["protocol"], "rdp", "{details}");
     assert_eq!(details["verification"]["ok"], true, "{details}");
     let path = env.s.data_dir().join("recordings").join(format!("{id}.pcast"));

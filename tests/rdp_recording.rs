@@ -371,17 +371,9 @@ async fn an_rdp_session_is_recorded_verifies_and_renders_what_the_client_showed(
     };
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1000));
     let session_secs = t0.elapsed().as_secs_f64();
-    let mut details = Value::Null;
-    for _ in 0..100 {
-        let d = s
-            .req("GET", &format!("/api/v1/recordings/{id}"), Some(&admin), None)
-            .await;
-        if d.status == 200 && d.body["recording"]["status"] == "sealed" {
-            details = d.body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let details = s
+        .recording_when(&id, &admin, |d| d["recording"]["status"] == "sealed")
+        .await;
     assert_eq!(details["recording"]["protocol"], "rdp", "{details}");
     assert_eq!(details["verification"]["ok"], true, "{details}");
     assert_eq!(details["verification"]["truncated"], false, "{details}");

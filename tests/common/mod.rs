@@ -121,6 +121,21 @@ impl TestServer {
         Self::read(r).await
     }
 
+    /// The details of recording `id` (`GET /api/v1/recordings/{id}`) once `ready` holds for them, polled every
+    /// 100 ms for up to 20 s; `Value::Null` if it never did.
+    pub async fn recording_when(&self, id: &str, token: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let d = self
+                .req("GET", &format!("/api/v1/recordings/{id}"), Some(token), None)
+                .await;
+            if d.status == 200 && ready(&d.body) {
+                return d.body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Value::Null
+    }
+
     pub async fn read(r: reqwest::Response) -> Resp {
         let status = r.status().as_u16();
         let content_type = r

@@ -7,7 +7,9 @@ use ironrdp_pdu::gcc::{
     ConferenceCreateResponse, ServerCoreData, ServerCoreOptionalData, ServerGccBlocks, ServerNetworkData,
     ServerSecurityData,
 };
-use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, SendDataIndication, SendDataRequest};
+use ironrdp_pdu::mcs::{
+    ConnectInitial, ConnectResponse, DisconnectProviderUltimatum, DisconnectReason, SendDataIndication, SendDataRequest,
+};
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials};
 use ironrdp_pdu::rdp::headers::{
@@ -267,6 +269,14 @@ pub(crate) fn set_error_info(code: ProtocolIndependentCode) -> Result<Vec<u8>, S
         channel_id: IO_CHANNEL,
         user_data: Cow::Owned(data),
     }))
+}
+
+/// The gateway ends a session: the reason code the client shows (a Set Error Info PDU), then the MCS Disconnect
+/// Provider Ultimatum with `reason`. Best effort: a part that cannot be encoded is left out.
+pub(crate) fn goodbye(code: ProtocolIndependentCode, reason: DisconnectReason) -> Vec<u8> {
+    let mut out = set_error_info(code).unwrap_or_default();
+    out.extend(encode(&X224(DisconnectProviderUltimatum::from_reason(reason))).unwrap_or_default());
+    out
 }
 
 /// The Client Info PDU the target gets, framed: the vaulted account and password with the autologon flag;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ironrdp_pdu::mcs::{
     AttachUserConfirm, AttachUserRequest, ChannelJoinConfirm, ChannelJoinRequest, ConnectInitial, ConnectResponse,
-    DisconnectProviderUltimatum, DisconnectReason, ErectDomainPdu, McsMessage,
+    DisconnectReason, ErectDomainPdu, McsMessage,
 };
 use ironrdp_pdu::nego::{
     ConnectionConfirm, ConnectionRequest, FailureCode, NegoRequestData, RequestFlags, ResponseFlags, SecurityProtocol,
@@ -268,13 +268,7 @@ impl RdpGateway {
                     }
                     _ => ProtocolIndependentCode::ServerDeniedConnection,
                 };
-                let mut out = pdu::set_error_info(code).unwrap_or_default();
-                out.extend(
-                    pdu::encode(&X224(DisconnectProviderUltimatum::from_reason(
-                        DisconnectReason::ProviderInitiated,
-                    )))
-                    .unwrap_or_default(),
-                );
+                let out = pdu::goodbye(code, DisconnectReason::ProviderInitiated);
                 let _ = tls.write_all(&out).await;
                 let _ = tls.shutdown().await;
             }
@@ -569,13 +563,7 @@ impl RdpGateway {
             picker::Left::Disconnected => None,
         };
         if let Some(code) = code {
-            let mut out = pdu::set_error_info(code).unwrap_or_default();
-            out.extend(
-                pdu::encode(&X224(DisconnectProviderUltimatum::from_reason(
-                    DisconnectReason::UserRequested,
-                )))
-                .unwrap_or_default(),
-            );
+            let out = pdu::goodbye(code, DisconnectReason::UserRequested);
             let _ = tokio::time::timeout(Duration::from_secs(2), client_tls.write_all(&out)).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), client_tls.shutdown()).await;
@@ -1271,13 +1259,7 @@ impl RdpGateway {
         // Ended by the gateway: the client is told why in RDP's terms (a reason code it shows), then that the
         // connection is over, when that can go between two PDUs of the target's.
         if let Some(code) = code.filter(|_| framed || to_client.at_boundary()) {
-            let mut out = pdu::set_error_info(code).unwrap_or_default();
-            out.extend(
-                pdu::encode(&X224(DisconnectProviderUltimatum::from_reason(
-                    DisconnectReason::ProviderInitiated,
-                )))
-                .unwrap_or_default(),
-            );
+            let out = pdu::goodbye(code, DisconnectReason::ProviderInitiated);
             let _ = tokio::time::timeout(Duration::from_secs(2), cw.write_all(&out)).await;
         }
         (up, down, why)
