@@ -229,16 +229,22 @@ fn extract_text(path: &std::path::Path) -> Result<TextIndex, String> {
     }
 }
 
-/// Indexing is background work: its own thread yields the CPU to live sessions (Linux nice 10,
-/// which is per thread there), so reading back a large recording never slows the relays.
+/// Indexing is background work: its own thread runs only on CPU time nothing else wants (Linux `SCHED_IDLE`,
+/// per thread there; nice 19 where that is refused), so reading back a large recording never takes CPU from the
+/// relays. On a machine kept busy, indexing waits (nothing is lost: the backlog is indexed later).
 fn lower_this_threads_priority() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain syscalls on the calling thread, no memory is passed.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
-        let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
-        if now < 10 {
-            unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 10) };
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscalls on the calling thread (pid 0); `param` outlives the call.
+        let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+        if !idle {
+            // SAFETY: as above, no memory is passed.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+            let now = unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) };
+            if now < 19 {
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, 19) };
+            }
         }
     }
 }
@@ -514,5 +520,25 @@ impl SessionSink for RecSink {
             }
             Some(line)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_indexer_thread_runs_only_on_idle_cpu() {
+        let policy = std::thread::spawn(|| {
+            lower_this_threads_priority();
+            // SAFETY: a query about the calling thread.
+            unsafe { libc::sched_getscheduler(0) }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, libc::SCHED_IDLE);
+        // Only that thread: the caller keeps its policy.
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
     }
 }
