@@ -464,6 +464,29 @@ impl FreeRdp {
     /// Starts `xfreerdp /v:127.0.0.1:port /u:user /p:password /cert:ignore /sec:tls` on `x`'s display, output in
     /// `log`; `extra` args are appended.
     pub fn connect(x: &Xvfb, port: u16, user: &str, password: &str, extra: &[&str], log: &Path) -> FreeRdp {
+        // Now and then (a loaded machine) xfreerdp cannot open a display that answered `xwd` a moment before. It
+        // gives up before any RDP connection, so starting it again changes nothing on the server's side.
+        for _ in 0..3 {
+            let mut c = Self::spawn(x, port, user, password, extra, log);
+            let deadline = Instant::now() + Duration::from_millis(300);
+            let display_failed = loop {
+                if c.try_wait().is_some() {
+                    break c.log().contains("failed to open display");
+                }
+                if Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            if !display_failed {
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("xfreerdp cannot open the display {}", x.display_name());
+    }
+
+    fn spawn(x: &Xvfb, port: u16, user: &str, password: &str, extra: &[&str], log: &Path) -> FreeRdp {
         let f = fs::File::create(log).unwrap();
         let child = Command::new("xfreerdp")
             .arg(format!("/v:127.0.0.1:{port}"))
