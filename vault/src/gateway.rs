@@ -10,6 +10,7 @@ use crate::authz::{authorize, Access, Action, Object};
 use crate::error::{Error, Result};
 use crate::model::{Account, Actor, RequestContext, Resource};
 use crate::store::{self, Db};
+use crate::users::UserRow;
 use crate::Vault;
 
 /// A user's registered SSH public key.
@@ -253,33 +254,8 @@ impl Vault {
             _ => None,
         };
         let name: String = username.chars().take(64).collect();
-        if let Some(why) = failure {
-            self.audit_alone(
-                NewEvent {
-                    actor_id: row.as_ref().map(|r| r.id.as_str()),
-                    actor_name: &name,
-                    action: "auth.login",
-                    object_type: "user",
-                    object_id: row.as_ref().map(|r| r.id.as_str()),
-                    object_name: None,
-                    outcome: Outcome::Failure,
-                    detail: Some(format!("publickey {fp}: {why}")),
-                },
-                ctx,
-            )
-            .await?;
-            return Err(Error::AuthenticationFailed);
-        }
-        let row = row.ok_or(Error::AuthenticationFailed)?;
-        let actor = row.to_actor()?;
-        self.audit_alone(
-            NewEvent::by(&actor, "auth.login", "user")
-                .object(&row.id, &row.username)
-                .detail(format!("publickey {fp}")),
-            ctx,
-        )
-        .await?;
-        Ok(actor)
+        self.gateway_login(row, &name, failure, format!("publickey {fp}"), ctx)
+            .await
     }
 
     /// Login with a one-time RDP ticket the gateway has just redeemed (issued by the web to `user_id`, so the
@@ -299,11 +275,25 @@ impl Vault {
             Some(r) if r.locked_until.as_deref().is_some_and(|t| t > now.as_str()) => Some("user locked out"),
             _ => None,
         };
+        let name = row.as_ref().map_or_else(|| "?".to_owned(), |r| r.username.clone());
+        self.gateway_login(row, &name, failure, detail, ctx).await
+    }
+
+    /// The end of a gateway login: audited as `auth.login` under `name`, failed with `why` (the login is then
+    /// refused) or succeeded with `detail` (the user's actor).
+    async fn gateway_login(
+        &self,
+        row: Option<UserRow>,
+        name: &str,
+        failure: Option<&str>,
+        detail: String,
+        ctx: &RequestContext,
+    ) -> Result<Actor> {
         if let Some(why) = failure {
             self.audit_alone(
                 NewEvent {
                     actor_id: row.as_ref().map(|r| r.id.as_str()),
-                    actor_name: row.as_ref().map(|r| r.username.as_str()).unwrap_or("?"),
+                    actor_name: name,
                     action: "auth.login",
                     object_type: "user",
                     object_id: row.as_ref().map(|r| r.id.as_str()),
