@@ -58,6 +58,21 @@ struct HubInner {
     published: u64,
 }
 
+impl HubInner {
+    /// A new subscriber's shared state, registered to receive what is published next (ended at once when the
+    /// hub is closed); subscribers that went away are dropped on the way.
+    fn attach(&mut self) -> Arc<SubShared> {
+        let shared = Arc::new(SubShared::default());
+        if self.closed {
+            shared.lock().end = Some(End::Closed);
+        } else {
+            self.subs.retain(|s| Arc::strong_count(s) > 1);
+            self.subs.push(shared.clone());
+        }
+        shared
+    }
+}
+
 impl Drop for HubInner {
     fn drop(&mut self) {
         close_all(&mut self.subs);
@@ -190,13 +205,7 @@ impl Hub {
             let skip = snapshot.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count();
             snapshot.drain(..skip);
         }
-        let shared = Arc::new(SubShared::default());
-        if h.closed {
-            shared.lock().end = Some(End::Closed);
-        } else {
-            h.subs.retain(|s| Arc::strong_count(s) > 1);
-            h.subs.push(shared.clone());
-        }
+        let shared = h.attach();
         (snapshot, Subscriber { shared })
     }
 
@@ -205,13 +214,7 @@ impl Hub {
     /// many bytes of it, then follows the subscriber, with no gap and no overlap).
     pub fn subscribe_counted(&self) -> (u64, Subscriber) {
         let mut h = self.lock();
-        let shared = Arc::new(SubShared::default());
-        if h.closed {
-            shared.lock().end = Some(End::Closed);
-        } else {
-            h.subs.retain(|s| Arc::strong_count(s) > 1);
-            h.subs.push(shared.clone());
-        }
+        let shared = h.attach();
         (h.published, Subscriber { shared })
     }
 

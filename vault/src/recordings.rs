@@ -410,9 +410,8 @@ impl Vault {
             RecordingAccess::Download => "recording.download",
         };
         self.require_view_sessions(actor, action, None, ctx).await?;
-        let row = sqlx::query("SELECT * FROM recordings WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.store().pool)
+        let row = self
+            .recording_row(id)
             .await?
             .ok_or(Error::NotFound { kind: "recording" })?;
         let info = info_from_row(&row)?;
@@ -426,6 +425,14 @@ impl Vault {
         Ok(RecordingDetail { info, markers })
     }
 
+    /// The catalog row of recording `id`, if there is one.
+    async fn recording_row(&self, id: &str) -> Result<Option<sqlx::sqlite::SqliteRow>> {
+        Ok(sqlx::query("SELECT * FROM recordings WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.store().pool)
+            .await?)
+    }
+
     /// One recording for the web player's frames (needs View sessions, checked every time). Audited as
     /// `recording.play` only when `audit` is set (the first frame a player asks for), so that playing back does
     /// not write an audit event per frame. Unknown ids are `NotFound`.
@@ -437,9 +444,8 @@ impl Vault {
         ctx: &RequestContext,
     ) -> Result<RecordingInfo> {
         self.require_view_sessions(actor, "recording.play", None, ctx).await?;
-        let row = sqlx::query("SELECT * FROM recordings WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.store().pool)
+        let row = self
+            .recording_row(id)
             .await?
             .ok_or(Error::NotFound { kind: "recording" })?;
         let info = info_from_row(&row)?;
@@ -495,11 +501,7 @@ impl Vault {
             if out.len() >= limit {
                 break;
             }
-            let Some(row) = sqlx::query("SELECT * FROM recordings WHERE id = $1")
-                .bind(&id)
-                .fetch_optional(&self.store().pool)
-                .await?
-            else {
+            let Some(row) = self.recording_row(&id).await? else {
                 continue;
             };
             let mut h = hits.remove(&id).unwrap_or_default();
