@@ -717,15 +717,7 @@ async fn an_rdp_session_whose_recording_cannot_start_is_refused() {
     assert!(c.wait_exit(WAIT).is_some(), "xfreerdp still connected\n{}", c.log());
     let mut failed = Vec::new();
     for _ in 0..50 {
-        let r = s
-            .req(
-                "GET",
-                "/api/v1/audit?action=session.connect_failed&limit=10",
-                Some(&admin),
-                None,
-            )
-            .await;
-        failed = r.body.as_array().cloned().unwrap_or_default();
+        failed = s.audit(&admin, "session.connect_failed").await;
         if !failed.is_empty() {
             break;
         }
@@ -739,10 +731,8 @@ async fn an_rdp_session_whose_recording_cannot_start_is_refused() {
                 .contains("the recording could not be started")),
         "{failed:?}"
     );
-    let starts = s
-        .req("GET", "/api/v1/audit?action=session.start&limit=10", Some(&admin), None)
-        .await;
-    assert_eq!(starts.body.as_array().map(|a| a.len()), Some(0), "{}", starts.text);
+    let starts = s.audit(&admin, "session.start").await;
+    assert_eq!(starts.len(), 0, "{starts:?}");
     assert!(s.running.as_ref().unwrap().registry.list().is_empty());
     s.stop().await;
 }

@@ -84,8 +84,7 @@ impl Env {
     }
 
     async fn audit(&self, action: &str) -> Vec<Value> {
-        let r = self.get(&format!("/api/v1/audit?action={action}&limit=1000")).await;
-        r.body.as_array().cloned().unwrap_or_default()
+        self.s.audit(&self.admin, action).await
     }
 
     /// The id of the live session that is not in `before`, waiting for it.

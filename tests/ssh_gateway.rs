@@ -60,16 +60,7 @@ impl Env {
     }
 
     async fn audit(&self, action: &str) -> Vec<Value> {
-        let r = self
-            .s
-            .req(
-                "GET",
-                &format!("/api/v1/audit?action={action}&limit=1000"),
-                Some(&self.admin),
-                None,
-            )
-            .await;
-        r.body.as_array().cloned().unwrap_or_default()
+        self.s.audit(&self.admin, action).await
     }
 }
 

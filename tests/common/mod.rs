@@ -121,6 +121,19 @@ impl TestServer {
         Self::read(r).await
     }
 
+    /// The audit events whose action starts with `action` (newest first, at most 1000), as `token` sees them.
+    pub async fn audit(&self, token: &str, action: &str) -> Vec<Value> {
+        let r = self
+            .req(
+                "GET",
+                &format!("/api/v1/audit?action={action}&limit=1000"),
+                Some(token),
+                None,
+            )
+            .await;
+        r.body.as_array().cloned().unwrap_or_default()
+    }
+
     /// The details of recording `id` (`GET /api/v1/recordings/{id}`) once `ready` holds for them, polled every
     /// 100 ms for up to 20 s; `Value::Null` if it never did.
     pub async fn recording_when(&self, id: &str, token: &str, ready: impl Fn(&Value) -> bool) -> Value {

@@ -465,29 +465,26 @@ impl Vault {
 
     /// The SSH host key pinned for a resource, if any (an RDP certificate pin is not one).
     pub async fn pinned_host_key(&self, resource_id: &str) -> Result<Option<PinnedHostKey>> {
-        let row: Option<(String, String, String)> =
-            sqlx::query_as("SELECT algorithm, public_key, fingerprint FROM target_host_keys WHERE resource_id = $1 AND algorithm <> $2 ORDER BY first_seen LIMIT 1")
-                .bind(resource_id)
-                .bind(RDP_CERTIFICATE_PIN)
-                .fetch_optional(&self.store().pool)
-                .await?;
-        Ok(row.map(|(algorithm, public_key, fingerprint)| PinnedHostKey {
-            algorithm,
-            public_key,
-            fingerprint,
-        }))
+        self.pinned_row(resource_id, "algorithm <> $2 ORDER BY first_seen LIMIT 1")
+            .await
     }
 
     /// The TLS certificate pinned for an RDP resource, if any: the row of the host-key table whose algorithm is
     /// [`RDP_CERTIFICATE_PIN`] (pinned with [`Vault::pin_host_key`], cleared with [`Vault::forget_host_key`]).
     pub async fn pinned_rdp_certificate(&self, resource_id: &str) -> Result<Option<PinnedHostKey>> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT algorithm, public_key, fingerprint FROM target_host_keys WHERE resource_id = $1 AND algorithm = $2",
-        )
-        .bind(resource_id)
-        .bind(RDP_CERTIFICATE_PIN)
-        .fetch_optional(&self.store().pool)
-        .await?;
+        self.pinned_row(resource_id, "algorithm = $2").await
+    }
+
+    /// The resource's pinned row whose algorithm satisfies `which` (SQL where `$2` is [`RDP_CERTIFICATE_PIN`]).
+    async fn pinned_row(&self, resource_id: &str, which: &'static str) -> Result<Option<PinnedHostKey>> {
+        let sql = format!(
+            "SELECT algorithm, public_key, fingerprint FROM target_host_keys WHERE resource_id = $1 AND {which}"
+        );
+        let row: Option<(String, String, String)> = sqlx::query_as(&sql)
+            .bind(resource_id)
+            .bind(RDP_CERTIFICATE_PIN)
+            .fetch_optional(&self.store().pool)
+            .await?;
         Ok(row.map(|(algorithm, public_key, fingerprint)| PinnedHostKey {
             algorithm,
             public_key,
