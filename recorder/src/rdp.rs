@@ -60,23 +60,24 @@ impl Framer {
     fn next_pdu(&mut self) -> Result<Option<&[u8]>, String> {
         let b = &self.buf[self.start..];
         let Some(&first) = b.first() else { return Ok(None) };
-        let len = if first == 3 {
-            let Some(h) = b.get(..4) else { return Ok(None) };
-            usize::from(u16::from_be_bytes([h[2], h[3]]))
-        } else if first & 0x03 == 0 {
-            let Some(&l1) = b.get(1) else { return Ok(None) };
-            if l1 & 0x80 != 0 {
-                let Some(&l2) = b.get(2) else { return Ok(None) };
-                (usize::from(l1 & 0x7f) << 8) | usize::from(l2)
-            } else {
-                usize::from(l1)
-            }
-        } else {
-            self.buf.clear();
-            self.start = 0;
-            return Err(format!("not an RDP PDU (first byte {first:#04x})"));
+        // TPKT (version 3) or fast-path (action 0), the length read by IronRDP; anything else is refused at its
+        // first byte.
+        let info = match ironrdp_pdu::find_size(b) {
+            _ if first != 3 && first & 0x03 != 0 => Err(format!("action {:#04x}", first & 0x03)),
+            Ok(Some(info)) => Ok(info),
+            Ok(None) => return Ok(None),
+            Err(e) => Err(e.to_string()),
         };
-        if !(2..=MAX_PDU).contains(&len) || (first == 3 && len < 4) {
+        let info = match info {
+            Ok(info) => info,
+            Err(e) => {
+                self.buf.clear();
+                self.start = 0;
+                return Err(format!("not an RDP PDU (first byte {first:#04x}): {e}"));
+            }
+        };
+        let len = info.length;
+        if !(2..=MAX_PDU).contains(&len) || (info.action == ironrdp_pdu::Action::X224 && len < 4) {
             self.buf.clear();
             self.start = 0;
             return Err(format!("RDP PDU length {len} out of range"));

@@ -383,26 +383,20 @@ impl Boundary {
     }
 }
 
-/// The length of the PDU at the start of `b`, from its header.
+/// The length of the PDU at the start of `b`, from its header (TPKT or fast-path, read by IronRDP).
 fn pdu_len(b: &[u8]) -> Result<Option<usize>, String> {
     let Some(&first) = b.first() else { return Ok(None) };
-    let len = if first == 3 {
-        // TPKT: version 3, reserved, 16-bit length.
-        let Some(h) = b.get(..4) else { return Ok(None) };
-        usize::from(u16::from_be_bytes([h[2], h[3]]))
-    } else if first & 0x03 == 0 {
-        // Fast-path: action 0, then a 1- or 2-byte length.
-        let Some(&l1) = b.get(1) else { return Ok(None) };
-        if l1 & 0x80 != 0 {
-            let Some(&l2) = b.get(2) else { return Ok(None) };
-            (usize::from(l1 & 0x7f) << 8) | usize::from(l2)
-        } else {
-            usize::from(l1)
-        }
-    } else {
-        return Err(format!("not an RDP PDU (first byte {first:#04x})"));
-    };
-    if !(2..=MAX_PDU).contains(&len) || (first == 3 && len < 4) {
+    // TPKT starts with its version (3), fast-path with action 0: anything else is refused at its first byte.
+    let info = match ironrdp_pdu::find_size(b) {
+        _ if first != 3 && first & 0x03 != 0 => Err(format!("action {:#04x}", first & 0x03)),
+        Ok(Some(info)) => Ok(info),
+        Ok(None) => return Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+    .map_err(|e| format!("not an RDP PDU (first byte {first:#04x}): {e}"))?;
+    let tpkt = info.action == ironrdp_pdu::Action::X224;
+    let len = info.length;
+    if !(2..=MAX_PDU).contains(&len) || (tpkt && len < 4) {
         return Err(format!("RDP PDU length {len} out of range"));
     }
     Ok(Some(len))
