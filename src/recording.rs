@@ -398,6 +398,10 @@ impl SessionSink for RecSink {
         self.hub.publish(data);
         self.with(|r| r.output(data));
     }
+    fn output_bytes(&self, _channel: u32, data: &bytes::Bytes) {
+        self.hub.publish_bytes(data.clone());
+        self.with(|r| r.output_bytes(data.clone()));
+    }
     fn input(&self, _channel: u32, data: &[u8]) {
         // Written only when `[recording] record_input` is on (RecorderConfig::record_input).
         self.with(|r| r.input(data));

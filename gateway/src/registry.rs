@@ -142,6 +142,10 @@ impl Registry {
 pub trait SessionSink: Send + Sync {
     /// Output from the target to the user (terminal output).
     fn output(&self, channel: u32, data: &[u8]);
+    /// Like [`output`](Self::output), for bytes the sink may keep a reference to instead of copying them.
+    fn output_bytes(&self, channel: u32, data: &bytes::Bytes) {
+        self.output(channel, data)
+    }
     /// Input from the user to the target.
     fn input(&self, channel: u32, data: &[u8]);
     /// A notable event (exec command, subsystem, resize, file transfer).

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::Error;
@@ -39,7 +40,7 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let h = self.lock();
         f.debug_struct("Hub")
-            .field("ring", &h.ring.len())
+            .field("ring", &h.ring_len)
             .field("subscribers", &h.subs.len())
             .field("closed", &h.closed)
             .finish()
@@ -49,7 +50,10 @@ impl std::fmt::Debug for Hub {
 #[derive(Default)]
 struct HubInner {
     cfg: HubConfig,
-    ring: VecDeque<u8>,
+    /// The recent output, as published (pieces are shared, not copied); the first piece may be cut.
+    ring: VecDeque<Bytes>,
+    /// Bytes in `ring`.
+    ring_len: usize,
     /// The ring lost its oldest bytes (so it may start inside a UTF-8 sequence).
     trimmed: bool,
     subs: Vec<Arc<SubShared>>,
@@ -59,6 +63,25 @@ struct HubInner {
 }
 
 impl HubInner {
+    /// Appends to the recent output, dropping (or cutting) the oldest pieces past [`HubConfig::ring_bytes`].
+    fn keep_recent(&mut self, data: Bytes) {
+        self.ring_len += data.len();
+        self.ring.push_back(data);
+        let cap = self.cfg.ring_bytes;
+        while self.ring_len > cap {
+            let over = self.ring_len - cap;
+            let Some(front) = self.ring.front_mut() else { break };
+            self.trimmed = true;
+            if front.len() <= over {
+                self.ring_len -= front.len();
+                self.ring.pop_front();
+            } else {
+                *front = front.slice(over..);
+                self.ring_len -= over;
+            }
+        }
+    }
+
     /// A new subscriber's shared state, registered to receive what is published next (ended at once when the
     /// hub is closed); subscribers that went away are dropped on the way.
     fn attach(&mut self) -> Arc<SubShared> {
@@ -106,7 +129,7 @@ impl SubShared {
 
 #[derive(Default)]
 struct SubState {
-    queue: VecDeque<Arc<[u8]>>,
+    queue: VecDeque<Bytes>,
     bytes: usize,
     end: Option<End>,
 }
@@ -146,6 +169,14 @@ impl Hub {
     /// Publishes session output to every viewer. Never blocks: a viewer whose queue would
     /// exceed its budget is dropped instead (its next receive says [`Error::Lagged`]).
     pub fn publish(&self, data: &[u8]) {
+        if !data.is_empty() {
+            self.publish_bytes(Bytes::copy_from_slice(data));
+        }
+    }
+
+    /// Like [`publish`](Self::publish), sharing `data` with the ring and the viewers' queues instead of
+    /// copying it.
+    pub fn publish_bytes(&self, data: Bytes) {
         if data.is_empty() {
             return;
         }
@@ -154,24 +185,11 @@ impl Hub {
             return;
         }
         h.published += data.len() as u64;
-        let cap = h.cfg.ring_bytes;
-        if data.len() >= cap {
-            h.trimmed |= !h.ring.is_empty() || data.len() > cap;
-            h.ring.clear();
-            h.ring.extend(&data[data.len() - cap..]);
-        } else {
-            let over = (h.ring.len() + data.len()).saturating_sub(cap);
-            if over > 0 {
-                h.ring.drain(..over);
-                h.trimmed = true;
-            }
-            h.ring.extend(data);
-        }
+        h.keep_recent(data.clone());
         if h.subs.is_empty() {
             return;
         }
         let limit = h.cfg.subscriber_bytes;
-        let shared: Arc<[u8]> = Arc::from(data);
         h.subs.retain(|s| {
             if Arc::strong_count(s) == 1 {
                 return false; // the viewer went away
@@ -185,8 +203,8 @@ impl Hub {
                 st.bytes = 0;
                 st.end = Some(End::Lagged);
             } else {
-                st.queue.push_back(shared.clone());
                 st.bytes += data.len();
+                st.queue.push_back(data.clone());
             }
             let keep = st.end.is_none();
             drop(st);
@@ -200,7 +218,7 @@ impl Hub {
     /// with no gap and no overlap.
     pub fn subscribe(&self) -> (Vec<u8>, Subscriber) {
         let mut h = self.lock();
-        let mut snapshot: Vec<u8> = h.ring.iter().copied().collect();
+        let mut snapshot: Vec<u8> = h.ring.iter().flat_map(|p| p.iter().copied()).collect();
         if h.trimmed {
             let skip = snapshot.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count();
             snapshot.drain(..skip);
@@ -280,6 +298,25 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn the_ring_keeps_the_last_bytes_of_shared_pieces() {
+        let hub = Hub::with_config(HubConfig {
+            ring_bytes: 10,
+            subscriber_bytes: 1 << 20,
+        });
+        hub.publish_bytes(Bytes::from_static(b"abcdef"));
+        assert_eq!(hub.subscribe().0, b"abcdef");
+        hub.publish_bytes(Bytes::from_static(b"ghijklmn"));
+        let (snap, mut sub) = hub.subscribe();
+        assert_eq!(snap, b"efghijklmn");
+        hub.publish_bytes(Bytes::from_static(b"0123456789ABC"));
+        assert_eq!(hub.subscribe().0, b"3456789ABC");
+        assert_eq!(hub.lock().ring_len, 10);
+        hub.publish(b"z");
+        assert_eq!(hub.subscribe().0, b"456789ABCz");
+        assert_eq!(sub.try_recv().unwrap().unwrap(), b"0123456789ABCz");
+    }
+
+    #[tokio::test]
     async fn snapshot_then_everything_in_order() {
         let hub = Hub::new();
         hub.publish(b"before ");
@@ -332,7 +369,7 @@ mod tests {
         assert_eq!(hub.subscriber_count(), 0);
         assert!(matches!(stalled.recv().await, Err(Error::Lagged)));
         assert!(matches!(stalled.try_recv(), Err(Error::Lagged)));
-        assert_eq!(hub.lock().ring.len(), HubConfig::default().ring_bytes);
+        assert_eq!(hub.lock().ring_len, HubConfig::default().ring_bytes);
     }
 
     #[tokio::test]

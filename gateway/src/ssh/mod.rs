@@ -1,5 +1,6 @@
 //! The SSH front end: stock OpenSSH clients in, vaulted auto-logon out.
 
+mod readahead;
 mod relay;
 mod server;
 mod target;

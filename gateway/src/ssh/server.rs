@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::hostkeys::HostKeys;
 use crate::login::{self, Login, TargetName};
 use crate::registry::{Registration, Registry, SessionInfo, SessionSink, SinkFactory};
+use crate::ssh::readahead::ReadAhead;
 use crate::ssh::{relay, target};
 
 /// Settings of the SSH front end (from the `[ssh]` config section).
@@ -205,7 +206,7 @@ impl SshGateway {
         async move {
             let grace = self.settings.login_grace_time;
             let kill = CancellationToken::new();
-            let stream = Killable { inner: stream, killed: Box::pin(kill.clone().cancelled_owned()) };
+            let stream = Killable { inner: ReadAhead::new(stream), killed: Box::pin(kill.clone().cancelled_owned()) };
             let running = match tokio::time::timeout(grace, server::run_stream(self.config.clone(), stream, handler)).await {
                 Err(_) => return debug!("no SSH identification within the login grace time"),
                 Ok(Err(e)) => return debug!(error = %e, "SSH handshake failed"),

@@ -9,6 +9,7 @@ use russh::client::{self, AuthResult, KeyboardInteractiveAuthResponse};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 
 use crate::error::Error;
+use crate::ssh::readahead::ReadAhead;
 
 /// Callback that audits a forwarded connection (detail text).
 pub(crate) type ForwardAudit = Arc<dyn Fn(String) + Send + Sync>;
@@ -214,7 +215,11 @@ pub(crate) async fn connect(
         let config = client_config();
         let connecting = async {
             match &prev {
-                None => client::connect(config, (resource.host.as_str(), resource.port), handler).await,
+                None => {
+                    let socket = tokio::net::TcpStream::connect((resource.host.as_str(), resource.port)).await?;
+                    let _ = socket.set_nodelay(true);
+                    client::connect_stream(config, ReadAhead::new(socket), handler).await
+                }
                 Some(h) => {
                     let ch = h
                         .channel_open_direct_tcpip(resource.host.clone(), u32::from(resource.port), "127.0.0.1", 0)
