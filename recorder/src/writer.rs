@@ -99,7 +99,7 @@ pub struct Sealed {
 }
 
 /// Terminal bytes in the queue: large pieces are shared with the session (no copy), small ones
-/// are copied so that the next ones can be coalesced with them.
+/// are copied so that the next small ones can be coalesced with them.
 enum Data {
     Owned(Vec<u8>),
     Shared(Bytes),
@@ -113,18 +113,6 @@ impl Data {
         match data {
             Stream::Shared(b) if b.len() >= SHARE_MIN => Data::Shared(b),
             other => Data::Owned(other.to_vec()),
-        }
-    }
-
-    fn extend(&mut self, more: &[u8]) {
-        match self {
-            Data::Owned(v) => v.extend_from_slice(more),
-            Data::Shared(b) => {
-                let mut v = Vec::with_capacity(b.len() + more.len());
-                v.extend_from_slice(b);
-                v.extend_from_slice(more);
-                *self = Data::Owned(v);
-            }
         }
     }
 }
@@ -517,23 +505,26 @@ impl Recording {
         }
         let t_us = self.shared.start.elapsed().as_micros() as u64;
         let budget_left = self.budget.saturating_sub(st.bytes);
+        // Small pieces are coalesced into the previous event's owned buffer; large (shared) pieces are
+        // queued as they are, never copied.
         let last = match st.queue.back_mut() {
             Some(Queued {
                 t_us: lt,
-                payload: Payload::Output(a),
+                payload: Payload::Output(Data::Owned(a)),
             }) if !input => Some((*lt, a)),
             Some(Queued {
                 t_us: lt,
-                payload: Payload::Input(a),
+                payload: Payload::Input(Data::Owned(a)),
             }) if input => Some((*lt, a)),
             _ => None,
         };
-        let coalesce =
-            last.filter(|(lt, a)| t_us.saturating_sub(*lt) <= COALESCE_US && a.len() + data.len() <= COALESCE_MAX);
+        let coalesce = last.filter(|(lt, a)| {
+            data.len() < SHARE_MIN && t_us.saturating_sub(*lt) <= COALESCE_US && a.len() + data.len() <= COALESCE_MAX
+        });
         let cost = data.len() + if coalesce.is_some() { 0 } else { EVENT_OVERHEAD };
         let budget_ok = cost <= budget_left;
         match coalesce {
-            Some((_, a)) if budget_ok => a.extend(data),
+            Some((_, a)) if budget_ok => a.extend_from_slice(data),
             _ if budget_ok => {
                 let payload = if input {
                     Payload::Input(Data::new(stream))
@@ -976,17 +967,41 @@ pub(crate) mod tests {
         assert_eq!(output_of(&cast_of(&sealed.path)).as_bytes(), &sent[..]);
     }
 
-    #[test]
-    fn large_shared_pieces_are_not_copied_and_small_ones_coalesce() {
+    #[tokio::test]
+    async fn large_shared_pieces_are_queued_uncopied_and_small_ones_coalesce() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = RecorderConfig::new(dir.path(), key());
+        // A writer that sleeps before each batch, so that the queue can be looked at.
+        cfg.write_delay = Some(Duration::from_secs(2));
+        let rec = Recording::start(&cfg, meta("s-queue")).unwrap();
+        rec.output(b"first");
+        std::thread::sleep(Duration::from_millis(50)); // the writer takes "first" and sleeps
         let big = Bytes::from(vec![7u8; SHARE_MIN]);
-        let mut d = Data::new(Stream::Shared(big.clone()));
-        assert!(matches!(&d, Data::Shared(b) if b.as_ptr() == big.as_ptr()));
-        d.extend(b"tail");
-        assert!(matches!(&d, Data::Owned(_)));
-        assert_eq!(d.len(), SHARE_MIN + 4);
-        assert_eq!(&d[SHARE_MIN..], b"tail");
-        let small = Data::new(Stream::Shared(Bytes::from_static(b"ab")));
-        assert!(matches!(&small, Data::Owned(v) if v == b"ab"));
+        rec.output(b"a");
+        rec.output_bytes(Bytes::from_static(b"b"));
+        rec.output_bytes(big.clone());
+        rec.output(b"c");
+        {
+            let st = rec.shared.lock();
+            let queued: Vec<(bool, usize, *const u8)> = st
+                .queue
+                .iter()
+                .map(|q| match &q.payload {
+                    Payload::Output(d) => (matches!(d, Data::Shared(_)), d.len(), d.as_ptr()),
+                    _ => panic!("only output was queued"),
+                })
+                .collect();
+            // "a" and "b" coalesced; the big piece is the caller's buffer; "c" is not copied into it.
+            assert_eq!(queued.len(), 3, "{queued:?}");
+            assert_eq!((queued[0].0, queued[0].1), (false, 2));
+            assert_eq!(queued[1], (true, SHARE_MIN, big.as_ptr()));
+            assert_eq!((queued[2].0, queued[2].1), (false, 1));
+        }
+        let sealed = rec.finish().await.unwrap();
+        let mut want = b"firstab".to_vec();
+        want.extend_from_slice(&big);
+        want.push(b'c');
+        assert_eq!(output_of(&cast_of(&sealed.path)).as_bytes(), &want[..]);
     }
 
     #[tokio::test]
@@ -1106,7 +1121,11 @@ pub(crate) mod tests {
         rec.output(blob.as_bytes());
         let sealed = rec.finish().await.unwrap();
         assert!(sealed.chunks >= 4, "128 KiB chunks: {}", sealed.chunks);
-        assert!(sealed.chunks as usize >= blob.len() / cfg.chunk_bytes, "{}", sealed.chunks);
+        assert!(
+            sealed.chunks as usize >= blob.len() / cfg.chunk_bytes,
+            "{}",
+            sealed.chunks
+        );
         let cast = cast_of(&sealed.path);
         assert_eq!(output_of(&cast), blob);
         let longest = cast.lines().map(str::len).max().unwrap();
