@@ -36,6 +36,9 @@ pub(crate) const KEY_LEN: usize = 32;
 pub(crate) const CHUNK_FIXED: usize = 17;
 /// Chunk flag: a checkpoint signature follows the chain hash.
 pub(crate) const CHUNK_SIGNED: u8 = 1;
+/// Chunk flag: every event of the chunk is of the output stream (`o`, or `s` in RDP recordings), so a
+/// reader that wants no more output (the search indexer past its output budget) need not decompress it.
+pub(crate) const CHUNK_OUTPUT_ONLY: u8 = 2;
 
 /// Seal body: chunks u64, events u64, cast_bytes u64, end_unix_ms u64, flags u32,
 /// reserved u32, final hash, public key, signature.

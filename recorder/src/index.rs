@@ -209,6 +209,36 @@ struct LineBuilder {
 /// A finished line: its start time, text, and when each character came.
 type Line = (f64, String, Vec<f64>);
 
+/// Feeds terminal output written at time `t` through the escape stripper into the line builder,
+/// pushing the lines it ends to `lines`. Runs of printable ASCII outside escape sequences, written at
+/// the end of the line, are appended at once rather than one character at a time.
+fn scan_output(ansi: &mut AnsiStripper, line: &mut LineBuilder, data: &str, t: f64, max: usize, lines: &mut Vec<Line>) {
+    let mut rest = data;
+    while !rest.is_empty() {
+        if ansi.state == Ansi::Ground {
+            let n = rest.bytes().take_while(|b| (0x20..0x7f).contains(b)).count();
+            if n > 0 && line.append_ascii(&rest[..n], t, max) {
+                rest = &rest[n..];
+                continue;
+            }
+            // C0 controls that the stripper drops (NUL, BEL…) never reach the line: skip a run at once.
+            let n = rest
+                .bytes()
+                .take_while(|&b| b < 0x20 && !b"\n\r\x08\t\x15\x03\x1b".contains(&b))
+                .count();
+            if n > 0 {
+                rest = &rest[n..];
+                continue;
+            }
+        }
+        let Some(c) = rest.chars().next() else { break };
+        rest = &rest[c.len_utf8()..];
+        if let Some(done) = ansi.feed(c).and_then(|c| line.feed(c, t, max)) {
+            lines.push(done);
+        }
+    }
+}
+
 impl LineBuilder {
     /// Feeds a text character at time `t`; returns a finished line (and its start time).
     fn feed(&mut self, c: char, t: f64, max_chars: usize) -> Option<Line> {
@@ -221,7 +251,7 @@ impl LineBuilder {
                 let line: String = self.chars.drain(..).collect();
                 let start = self.started.take().unwrap_or(t);
                 self.cursor = 0;
-                return Some((start, line, std::mem::take(&mut self.times)));
+                return Some((start, line, self.take_times()));
             }
             '\r' => self.cr = true,
             '\x08' => self.cursor = self.cursor.saturating_sub(1),
@@ -245,11 +275,33 @@ impl LineBuilder {
         None
     }
 
+    /// Appends printable ASCII written at time `t`, as [`feed`](Self::feed) would one character at a time;
+    /// `false` (nothing done) unless the cursor is at the end of the line with no carriage return pending.
+    fn append_ascii(&mut self, text: &str, t: f64, max_chars: usize) -> bool {
+        if self.cr || self.cursor != self.chars.len() {
+            return false;
+        }
+        if self.started.is_none() {
+            self.started = Some(t);
+        }
+        let n = text.len().min(max_chars.saturating_sub(self.chars.len()));
+        self.chars.extend(text.bytes().take(n).map(char::from));
+        self.times.extend(std::iter::repeat_n(t, n));
+        self.cursor = self.chars.len();
+        true
+    }
+
+    /// The times of the line just ended, leaving an empty buffer of the same size for the next one.
+    fn take_times(&mut self) -> Vec<f64> {
+        let capacity = self.times.capacity();
+        std::mem::replace(&mut self.times, Vec::with_capacity(capacity))
+    }
+
     fn take(&mut self) -> Option<Line> {
         let start = self.started.take()?;
         let line: String = self.chars.drain(..).collect();
         self.cursor = 0;
-        Some((start, line, std::mem::take(&mut self.times)))
+        Some((start, line, self.take_times()))
     }
 }
 
@@ -321,6 +373,8 @@ pub struct Indexer {
     text: String,
     /// Keystrokes of an RDP recording's client stream.
     rdp_keys: crate::rdp::InputText,
+    /// An RDP server stream was seen: output is graphics, never indexed.
+    rdp: bool,
 }
 
 impl Default for Indexer {
@@ -348,6 +402,7 @@ impl Indexer {
             carry_in: Vec::new(),
             text: String::new(),
             rdp_keys: Default::default(),
+            rdp: false,
         }
     }
 
@@ -404,7 +459,7 @@ impl Indexer {
         text.clear();
         match ev.code {
             // RDP: the server stream is graphics (nothing to index); the client stream's keystrokes are input.
-            crate::format::RDP_SERVER => {}
+            crate::format::RDP_SERVER => self.rdp = true,
             crate::format::RDP_CLIENT => {
                 let typed = self.rdp_keys.feed(ev.data);
                 if !typed.is_empty() {
@@ -429,9 +484,10 @@ impl Indexer {
     }
 
     /// Whether output events are still read: the text budget and the output scan budget are
-    /// not spent. A caller may skip decoding output when this is false.
+    /// not spent, and the recording is not of RDP (whose output stream is graphics). A caller may
+    /// skip decoding output when this is false.
     pub fn wants_output(&self) -> bool {
-        !self.index.capped && !self.index.output_budget_spent
+        !self.index.capped && !self.index.output_budget_spent && !self.rdp
     }
 
     /// Feeds one event: `code` is `b'o'` (output), `b'i'` (input) or `b'm'` (marker
@@ -448,11 +504,17 @@ impl Indexer {
                 if self.index.output_scanned > self.limits.max_output_bytes {
                     self.index.output_budget_spent = true;
                 }
-                for c in data.chars() {
-                    let Some(c) = self.ansi.feed(c) else { continue };
-                    if let Some((start, l, times)) = self.out_line.feed(c, t, self.limits.max_line_chars) {
-                        self.output_line(start, &l, &times);
-                    }
+                let mut lines = Vec::new();
+                scan_output(
+                    &mut self.ansi,
+                    &mut self.out_line,
+                    data,
+                    t,
+                    self.limits.max_line_chars,
+                    &mut lines,
+                );
+                for (start, l, times) in lines {
+                    self.output_line(start, &l, &times);
                 }
             }
             b'i' => {
@@ -577,6 +639,74 @@ pub fn index_cast(cast: &[u8], limits: IndexLimits) -> TextIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_fast_path_builds_the_same_lines_as_one_character_at_a_time() {
+        let atoms = [
+            "ls -l",
+            " ",
+            "\r",
+            "\n",
+            "\r\n",
+            "\x08",
+            "\x00\x00\x07",
+            "\x03",
+            "\x15",
+            "\x01\x1b[0m",
+            "\t",
+            "\x1b[1m",
+            "\x1b]0;title\x07",
+            "\x1b(B",
+            "é",
+            "€x",
+            "\x7f",
+            "\x00",
+            "$ ",
+            "abcdefghij",
+            "\x1b[",
+            "2K",
+            "\x1b",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..300 {
+            let mut text = String::new();
+            for _ in 0..(round % 40 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                text.push_str(atoms[(seed % atoms.len() as u64) as usize]);
+            }
+            let max = 1 + round % 12;
+            // One character at a time, without the fast path.
+            let (mut ansi, mut line, mut want) = (AnsiStripper::default(), LineBuilder::default(), Vec::new());
+            for (i, c) in text.chars().enumerate() {
+                if let Some(done) = ansi.feed(c).and_then(|c| line.feed(c, i as f64, max)) {
+                    want.push(done);
+                }
+            }
+            want.extend(line.take());
+            // The same text in pieces (split at character boundaries), through scan_output.
+            let (mut ansi, mut line, mut got) = (AnsiStripper::default(), LineBuilder::default(), Vec::new());
+            let mut at = 0;
+            let chars: Vec<(usize, char)> = text.char_indices().collect();
+            let mut k = 0;
+            while k < chars.len() {
+                let n = 1 + (k * 7 + round) % 5;
+                let end = chars.get(k + n).map_or(text.len(), |&(b, _)| b);
+                // Each piece gets the time of its first character: compare text and starts only.
+                scan_output(&mut ansi, &mut line, &text[at..end], k as f64, max, &mut got);
+                at = end;
+                k += n;
+            }
+            got.extend(line.take());
+            let texts = |v: &[Line]| {
+                v.iter()
+                    .map(|(_, l, times)| (l.clone(), times.len()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(texts(&got), texts(&want), "{text:?} max {max}");
+        }
+    }
 
     const HEADER: &str = r#"{"version":2,"width":80,"height":24,"timestamp":1,"postern":{"session_id":"s","user":"u","target":"t","protocol":"ssh","input_recorded":true,"recorder":"x"}}"#;
 

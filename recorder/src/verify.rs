@@ -10,8 +10,9 @@ use flate2::read::DeflateDecoder;
 
 use crate::format::{
     be_u32, be_u64, parse_bin_events, parse_frame, sha256_parts, BinEvent, CastConverter, CastHeader, SessionMeta,
-    CHECKPOINT_DOMAIN, CHUNK_FIXED, CHUNK_SIGNED, FRAME_LEN, HASH_LEN, KEY_LEN, KIND_CHUNK, KIND_HEADER, KIND_SEAL,
-    MAGIC, MAX_RAW, PROLOGUE_LEN, SEAL_BODY_LEN, SEAL_DATA_LOST, SEAL_DOMAIN, SIG_LEN, VERSION, VERSION_1,
+    CHECKPOINT_DOMAIN, CHUNK_FIXED, CHUNK_OUTPUT_ONLY, CHUNK_SIGNED, FRAME_LEN, HASH_LEN, KEY_LEN, KIND_CHUNK,
+    KIND_HEADER, KIND_SEAL, MAGIC, MAX_RAW, PROLOGUE_LEN, RDP_SERVER, SEAL_BODY_LEN, SEAL_DATA_LOST, SEAL_DOMAIN,
+    SIG_LEN, VERSION, VERSION_1,
 };
 use crate::Error;
 
@@ -157,6 +158,8 @@ pub(crate) fn for_each_event(
 /// signatures are not checked and, on a damaged chunk, the intact prefix has been fed when
 /// [`Error::Corrupt`] is returned.
 pub fn index_recording(path: impl AsRef<Path>, ix: &mut crate::Indexer) -> Result<(), Error> {
+    // Once the indexer wants no more output, chunks holding only output are not decompressed.
+    let want_output = std::cell::Cell::new(true);
     let mut feed = |piece: Piece<'_>| -> Result<(), Error> {
         match piece {
             Piece::Header(_) => {}
@@ -166,11 +169,12 @@ pub fn index_recording(path: impl AsRef<Path>, ix: &mut crate::Indexer) -> Resul
                 for ev in &events {
                     ix.bin_event(ev);
                 }
+                want_output.set(ix.wants_output());
             }
         }
         Ok(())
     };
-    walk(path.as_ref(), None, &mut feed).map(|_| ())
+    walk_skipping(path.as_ref(), None, Some(&want_output), &mut feed).map(|_| ())
 }
 
 /// What [`walk`] hands out as it goes.
@@ -387,6 +391,7 @@ impl ChunkCursor {
                     None,
                     self.version,
                     &mut self.zstd,
+                    false,
                 )?;
                 self.next += 1;
                 if self.version == VERSION_1 {
@@ -413,6 +418,17 @@ impl ChunkCursor {
 fn walk(
     path: &Path,
     key: Option<&VerifyingKey>,
+    emit: &mut dyn FnMut(Piece<'_>) -> Result<(), Error>,
+) -> Result<Verification, Error> {
+    walk_skipping(path, key, None, emit)
+}
+
+/// [`walk`], except that while `want_output` is false, chunks flagged output-only are checked (chain hash,
+/// signature) but not decompressed, and not emitted.
+fn walk_skipping(
+    path: &Path,
+    key: Option<&VerifyingKey>,
+    want_output: Option<&std::cell::Cell<bool>>,
     emit: &mut dyn FnMut(Piece<'_>) -> Result<(), Error>,
 ) -> Result<Verification, Error> {
     let file = File::open(path).map_err(|e| Error::io_path("open recording", path, e))?;
@@ -454,13 +470,14 @@ fn walk(
         };
         match kind {
             KIND_CHUNK => {
-                let text = check_chunk(k, offset, &frame, &body, &mut chain, key, version, &mut zstd)?;
+                let skip = want_output.is_some_and(|w| !w.get());
+                let text = check_chunk(k, offset, &frame, &body, &mut chain, key, version, &mut zstd, skip)?;
                 if text.signed_ok {
                     v.authenticated_chunks = k;
                 }
                 if version == VERSION_1 {
                     emit(Piece::Text(&text.raw))?;
-                } else {
+                } else if !text.skipped {
                     let events = parse_bin_events(&text.raw, last_t).map_err(|why| corrupt(k, offset, why))?;
                     if events.len() != text.events as usize {
                         return Err(corrupt(
@@ -469,12 +486,17 @@ fn walk(
                             format!("chunk holds {} events, not {}", events.len(), text.events),
                         ));
                     }
+                    if text.output_only
+                        && !(events.iter().all(|e| e.code == b'o') || events.iter().all(|e| e.code == RDP_SERVER))
+                    {
+                        return Err(corrupt(k, offset, "chunk flagged output-only holds other events"));
+                    }
                     last_t = events.last().map_or(last_t, |e| e.t_us);
                     emit(Piece::Events(events))?;
                 }
                 v.chunks = k;
                 v.events += u64::from(text.events);
-                v.cast_bytes += text.raw.len() as u64;
+                v.cast_bytes += text.raw_len as u64;
                 v.final_hash = hex::encode(chain);
                 v.intact_bytes = r.offset;
             }
@@ -500,9 +522,16 @@ fn walk(
 }
 
 struct ChunkText {
+    /// The decompressed payload (empty when skipped).
     raw: Vec<u8>,
+    /// Its length, from the chunk's header.
+    raw_len: usize,
     events: u32,
     signed_ok: bool,
+    /// Flagged [`CHUNK_OUTPUT_ONLY`].
+    output_only: bool,
+    /// Not decompressed (output-only, and the reader wanted no output).
+    skipped: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -515,12 +544,18 @@ fn check_chunk(
     key: Option<&VerifyingKey>,
     version: u32,
     zstd: &mut Option<zstd::bulk::Decompressor<'static>>,
+    skip_output_only: bool,
 ) -> Result<ChunkText, Error> {
     if body.len() < CHUNK_FIXED + HASH_LEN {
         return Err(corrupt(k, offset, "chunk record too short"));
     }
     let flags = body[16];
-    if flags & !CHUNK_SIGNED != 0 {
+    let known = if version == VERSION_1 {
+        CHUNK_SIGNED
+    } else {
+        CHUNK_SIGNED | CHUNK_OUTPUT_ONLY
+    };
+    if flags & !known != 0 {
         return Err(corrupt(k, offset, format!("unknown chunk flags 0x{flags:02x}")));
     }
     let sig_len = if flags & CHUNK_SIGNED != 0 { SIG_LEN } else { 0 };
@@ -557,6 +592,18 @@ fn check_chunk(
         }
     }
     let data = &body[CHUNK_FIXED..hashed_end];
+    let output_only = flags & CHUNK_OUTPUT_ONLY != 0;
+    if output_only && skip_output_only {
+        *chain = computed;
+        return Ok(ChunkText {
+            raw: Vec::new(),
+            raw_len,
+            events,
+            signed_ok,
+            output_only,
+            skipped: true,
+        });
+    }
     let raw = if version == VERSION_1 {
         let mut raw = Vec::with_capacity(raw_len);
         let res = DeflateDecoder::new(data).take(raw_len as u64 + 1).read_to_end(&mut raw);
@@ -596,7 +643,14 @@ fn check_chunk(
         raw
     };
     *chain = computed;
-    Ok(ChunkText { raw, events, signed_ok })
+    Ok(ChunkText {
+        raw,
+        raw_len,
+        events,
+        signed_ok,
+        output_only,
+        skipped: false,
+    })
 }
 
 /// Checks the seal against what was counted; returns (end time, data lost).
@@ -735,6 +789,56 @@ mod tests {
         let mut out = Vec::new();
         let r = export_cast(path, &mut out);
         (out, r)
+    }
+
+    #[tokio::test]
+    async fn output_only_chunks_are_flagged_and_skipped_once_output_is_not_wanted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = RecorderConfig::new(dir.path(), key());
+        cfg.chunk_bytes = 1024;
+        let rec = Recording::start(&cfg, meta("skip")).unwrap();
+        rec.output(b"$ ");
+        rec.marker("exec", "first command");
+        for i in 0..20u8 {
+            // Shared pieces are queued as they are: one event, so one chunk, each.
+            rec.output_bytes(bytes::Bytes::from(vec![b'a' + i; 5000]));
+        }
+        rec.marker("exec", "last command");
+        let path = rec.finish().await.unwrap().path;
+        let v = verify(&path, &key().verifying_key()).unwrap();
+        // "$ ", the marker and the first piece; 19 pieces; the last marker.
+        assert_eq!(v.chunks, 21);
+        let emitted = |want: Option<bool>| {
+            let cell = std::cell::Cell::new(want.unwrap_or(true));
+            let mut n = 0;
+            let w = walk_skipping(&path, None, want.map(|_| &cell), &mut |p| {
+                n += usize::from(matches!(p, Piece::Events(_)));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!((w.chunks, w.events, w.cast_bytes), (v.chunks, v.events, v.cast_bytes));
+            n
+        };
+        assert_eq!(emitted(None), 21);
+        // Without output wanted: the first chunk (output and a marker) and the last (the marker) only.
+        assert_eq!(emitted(Some(false)), 2);
+        // The indexer, past a tiny output budget, skips the bulk and still finds the last command.
+        let mut ix = crate::Indexer::new(crate::IndexLimits {
+            max_output_bytes: 100,
+            ..Default::default()
+        });
+        index_recording(&path, &mut ix).unwrap();
+        let index = ix.finish();
+        assert!(index.output_budget_spent);
+        let commands: Vec<&str> = index.entries.iter().map(|e| e.text.as_str()).collect();
+        assert!(
+            commands.contains(&"first command") && commands.contains(&"last command"),
+            "{commands:?}"
+        );
+        // Export reads every chunk.
+        let (out, res) = export_bytes(&path);
+        res.unwrap();
+        assert!(String::from_utf8_lossy(&out).contains(&"t".repeat(5000)));
     }
 
     #[tokio::test]

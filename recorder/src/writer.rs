@@ -14,8 +14,8 @@ use ed25519_dalek::{Signer, SigningKey};
 use tokio::sync::{oneshot, Notify};
 
 use crate::format::{
-    self, frame, push_bin_event, sha256_parts, CastHeader, SessionMeta, CHECKPOINT_DOMAIN, CHUNK_SIGNED, HASH_LEN,
-    KIND_CHUNK, KIND_HEADER, KIND_SEAL, MAX_HEADER_JSON, SEAL_DATA_LOST, SEAL_DOMAIN,
+    self, frame, push_bin_event, sha256_parts, CastHeader, SessionMeta, CHECKPOINT_DOMAIN, CHUNK_OUTPUT_ONLY,
+    CHUNK_SIGNED, HASH_LEN, KIND_CHUNK, KIND_HEADER, KIND_SEAL, MAX_HEADER_JSON, SEAL_DATA_LOST, SEAL_DOMAIN,
 };
 use crate::Error;
 
@@ -364,6 +364,7 @@ impl Recording {
             file_bytes: head.len() as u64,
             text: Vec::new(),
             text_events: 0,
+            output_only: true,
             deadline: None,
             last_t: 0,
             last_signed: None,
@@ -666,6 +667,8 @@ struct Writer {
     /// Cast text of the chunk being filled.
     text: Vec<u8>,
     text_events: u32,
+    /// Every event of the chunk being filled is of the output stream.
+    output_only: bool,
     /// When the chunk being filled must be written.
     deadline: Option<Instant>,
     last_t: u64,
@@ -789,6 +792,10 @@ impl Writer {
         if self.text.is_empty() {
             self.deadline = Some(self.shared.start + Duration::from_micros(t) + self.interval);
         }
+        if self.text.is_empty() {
+            self.output_only = true;
+        }
+        self.output_only &= code == self.codes.0;
         push_bin_event(&mut self.text, t, code, data);
         self.text_events += 1;
         if self.text.len() >= self.chunk_bytes {
@@ -826,7 +833,8 @@ impl Writer {
         rec.extend_from_slice(&index.to_be_bytes());
         rec.extend_from_slice(&self.text_events.to_be_bytes());
         rec.extend_from_slice(&(self.text.len() as u32).to_be_bytes());
-        rec.push(if signed { CHUNK_SIGNED } else { 0 });
+        let flags = if signed { CHUNK_SIGNED } else { 0 } | if self.output_only { CHUNK_OUTPUT_ONLY } else { 0 };
+        rec.push(flags);
         rec.extend_from_slice(&compressed);
         let chain = sha256_parts(&[&self.chain, &rec]);
         rec.extend_from_slice(&chain);
