@@ -394,9 +394,9 @@ impl RecSink {
 }
 
 impl SessionSink for RecSink {
-    fn output(&self, _channel: u32, data: &[u8]) {
-        self.hub.publish(data);
-        self.with(|r| r.output(data));
+    fn output(&self, channel: u32, data: &[u8]) {
+        // One copy, shared by the live hub and the recording.
+        self.output_bytes(channel, &bytes::Bytes::copy_from_slice(data));
     }
     fn output_bytes(&self, _channel: u32, data: &bytes::Bytes) {
         self.hub.publish_bytes(data.clone());
