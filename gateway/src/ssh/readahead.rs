@@ -96,6 +96,18 @@ mod tests {
         reads: usize,
     }
 
+    impl Pieces {
+        /// `data`, handed out at most `piece` bytes per read.
+        fn new(data: &[u8], piece: usize) -> ReadAhead<Pieces> {
+            ReadAhead::new(Pieces {
+                data: data.to_vec(),
+                at: 0,
+                piece,
+                reads: 0,
+            })
+        }
+    }
+
     impl AsyncRead for Pieces {
         fn poll_read(self: Pin<&mut Self>, _: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
             let this = self.get_mut();
@@ -120,12 +132,7 @@ mod tests {
     #[tokio::test]
     async fn length_then_body_reads_take_one_socket_read_per_buffer() {
         let data = packets(200, 1000);
-        let mut r = ReadAhead::new(Pieces {
-            data: data.clone(),
-            at: 0,
-            piece: usize::MAX,
-            reads: 0,
-        });
+        let mut r = Pieces::new(&data, usize::MAX);
         let mut got = Vec::new();
         for _ in 0..200 {
             let mut len = [0u8; 4];
@@ -145,12 +152,7 @@ mod tests {
     #[tokio::test]
     async fn large_reads_go_straight_to_the_socket_and_nothing_is_lost() {
         let data = packets(3, 200_000);
-        let mut r = ReadAhead::new(Pieces {
-            data: data.clone(),
-            at: 0,
-            piece: 50_000,
-            reads: 0,
-        });
+        let mut r = Pieces::new(&data, 50_000);
         let mut got = Vec::new();
         r.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, data);
