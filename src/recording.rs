@@ -394,12 +394,8 @@ impl RecSink {
 }
 
 impl SessionSink for RecSink {
-    fn output(&self, channel: u32, data: &[u8]) {
-        // One copy, shared by the live hub and the recording.
-        self.output_bytes(channel, &bytes::Bytes::copy_from_slice(data));
-    }
-    fn output_bytes(&self, _channel: u32, data: &bytes::Bytes) {
-        self.hub.publish_bytes(data.clone());
+    fn output(&self, _channel: u32, data: &bytes::Bytes) {
+        self.hub.publish(data.clone());
         self.with(|r| r.output_bytes(data.clone()));
     }
     fn input(&self, _channel: u32, data: &[u8]) {

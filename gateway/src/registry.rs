@@ -140,12 +140,9 @@ impl Registry {
 /// Where a relay tees a session's traffic. Implementations must not block:
 /// the recorder behind it has a bounded queue and fails the session when full.
 pub trait SessionSink: Send + Sync {
-    /// Output from the target to the user (terminal output).
-    fn output(&self, channel: u32, data: &[u8]);
-    /// Like [`output`](Self::output), for bytes the sink may keep a reference to instead of copying them.
-    fn output_bytes(&self, channel: u32, data: &bytes::Bytes) {
-        self.output(channel, data)
-    }
+    /// Output from the target to the user (terminal output), as a shared buffer the sink may keep a
+    /// reference to instead of copying it.
+    fn output(&self, channel: u32, data: &bytes::Bytes);
     /// Input from the user to the target.
     fn input(&self, channel: u32, data: &[u8]);
     /// A notable event (exec command, subsystem, resize, file transfer).
@@ -184,7 +181,7 @@ pub trait SinkFactory: Send + Sync {
 pub struct NoopSink;
 
 impl SessionSink for NoopSink {
-    fn output(&self, _: u32, _: &[u8]) {}
+    fn output(&self, _: u32, _: &bytes::Bytes) {}
     fn input(&self, _: u32, _: &[u8]) {}
     fn event(&self, _: u32, _: &str, _: &str) {}
 }

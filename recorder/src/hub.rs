@@ -166,17 +166,10 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Publishes session output to every viewer. Never blocks: a viewer whose queue would
-    /// exceed its budget is dropped instead (its next receive says [`Error::Lagged`]).
-    pub fn publish(&self, data: &[u8]) {
-        if !data.is_empty() {
-            self.publish_bytes(Bytes::copy_from_slice(data));
-        }
-    }
-
-    /// Like [`publish`](Self::publish), sharing `data` with the ring and the viewers' queues instead of
-    /// copying it.
-    pub fn publish_bytes(&self, data: Bytes) {
+    /// Publishes session output to every viewer, sharing `data` with the ring and the viewers' queues
+    /// (no copy). Never blocks: a viewer whose queue would exceed its budget is dropped instead (its next
+    /// receive says [`Error::Lagged`]).
+    pub fn publish(&self, data: Bytes) {
         if data.is_empty() {
             return;
         }
@@ -303,15 +296,15 @@ mod tests {
             ring_bytes: 10,
             subscriber_bytes: 1 << 20,
         });
-        hub.publish_bytes(Bytes::from_static(b"abcdef"));
+        hub.publish(Bytes::from_static(b"abcdef"));
         assert_eq!(hub.subscribe().0, b"abcdef");
-        hub.publish_bytes(Bytes::from_static(b"ghijklmn"));
+        hub.publish(Bytes::from_static(b"ghijklmn"));
         let (snap, mut sub) = hub.subscribe();
         assert_eq!(snap, b"efghijklmn");
-        hub.publish_bytes(Bytes::from_static(b"0123456789ABC"));
+        hub.publish(Bytes::from_static(b"0123456789ABC"));
         assert_eq!(hub.subscribe().0, b"3456789ABC");
         assert_eq!(hub.lock().ring_len, 10);
-        hub.publish(b"z");
+        hub.publish(Bytes::from_static(b"z"));
         assert_eq!(hub.subscribe().0, b"456789ABCz");
         assert_eq!(sub.try_recv().unwrap().unwrap(), b"0123456789ABCz");
     }
@@ -319,14 +312,14 @@ mod tests {
     #[tokio::test]
     async fn snapshot_then_everything_in_order() {
         let hub = Hub::new();
-        hub.publish(b"before ");
+        hub.publish(Bytes::from_static(b"before "));
         let (snap, mut sub) = hub.subscribe();
         assert_eq!(snap, b"before ");
         let publisher = {
             let hub = hub.clone();
             tokio::spawn(async move {
                 for i in 0..1000u32 {
-                    hub.publish(format!("<{i}>").as_bytes());
+                    hub.publish(Bytes::copy_from_slice(format!("<{i}>").as_bytes()));
                     if i % 7 == 0 {
                         tokio::task::yield_now().await;
                     }
@@ -359,7 +352,7 @@ mod tests {
         let t = Instant::now();
         let mut max_queued = 0;
         for _ in 0..(100 << 20) / piece.len() {
-            hub.publish(&piece);
+            hub.publish(Bytes::copy_from_slice(&piece));
             max_queued = max_queued.max(stalled.queued_bytes());
         }
         let took = t.elapsed();
@@ -382,7 +375,7 @@ mod tests {
         let (_, mut live) = hub.subscribe();
         let mut seen = 0usize;
         for i in 0..10_000u32 {
-            hub.publish(&i.to_be_bytes().repeat(64));
+            hub.publish(Bytes::copy_from_slice(&i.to_be_bytes().repeat(64)));
             if i % 100 == 99 {
                 while let Some(b) = live.try_recv().unwrap() {
                     seen += b.len();
@@ -403,11 +396,11 @@ mod tests {
             ring_bytes: 8,
             subscriber_bytes: 1024,
         });
-        hub.publish("ab€".as_bytes()); // 5 bytes
-        hub.publish(b"cdefgh"); // 11 in all: the ring keeps "\x82\xaccdefgh", half a "€"
+        hub.publish(Bytes::copy_from_slice("ab€".as_bytes())); // 5 bytes
+        hub.publish(Bytes::from_static(b"cdefgh")); // 11 in all: the ring keeps "\x82\xaccdefgh", half a "€"
         let (snap, _) = hub.subscribe();
         assert_eq!(snap, b"cdefgh");
-        hub.publish(&[b'x'; 100]);
+        hub.publish(Bytes::from_static(&[b'x'; 100]));
         let (snap, _) = hub.subscribe();
         assert_eq!(snap, [b'x'; 8]);
     }
@@ -418,7 +411,7 @@ mod tests {
         let (_, mut sub) = hub.subscribe();
         let (_, gone) = hub.subscribe();
         drop(gone);
-        hub.publish(b"last words");
+        hub.publish(Bytes::from_static(b"last words"));
         assert_eq!(hub.subscriber_count(), 1);
         drop(hub);
         assert_eq!(sub.recv().await.unwrap(), b"last words");
@@ -432,7 +425,7 @@ mod tests {
         let h2 = hub.clone();
         let t = tokio::spawn(async move { sub.recv().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        h2.publish(b"hi");
+        h2.publish(Bytes::from_static(b"hi"));
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(5), t)
                 .await
@@ -449,11 +442,11 @@ mod tests {
             ring_bytes: 0,
             subscriber_bytes: 1 << 20,
         });
-        hub.publish(b"abc");
-        hub.publish(b"de");
+        hub.publish(Bytes::from_static(b"abc"));
+        hub.publish(Bytes::from_static(b"de"));
         let (before, mut sub) = hub.subscribe_counted();
         assert_eq!(before, 5);
-        hub.publish(b"fgh");
+        hub.publish(Bytes::from_static(b"fgh"));
         assert_eq!(sub.try_recv().unwrap().unwrap(), b"fgh");
         assert!(hub.subscribe().0.is_empty(), "no ring: no snapshot");
         hub.close();

@@ -1157,7 +1157,7 @@ impl RdpGateway {
         if !reactivation.first.is_empty() {
             let first = &reactivation.first;
             down += first.len() as u64;
-            sink.output(0, first);
+            sink.output(0, &bytes::Bytes::copy_from_slice(first));
             to_client.advance(first);
             if let Err(e) = cw.write_all(first).await {
                 return (up, down, format!("client: {e}"));
@@ -1221,7 +1221,7 @@ impl RdpGateway {
                     Ok(0) => break ("the target disconnected".to_string(), None),
                     Ok(n) => {
                         down += n as u64;
-                        sink.output(0, &tbuf[..n]);
+                        sink.output(0, &bytes::Bytes::copy_from_slice(&tbuf[..n]));
                         if let Some(why) = sink.failed() {
                             break (format!("its recording failed: {why}"), Some(Code::ServerDeniedConnection));
                         }

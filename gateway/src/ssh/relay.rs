@@ -309,7 +309,7 @@ async fn relay(
                 let r = match msg {
                     ChannelMsg::Data { data } => {
                         if teeing {
-                            sink.output_bytes(ch, &data);
+                            sink.output(ch, &data);
                         } else {
                             let events = track(&xfer, false, &data);
                             file_events(&shared, &live, ch, events).await;
@@ -317,7 +317,7 @@ async fn relay(
                         cwr.data_bytes(data).await
                     }
                     ChannelMsg::ExtendedData { data, ext } => {
-                        sink.output_bytes(ch, &data);
+                        sink.output(ch, &data);
                         cwr.extended_data_bytes(ext, data).await
                     }
                     ChannelMsg::Eof => cwr.eof().await,
