@@ -131,6 +131,12 @@ enum Ansi {
     StrEsc,
 }
 
+/// The control characters the stripper passes on outside escape sequences (the line builders interpret
+/// them); it drops the others.
+fn kept_control(c: char) -> bool {
+    matches!(c, '\n' | '\r' | '\x08' | '\t' | '\u{7f}' | '\x15' | '\x03')
+}
+
 impl AnsiStripper {
     /// Feeds one character; returns it when it is text (or a control character the caller
     /// interprets: `\n`, `\r`, `\b`, `\t`).
@@ -149,7 +155,7 @@ impl AnsiStripper {
                     self.state = Ansi::Str;
                     None
                 }
-                '\n' | '\r' | '\x08' | '\t' | '\u{7f}' | '\x15' | '\x03' => Some(c),
+                c if kept_control(c) => Some(c),
                 c if c.is_control() => None,
                 c => Some(c),
             },
@@ -224,7 +230,7 @@ fn scan_output(ansi: &mut AnsiStripper, line: &mut LineBuilder, data: &str, t: f
             // C0 controls that the stripper drops (NUL, BEL…) never reach the line: skip a run at once.
             let n = rest
                 .bytes()
-                .take_while(|&b| b < 0x20 && !b"\n\r\x08\t\x15\x03\x1b".contains(&b))
+                .take_while(|&b| b < 0x20 && b != 0x1b && !kept_control(char::from(b)))
                 .count();
             if n > 0 {
                 rest = &rest[n..];

@@ -217,7 +217,7 @@ pub(crate) async fn connect(
             match &prev {
                 None => {
                     let socket = tokio::net::TcpStream::connect((resource.host.as_str(), resource.port)).await?;
-                    let _ = socket.set_nodelay(true);
+                    let _ = socket.set_nodelay(config.nodelay);
                     client::connect_stream(config, ReadAhead::new(socket), handler).await
                 }
                 Some(h) => {
