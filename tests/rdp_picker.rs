@@ -33,6 +33,19 @@ fn connect(env: &RdpEnv, x: &Xvfb, log: &str) -> FreeRdp {
     FreeRdp::connect(x, env.rdp_port, "alice", ALICE_PW, &[], &env.tmp.path().join(log))
 }
 
+/// Connects as alice and waits until the client shows the picker (row 1 selected); panics with both logs if not.
+async fn connect_to_picker(env: &RdpEnv, x: &Xvfb, png: &Path, log: &str) -> FreeRdp {
+    let c = connect(env, x, log);
+    if let Err(seen) = screen_shows(x, png, ROW1, SELECTED).await {
+        panic!(
+            "the client does not show the picker (row 1 is {seen})\n--- xfreerdp ---\n{}\n--- gateway ---\n{}",
+            c.log(),
+            logs()
+        );
+    }
+    c
+}
+
 /// Waits until the client's screen shows `colour` at `at` (screenshots of its display); the colour last seen.
 async fn screen_shows(x: &Xvfb, png: &Path, at: (u32, u32), colour: &str) -> Result<(), String> {
     let mut seen = String::new();
@@ -96,15 +109,8 @@ async fn plain_user_picks_the_second_account_with_the_keyboard() {
     env.s.create_account(&env.alice, &rid, "winone", &one).await;
     env.s.create_account(&env.alice, &rid, "wintwo", &two).await;
     let x = Xvfb::start();
-    let mut c = connect(&env, &x, "picker.log");
     let png = env.tmp.path().join("picker.png");
-    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
-        panic!(
-            "the client does not show the picker (row 1 is {seen})\n--- xfreerdp ---\n{}\n--- gateway ---\n{}",
-            c.log(),
-            logs()
-        );
-    }
+    let mut c = connect_to_picker(&env, &x, &png, "picker.log").await;
     assert_eq!(
         rdp::pixel(&png, ROW2.0, ROW2.1),
         BACKGROUND,
@@ -279,10 +285,7 @@ async fn esc_disconnect_and_a_target_that_is_down() {
     let x = Xvfb::start();
     let png = env.tmp.path().join("esc.png");
 
-    let mut c = connect(&env, &x, "esc.log");
-    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
-        panic!("no picker (row 1 is {seen})\n{}\n{}", c.log(), logs());
-    }
+    let mut c = connect_to_picker(&env, &x, &png, "esc.log").await;
     x.xdotool(&["mousemove", "400", "300"]);
     x.xdotool(&["key", "Escape"]);
     let st = c.wait_exit(WAIT);
@@ -297,10 +300,7 @@ async fn esc_disconnect_and_a_target_that_is_down() {
     })
     .await;
 
-    let c = connect(&env, &x, "gone.log");
-    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
-        panic!("no picker (row 1 is {seen})\n{}", c.log());
-    }
+    let c = connect_to_picker(&env, &x, &png, "gone.log").await;
     drop(c);
     audited(&env, "rdp.pick_abandoned", |e| {
         e["detail"]
@@ -310,10 +310,7 @@ async fn esc_disconnect_and_a_target_that_is_down() {
     })
     .await;
 
-    let mut c = connect(&env, &x, "down.log");
-    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
-        panic!("no picker (row 1 is {seen})\n{}", c.log());
-    }
+    let mut c = connect_to_picker(&env, &x, &png, "down.log").await;
     x.xdotool(&["mousemove", ROW2_CLICK.0, ROW2_CLICK.1, "click", "1"]);
     let st = c.wait_exit(WAIT);
     assert!(st.is_some_and(|s| !s.success()), "xfreerdp: {st:?}\n{}", c.log());
@@ -339,10 +336,7 @@ async fn an_untouched_picker_ends_after_the_login_grace_time() {
     }
     let x = Xvfb::start();
     let png = env.tmp.path().join("idle.png");
-    let mut c = connect(&env, &x, "idle.log");
-    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
-        panic!("no picker (row 1 is {seen})\n{}", c.log());
-    }
+    let mut c = connect_to_picker(&env, &x, &png, "idle.log").await;
     let st = c.wait_exit(WAIT);
     assert!(st.is_some(), "xfreerdp still connected\n{}", c.log());
     assert!(c.log().contains("ERRINFO_IDLE_TIMEOUT"), "{}", c.log());
@@ -368,10 +362,7 @@ async fn typing_filters_to_an_nla_target_and_enter_connects_it() {
     env.s.create_account(&env.alice, &down, "zed", "pw 123 456").await;
     let x = Xvfb::start();
     let png = env.tmp.path().join("nla.png");
-    let mut c = connect(&env, &x, "nla.log");
-    if let Err(seen) = screen_shows(&x, &png, ROW1, SELECTED).await {
-        panic!("no picker (row 1 is {seen})\n{}\n{}", c.log(), logs());
-    }
+    let mut c = connect_to_picker(&env, &x, &png, "nla.log").await;
     x.xdotool(&["mousemove", "400", "300"]);
     x.xdotool(&["type", "--delay", "50", "nla1"]);
     x.xdotool(&["key", "Return"]);
